@@ -1,0 +1,215 @@
+package vk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+	"unsafe"
+
+	vk "github.com/vulkan-go/vulkan"
+)
+
+// Access says how a kernel uses a storage-buffer binding; the recorder
+// derives barriers from it.
+type Access int
+
+const (
+	// Read: the kernel only reads the binding (declare it readonly in GLSL).
+	Read Access = iota
+	// Write: the kernel writes (and may read) the binding.
+	Write
+)
+
+// KernelSpec describes a compute pipeline: SPIR-V with entry point main,
+// storage buffers at set 0 bindings 0..len(Bindings)-1, an optional push
+// constant block and specialization constants by constant_id.
+type KernelSpec struct {
+	Name     string
+	SPIRV    []byte
+	Bindings []Access
+	PushSize uint32
+	Spec     map[uint32]uint32
+}
+
+func (s KernelSpec) key() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s|%d|%d|%v|", s.Name, len(s.SPIRV), s.PushSize, s.Bindings)
+	ids := make([]uint32, 0, len(s.Spec))
+	for id := range s.Spec {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		fmt.Fprintf(&b, "%d=%d,", id, s.Spec[id])
+	}
+	return b.String()
+}
+
+// Kernel is a compute pipeline with its layouts.
+type Kernel struct {
+	Name     string
+	d        *Device
+	bindings []Access
+	pushSize uint32
+	pipeline vk.Pipeline
+	layout   vk.PipelineLayout
+	setLay   vk.DescriptorSetLayout
+}
+
+// validateSPIRV checks the header so that garbage never reaches the driver
+// (drivers may crash on it; only the validation layer would catch it).
+func validateSPIRV(code []byte) error {
+	if len(code) < 20 || len(code)%4 != 0 {
+		return fmt.Errorf("invalid SPIR-V: %d bytes is not a whole module (need a multiple of 4, at least 20)", len(code))
+	}
+	if magic := binary.LittleEndian.Uint32(code); magic != 0x07230203 {
+		return fmt.Errorf("invalid SPIR-V: magic number %#08x, want 0x07230203", magic)
+	}
+	if v := binary.LittleEndian.Uint32(code[4:]); v < 0x00010000 || v > 0x00010600 {
+		return fmt.Errorf("invalid SPIR-V: unsupported version %#x", v)
+	}
+	return nil
+}
+
+// Kernel returns the pipeline for spec, creating it on first use; pipelines
+// are cached per device by name, code and specialization.
+func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
+	key := spec.key()
+	d.mu.Lock()
+	k := d.kernels[key]
+	d.mu.Unlock()
+	if k != nil {
+		return k, nil
+	}
+	k, err := d.newKernel(spec)
+	if err != nil {
+		return nil, fmt.Errorf("create pipeline %s: %w", spec.Name, err)
+	}
+	d.mu.Lock()
+	if old := d.kernels[key]; old != nil {
+		d.mu.Unlock()
+		k.destroy()
+		return old, nil
+	}
+	d.kernels[key] = k
+	d.mu.Unlock()
+	return k, nil
+}
+
+func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
+	if err := validateSPIRV(spec.SPIRV); err != nil {
+		return nil, err
+	}
+	if spec.PushSize > d.Info.MaxPushConstants || spec.PushSize%4 != 0 {
+		return nil, fmt.Errorf("push constant size %d: must be a multiple of 4 and at most %d", spec.PushSize, d.Info.MaxPushConstants)
+	}
+	var a arena
+	defer a.free()
+	k := &Kernel{Name: spec.Name, d: d, bindings: append([]Access(nil), spec.Bindings...), pushSize: spec.PushSize}
+
+	var setLay vk.DescriptorSetLayout
+	binds := make([]vk.DescriptorSetLayoutBinding, len(spec.Bindings))
+	for i := range binds {
+		binds[i] = vk.DescriptorSetLayoutBinding{
+			Binding:         uint32(i),
+			DescriptorType:  vk.DescriptorTypeStorageBuffer,
+			DescriptorCount: 1,
+			StageFlags:      vk.ShaderStageFlags(vk.ShaderStageComputeBit),
+		}
+	}
+	if err := check("vkCreateDescriptorSetLayout", vk.CreateDescriptorSetLayout(d.handle, &vk.DescriptorSetLayoutCreateInfo{
+		SType:        vk.StructureTypeDescriptorSetLayoutCreateInfo,
+		BindingCount: uint32(len(binds)),
+		PBindings:    binds,
+	}, nil, &setLay)); err != nil {
+		return nil, err
+	}
+	k.setLay = setLay
+	plci := &vk.PipelineLayoutCreateInfo{
+		SType:          vk.StructureTypePipelineLayoutCreateInfo,
+		SetLayoutCount: 1,
+		PSetLayouts:    cslice(&a, k.setLay),
+	}
+	if spec.PushSize > 0 {
+		plci.PushConstantRangeCount = 1
+		plci.PPushConstantRanges = []vk.PushConstantRange{{StageFlags: vk.ShaderStageFlags(vk.ShaderStageComputeBit), Size: spec.PushSize}}
+	}
+	var layout vk.PipelineLayout
+	if err := check("vkCreatePipelineLayout", vk.CreatePipelineLayout(d.handle, plci, nil, &layout)); err != nil {
+		k.destroy()
+		return nil, err
+	}
+	k.layout = layout
+	code := a.cbytes(spec.SPIRV)
+	var module vk.ShaderModule
+	if err := check("vkCreateShaderModule", vk.CreateShaderModule(d.handle, &vk.ShaderModuleCreateInfo{
+		SType:    vk.StructureTypeShaderModuleCreateInfo,
+		CodeSize: uint(len(spec.SPIRV)),
+		PCode:    unsafe.Slice((*uint32)(code), len(spec.SPIRV)/4),
+	}, nil, &module)); err != nil {
+		k.destroy()
+		return nil, err
+	}
+	defer vk.DestroyShaderModule(d.handle, module, nil)
+
+	stage := vk.PipelineShaderStageCreateInfo{
+		SType:  vk.StructureTypePipelineShaderStageCreateInfo,
+		Stage:  vk.ShaderStageComputeBit,
+		Module: module,
+		PName:  a.str("main"),
+	}
+	if len(spec.Spec) > 0 {
+		ids := make([]uint32, 0, len(spec.Spec))
+		for id := range spec.Spec {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		entries := make([]vk.SpecializationMapEntry, len(ids))
+		data := make([]uint32, len(ids))
+		for i, id := range ids {
+			entries[i] = vk.SpecializationMapEntry{ConstantID: id, Offset: uint32(4 * i), Size: 4}
+			data[i] = spec.Spec[id]
+		}
+		stage.PSpecializationInfo = []vk.SpecializationInfo{{
+			MapEntryCount: uint32(len(entries)),
+			PMapEntries:   entries,
+			DataSize:      uint(4 * len(data)),
+			PData:         a.cbytes(u32Bytes(data)),
+		}}
+	}
+	pipes := make([]vk.Pipeline, 1)
+	var cache vk.PipelineCache
+	if d.cache != nil {
+		cache = d.cache.handle
+	}
+	if err := check("vkCreateComputePipelines", vk.CreateComputePipelines(d.handle, cache, 1, []vk.ComputePipelineCreateInfo{{
+		SType:  vk.StructureTypeComputePipelineCreateInfo,
+		Stage:  stage,
+		Layout: k.layout,
+	}}, nil, pipes)); err != nil {
+		k.destroy()
+		return nil, err
+	}
+	k.pipeline = pipes[0]
+	if d.cache != nil {
+		d.cache.dirty = true
+	}
+	return k, nil
+}
+
+func (k *Kernel) destroy() {
+	d := k.d
+	if k.pipeline != nil {
+		vk.DestroyPipeline(d.handle, k.pipeline, nil)
+		k.pipeline = nil
+	}
+	if k.layout != nil {
+		vk.DestroyPipelineLayout(d.handle, k.layout, nil)
+		k.layout = nil
+	}
+	if k.setLay != nil {
+		vk.DestroyDescriptorSetLayout(d.handle, k.setLay, nil)
+		k.setLay = nil
+	}
+}

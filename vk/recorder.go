@@ -1,0 +1,486 @@
+package vk
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+
+	vk "github.com/vulkan-go/vulkan"
+)
+
+// Recorder records dispatches, copies and timestamps into one command buffer
+// and submits it. It inserts a memory barrier before any command that reads
+// or writes a buffer written since the last barrier, or writes one read since
+// then. A recorded command buffer can be submitted again unchanged (Submit),
+// or cleared (Reset). A Recorder is not safe for concurrent use; several
+// Recorders may be used from different goroutines.
+type Recorder struct {
+	d         *Device
+	pool      vk.CommandPool
+	cmd       vk.CommandBuffer
+	fence     vk.Fence
+	descPools []vk.DescriptorPool
+	poolIdx   int    // pool sets are drawn from
+	setsLeft  uint32 // sets left in descPools[poolIdx]
+	queries   vk.QueryPool
+	labels    []string
+	recording bool
+	ended     bool
+	written   map[vk.Buffer]bool
+	read      map[vk.Buffer]bool
+	results   []uint64
+	dispatchs int
+	barriers  int
+}
+
+const (
+	maxTimestamps = 512
+	setsPerPool   = 256
+)
+
+// NewRecorder creates a recorder with its own command pool.
+func (d *Device) NewRecorder() (*Recorder, error) {
+	r := &Recorder{d: d, poolIdx: -1}
+	var a arena
+	defer a.free()
+	// Out-parameters are locals: cgo rejects pointers into structs holding Go pointers.
+	var pool vk.CommandPool
+	var fence vk.Fence
+	var queries vk.QueryPool
+	if err := check("vkCreateCommandPool", vk.CreateCommandPool(d.handle, &vk.CommandPoolCreateInfo{
+		SType:            vk.StructureTypeCommandPoolCreateInfo,
+		Flags:            vk.CommandPoolCreateFlags(vk.CommandPoolCreateResetCommandBufferBit),
+		QueueFamilyIndex: d.Info.ComputeQueue,
+	}, nil, &pool)); err != nil {
+		return nil, fmt.Errorf("create recorder: %w", err)
+	}
+	r.pool = pool
+	cmds := make([]vk.CommandBuffer, 1)
+	if err := check("vkAllocateCommandBuffers", vk.AllocateCommandBuffers(d.handle, &vk.CommandBufferAllocateInfo{
+		SType:              vk.StructureTypeCommandBufferAllocateInfo,
+		CommandPool:        r.pool,
+		Level:              vk.CommandBufferLevelPrimary,
+		CommandBufferCount: 1,
+	}, cmds)); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("create recorder: %w", err)
+	}
+	r.cmd = cmds[0]
+	if err := check("vkCreateFence", vk.CreateFence(d.handle, &vk.FenceCreateInfo{SType: vk.StructureTypeFenceCreateInfo}, nil, &fence)); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("create recorder: %w", err)
+	}
+	r.fence = fence
+	if d.Info.Timestamps {
+		if err := check("vkCreateQueryPool", vk.CreateQueryPool(d.handle, &vk.QueryPoolCreateInfo{
+			SType:      vk.StructureTypeQueryPoolCreateInfo,
+			QueryType:  vk.QueryTypeTimestamp,
+			QueryCount: maxTimestamps,
+		}, nil, &queries)); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("create recorder: %w", err)
+		}
+		r.queries = queries
+	}
+	d.mu.Lock()
+	d.recs[r] = struct{}{}
+	d.mu.Unlock()
+	return r, nil
+}
+
+// Close releases the recorder; its work must have finished.
+func (r *Recorder) Close() {
+	if r == nil || r.d == nil {
+		return
+	}
+	d := r.d
+	for _, p := range r.descPools {
+		vk.DestroyDescriptorPool(d.handle, p, nil)
+	}
+	r.descPools = nil
+	if r.queries != nil {
+		vk.DestroyQueryPool(d.handle, r.queries, nil)
+	}
+	if r.fence != nil {
+		vk.DestroyFence(d.handle, r.fence, nil)
+	}
+	if r.pool != nil {
+		vk.DestroyCommandPool(d.handle, r.pool, nil) // frees the command buffer too
+	}
+	d.mu.Lock()
+	delete(d.recs, r)
+	d.mu.Unlock()
+	r.d = nil
+}
+
+// begin starts recording on first use after creation or Reset.
+func (r *Recorder) begin() error {
+	if r.d == nil {
+		return fmt.Errorf("record: recorder is closed")
+	}
+	if r.ended {
+		return fmt.Errorf("record: command buffer already submitted; call Reset before recording more")
+	}
+	if r.recording {
+		return nil
+	}
+	if err := check("vkBeginCommandBuffer", vk.BeginCommandBuffer(r.cmd, &vk.CommandBufferBeginInfo{
+		SType: vk.StructureTypeCommandBufferBeginInfo,
+	})); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	if r.queries != nil {
+		vk.CmdResetQueryPool(r.cmd, r.queries, 0, maxTimestamps)
+	}
+	r.recording = true
+	r.written = map[vk.Buffer]bool{}
+	r.read = map[vk.Buffer]bool{}
+	return nil
+}
+
+// Reset discards what was recorded; descriptor sets are recycled.
+func (r *Recorder) Reset() error {
+	if r.d == nil {
+		return fmt.Errorf("reset recorder: recorder is closed")
+	}
+	if r.recording && !r.ended {
+		vk.EndCommandBuffer(r.cmd)
+	}
+	if err := check("vkResetCommandBuffer", vk.ResetCommandBuffer(r.cmd, 0)); err != nil {
+		return fmt.Errorf("reset recorder: %w", err)
+	}
+	for _, p := range r.descPools {
+		if err := check("vkResetDescriptorPool", vk.ResetDescriptorPool(r.d.handle, p, 0)); err != nil {
+			return fmt.Errorf("reset recorder: %w", err)
+		}
+	}
+	r.poolIdx, r.setsLeft = -1, 0
+	r.recording, r.ended = false, false
+	r.labels, r.results = r.labels[:0], nil
+	r.dispatchs, r.barriers = 0, 0
+	return nil
+}
+
+// hazard inserts a barrier when reads or writes conflict with earlier writes
+// (or writes with earlier reads) since the last barrier.
+func (r *Recorder) hazard(reads, writes []vk.Buffer) {
+	need := false
+	for _, b := range reads {
+		need = need || r.written[b]
+	}
+	for _, b := range writes {
+		need = need || r.written[b] || r.read[b]
+	}
+	if need {
+		r.Barrier()
+	}
+	for _, b := range reads {
+		r.read[b] = true
+	}
+	for _, b := range writes {
+		r.written[b] = true
+	}
+}
+
+// Barrier makes all earlier compute and transfer writes visible to later
+// compute and transfer commands.
+func (r *Recorder) Barrier() {
+	if !r.recording {
+		return
+	}
+	stages := vk.PipelineStageFlags(vk.PipelineStageComputeShaderBit | vk.PipelineStageTransferBit)
+	vk.CmdPipelineBarrier(r.cmd, stages, stages, 0, 1, []vk.MemoryBarrier{{
+		SType:         vk.StructureTypeMemoryBarrier,
+		SrcAccessMask: vk.AccessFlags(vk.AccessShaderWriteBit | vk.AccessTransferWriteBit),
+		DstAccessMask: vk.AccessFlags(vk.AccessShaderReadBit | vk.AccessShaderWriteBit | vk.AccessTransferReadBit | vk.AccessTransferWriteBit),
+	}}, 0, nil, 0, nil)
+	clear(r.written)
+	clear(r.read)
+	r.barriers++
+}
+
+func (r *Recorder) descriptorSet(k *Kernel) (vk.DescriptorSet, error) {
+	var a arena
+	defer a.free()
+	for {
+		if r.setsLeft == 0 {
+			r.poolIdx++
+			if r.poolIdx >= len(r.descPools) {
+				var p vk.DescriptorPool
+				if err := check("vkCreateDescriptorPool", vk.CreateDescriptorPool(r.d.handle, &vk.DescriptorPoolCreateInfo{
+					SType:         vk.StructureTypeDescriptorPoolCreateInfo,
+					MaxSets:       setsPerPool,
+					PoolSizeCount: 1,
+					PPoolSizes:    []vk.DescriptorPoolSize{{Type: vk.DescriptorTypeStorageBuffer, DescriptorCount: setsPerPool * 16}},
+				}, nil, &p)); err != nil {
+					return nil, err
+				}
+				r.descPools = append(r.descPools, p)
+				r.poolIdx = len(r.descPools) - 1
+			}
+			r.setsLeft = setsPerPool
+		}
+		var set vk.DescriptorSet
+		res := vk.AllocateDescriptorSets(r.d.handle, &vk.DescriptorSetAllocateInfo{
+			SType:              vk.StructureTypeDescriptorSetAllocateInfo,
+			DescriptorPool:     r.descPools[r.poolIdx],
+			DescriptorSetCount: 1,
+			PSetLayouts:        cslice(&a, k.setLay),
+		}, &set)
+		if res == vk.ErrorOutOfPoolMemory || res == vk.ErrorFragmentedPool {
+			r.setsLeft = 0 // this pool ran out of descriptors: move on to the next
+			continue
+		}
+		if err := check("vkAllocateDescriptorSets", res); err != nil {
+			return nil, err
+		}
+		r.setsLeft--
+		return set, nil
+	}
+}
+
+// Dispatch records kernel k over groups workgroups with push constants push
+// (len must equal the kernel's push size) and one buffer range per binding.
+func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Range) error {
+	if err := r.checkDispatch(k, groups, push, bufs); err != nil {
+		return fmt.Errorf("dispatch %s: %w", k.Name, err)
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	set, err := r.descriptorSet(k)
+	if err != nil {
+		return fmt.Errorf("dispatch %s: %w", k.Name, err)
+	}
+	infos := make([]vk.DescriptorBufferInfo, len(bufs))
+	var reads, writes []vk.Buffer
+	for i, b := range bufs {
+		size := vk.DeviceSize(b.Size)
+		if b.Size == 0 {
+			size = vk.DeviceSize(vk.WholeSize)
+		}
+		infos[i] = vk.DescriptorBufferInfo{Buffer: b.Buffer.handle, Offset: vk.DeviceSize(b.Offset), Range: size}
+		if k.bindings[i] == Write {
+			writes = append(writes, b.Buffer.handle)
+		} else {
+			reads = append(reads, b.Buffer.handle)
+		}
+	}
+	ws := make([]vk.WriteDescriptorSet, len(bufs))
+	for i := range bufs {
+		ws[i] = vk.WriteDescriptorSet{
+			SType:           vk.StructureTypeWriteDescriptorSet,
+			DstSet:          set,
+			DstBinding:      uint32(i),
+			DescriptorCount: 1,
+			DescriptorType:  vk.DescriptorTypeStorageBuffer,
+			PBufferInfo:     infos[i : i+1],
+		}
+	}
+	if len(ws) > 0 {
+		vk.UpdateDescriptorSets(r.d.handle, uint32(len(ws)), ws, 0, nil)
+	}
+	r.hazard(reads, writes)
+	var a arena
+	defer a.free()
+	vk.CmdBindPipeline(r.cmd, vk.PipelineBindPointCompute, k.pipeline)
+	vk.CmdBindDescriptorSets(r.cmd, vk.PipelineBindPointCompute, k.layout, 0, 1, cslice(&a, set), 0, nil)
+	if k.pushSize > 0 {
+		vk.CmdPushConstants(r.cmd, k.layout, vk.ShaderStageFlags(vk.ShaderStageComputeBit), 0, k.pushSize, a.cbytes(push))
+	}
+	vk.CmdDispatch(r.cmd, groups[0], groups[1], groups[2])
+	r.dispatchs++
+	return nil
+}
+
+func (r *Recorder) checkDispatch(k *Kernel, groups [3]uint32, push []byte, bufs []Range) error {
+	if k == nil || k.pipeline == nil {
+		return fmt.Errorf("kernel is nil or destroyed")
+	}
+	if k.d != r.d {
+		return fmt.Errorf("kernel belongs to another device")
+	}
+	if len(bufs) != len(k.bindings) {
+		return fmt.Errorf("%d buffers for %d bindings", len(bufs), len(k.bindings))
+	}
+	if uint32(len(push)) != k.pushSize {
+		return fmt.Errorf("%d bytes of push constants, kernel takes %d", len(push), k.pushSize)
+	}
+	for i, g := range groups {
+		if g > r.d.Info.MaxWorkgroupCount[i] {
+			return fmt.Errorf("workgroup count %d in dimension %d exceeds the device limit %d", g, i, r.d.Info.MaxWorkgroupCount[i])
+		}
+	}
+	for i, b := range bufs {
+		if b.Buffer == nil || b.Buffer.handle == nil {
+			return fmt.Errorf("binding %d: buffer is nil or closed", i)
+		}
+		if b.Buffer.d != r.d {
+			return fmt.Errorf("binding %d: buffer belongs to another device", i)
+		}
+		size := b.Size
+		if size == 0 {
+			if b.Offset > b.Buffer.size {
+				return fmt.Errorf("binding %d: offset %d beyond buffer of %d bytes", i, b.Offset, b.Buffer.size)
+			}
+			size = max(alignUp(b.Buffer.size, 4), 4) - b.Offset
+		} else if b.Offset > b.Buffer.size || size > b.Buffer.size-b.Offset {
+			return fmt.Errorf("binding %d: range [%d, %d) outside buffer of %d bytes", i, b.Offset, b.Offset+size, b.Buffer.size)
+		}
+		if b.Offset%r.d.Info.MinStorageAlignment != 0 {
+			return fmt.Errorf("binding %d: offset %d not a multiple of the device's storage alignment %d", i, b.Offset, r.d.Info.MinStorageAlignment)
+		}
+		if size > uint64(r.d.Info.MaxStorageBufferRange) {
+			return fmt.Errorf("binding %d: %d bytes exceed the device's storage-buffer range %d; bind a Sub range", i, size, r.d.Info.MaxStorageBufferRange)
+		}
+	}
+	return nil
+}
+
+// CopyRange records a copy of n bytes from src at srcOff to dst at dstOff.
+func (r *Recorder) CopyRange(dst *Buffer, dstOff uint64, src *Buffer, srcOff, n uint64) error {
+	if err := src.checkRange("copy source", srcOff, n); err != nil {
+		return err
+	}
+	if err := dst.checkRange("copy destination", dstOff, n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	r.hazard([]vk.Buffer{src.handle}, []vk.Buffer{dst.handle})
+	vk.CmdCopyBuffer(r.cmd, src.handle, dst.handle, 1, []vk.BufferCopy{{
+		SrcOffset: vk.DeviceSize(srcOff), DstOffset: vk.DeviceSize(dstOff), Size: vk.DeviceSize(n),
+	}})
+	return nil
+}
+
+// Fill records writing the 32-bit pattern value over the whole buffer.
+func (r *Recorder) Fill(b *Buffer, value uint32) error {
+	if err := b.checkRange("fill", 0, b.size); err != nil {
+		return err
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	r.hazard(nil, []vk.Buffer{b.handle})
+	vk.CmdFillBuffer(r.cmd, b.handle, 0, vk.DeviceSize(vk.WholeSize), value)
+	return nil
+}
+
+// Timestamp records the GPU time at which all earlier commands have
+// completed, under label. Timings reads them after Submit.
+func (r *Recorder) Timestamp(label string) error {
+	if r.queries == nil {
+		return fmt.Errorf("timestamp %q: device %q has no compute timestamps", label, r.d.Info.Name)
+	}
+	if len(r.labels) >= maxTimestamps {
+		return fmt.Errorf("timestamp %q: more than %d timestamps in one command buffer", label, maxTimestamps)
+	}
+	if err := r.begin(); err != nil {
+		return err
+	}
+	vk.CmdWriteTimestamp(r.cmd, vk.PipelineStageBottomOfPipeBit, r.queries, uint32(len(r.labels)))
+	r.labels = append(r.labels, label)
+	return nil
+}
+
+// Submit ends recording (if needed), submits and waits for completion.
+// Submitting again replays the same commands.
+func (r *Recorder) Submit() error {
+	if err := r.begin(); err != nil && !r.ended {
+		return err
+	}
+	if !r.ended {
+		// Make results visible to the host through mapped memory.
+		vk.CmdPipelineBarrier(r.cmd,
+			vk.PipelineStageFlags(vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit),
+			vk.PipelineStageFlags(vk.PipelineStageHostBit), 0, 1, []vk.MemoryBarrier{{
+				SType:         vk.StructureTypeMemoryBarrier,
+				SrcAccessMask: vk.AccessFlags(vk.AccessShaderWriteBit | vk.AccessTransferWriteBit),
+				DstAccessMask: vk.AccessFlags(vk.AccessHostReadBit),
+			}}, 0, nil, 0, nil)
+		if err := check("vkEndCommandBuffer", vk.EndCommandBuffer(r.cmd)); err != nil {
+			return fmt.Errorf("submit: %w", err)
+		}
+		r.ended = true
+	}
+	d := r.d
+	var a arena
+	defer a.free()
+	if err := check("vkResetFences", vk.ResetFences(d.handle, 1, cslice(&a, r.fence))); err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	d.queueMu.Lock()
+	res := vk.QueueSubmit(d.queue, 1, []vk.SubmitInfo{{
+		SType:              vk.StructureTypeSubmitInfo,
+		CommandBufferCount: 1,
+		PCommandBuffers:    cslice(&a, r.cmd),
+	}}, r.fence)
+	d.queueMu.Unlock()
+	if err := check("vkQueueSubmit", res); err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	if err := check("vkWaitForFences", vk.WaitForFences(d.handle, 1, cslice(&a, r.fence), vk.True, uint64(d.FenceTimeout/time.Nanosecond))); err != nil {
+		return fmt.Errorf("wait for GPU work (limit %s): %w", d.FenceTimeout, err)
+	}
+	r.results = nil
+	return nil
+}
+
+// Timing is the GPU time between two consecutive timestamps.
+type Timing struct {
+	From, To string
+	Elapsed  time.Duration
+}
+
+// Timestamps returns the recorded timestamps in nanoseconds (GPU clock) by label order.
+func (r *Recorder) Timestamps() ([]uint64, error) {
+	if len(r.labels) == 0 {
+		return nil, nil
+	}
+	if r.results != nil {
+		return r.results, nil
+	}
+	if !r.ended {
+		return nil, fmt.Errorf("read timestamps: not submitted")
+	}
+	n := len(r.labels)
+	var a arena
+	defer a.free()
+	p := a.alloc(8 * n)
+	if err := check("vkGetQueryPoolResults", vk.GetQueryPoolResults(r.d.handle, r.queries, 0, uint32(n), uint(8*n), p, 8,
+		vk.QueryResultFlags(vk.QueryResult64Bit|vk.QueryResultWaitBit))); err != nil {
+		return nil, fmt.Errorf("read timestamps: %w", err)
+	}
+	raw := unsafe.Slice((*uint64)(p), n)
+	mask := ^uint64(0)
+	if bits := r.d.Info.TimestampBits; bits < 64 {
+		mask = 1<<bits - 1
+	}
+	out := make([]uint64, n)
+	for i, t := range raw {
+		out[i] = uint64(float64(t&mask) * r.d.Info.TimestampPeriod)
+	}
+	r.results = out
+	return out, nil
+}
+
+// Timings returns the intervals between consecutive timestamps.
+func (r *Recorder) Timings() ([]Timing, error) {
+	ts, err := r.Timestamps()
+	if err != nil {
+		return nil, err
+	}
+	var out []Timing
+	for i := 1; i < len(ts); i++ {
+		out = append(out, Timing{From: r.labels[i-1], To: r.labels[i], Elapsed: time.Duration(ts[i] - ts[i-1])})
+	}
+	return out, nil
+}
+
+// Stats counts what was recorded since the last Reset.
+func (r *Recorder) Stats() (dispatches, barriers int) { return r.dispatchs, r.barriers }

@@ -1,0 +1,283 @@
+#include "shim.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*deft_pfn)(void);
+typedef deft_pfn (*deft_gipa_fn)(void *instance, const char *name);
+
+static deft_gipa_fn gipa;
+
+void *deft_load_vulkan(const char *path, char *err, size_t errlen) {
+	void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (lib == NULL) {
+		const char *e = dlerror();
+		snprintf(err, errlen, "%s", e ? e : "dlopen failed");
+		return NULL;
+	}
+	gipa = (deft_gipa_fn)dlsym(lib, "vkGetInstanceProcAddr");
+	if (gipa == NULL) {
+		snprintf(err, errlen, "%s has no vkGetInstanceProcAddr", path);
+		return NULL;
+	}
+	return (void *)gipa;
+}
+
+uint32_t deft_instance_version(void) {
+	typedef int32_t (*fn_t)(uint32_t *);
+	fn_t fn = gipa ? (fn_t)gipa(NULL, "vkEnumerateInstanceVersion") : NULL;
+	uint32_t v = 1u << 22; // 1.0: the entry point only exists from 1.1 on
+	if (fn != NULL && fn(&v) != 0) v = 1u << 22;
+	return v;
+}
+
+// Structure-type values from the Vulkan registry.
+enum {
+	ST_PROPERTIES2 = 1000059001,
+	ST_FEATURES2 = 1000059000,
+	ST_SUBGROUP_PROPS = 1000094000,
+	ST_ID_PROPS = 1000071004,
+	ST_DRIVER_PROPS = 1000196000,
+	ST_SIZE_CONTROL_PROPS = 1000225000,
+	ST_SIZE_CONTROL_FEATURES = 1000225002,
+	ST_16BIT_FEATURES = 1000083000,
+	ST_8BIT_FEATURES = 1000177000,
+	ST_F16_I8_FEATURES = 1000082000,
+	ST_COOPMAT_FEATURES = 1000506000,
+	ST_COOPMAT_PROPS = 1000506001,
+	ST_DEBUG_MESSENGER_CI = 1000128004,
+};
+
+typedef struct { uint32_t sType; void *pNext; } base_t;
+typedef struct { uint32_t sType; void *pNext; uint8_t properties[1024]; } props2_t; // VkPhysicalDeviceProperties is 824 bytes
+typedef struct { uint32_t sType; void *pNext; uint32_t features[55]; } features2_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t subgroupSize, supportedStages, supportedOperations, quadAll; } subgroup_props_t;
+typedef struct { uint32_t sType; void *pNext; uint8_t deviceUUID[16], driverUUID[16], deviceLUID[8]; uint32_t nodeMask, luidValid; } id_props_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t driverID; char name[256]; char info[256]; uint8_t conformance[4]; } driver_props_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t minSize, maxSize, maxComputeWorkgroupSubgroups, requiredStages; } size_control_props_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t sizeControl, computeFull; } size_control_features_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t storageBuffer, uniformAndStorage, pushConstant, inputOutput; } storage16_features_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t storageBuffer, uniformAndStorage, pushConstant; } storage8_features_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t float16, int8; } f16i8_features_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t coopmat, robust; } coopmat_features_t;
+typedef struct {
+	uint32_t sType; void *pNext;
+	uint32_t m, n, k, a, b, c, result, saturating, scope;
+} coopmat_props_t;
+
+static deft_pfn instance_fn(void *instance, const char *core, const char *khr) {
+	deft_pfn f = gipa(instance, core);
+	if (f == NULL && khr != NULL) f = gipa(instance, khr);
+	return f;
+}
+
+int deft_query_caps(void *instance, void *pd, const deft_ext *ext, deft_caps *out) {
+	memset(out, 0, sizeof(*out));
+	typedef void (*props2_fn)(void *, void *);
+	props2_fn get_props = (props2_fn)instance_fn(instance, "vkGetPhysicalDeviceProperties2", "vkGetPhysicalDeviceProperties2KHR");
+	props2_fn get_feats = (props2_fn)instance_fn(instance, "vkGetPhysicalDeviceFeatures2", "vkGetPhysicalDeviceFeatures2KHR");
+	if (get_props == NULL || get_feats == NULL) return -1;
+
+	props2_t p2 = {ST_PROPERTIES2, NULL, {0}};
+	subgroup_props_t sg = {ST_SUBGROUP_PROPS, NULL, 0, 0, 0, 0};
+	id_props_t id = {ST_ID_PROPS, NULL, {0}, {0}, {0}, 0, 0};
+	driver_props_t drv; memset(&drv, 0, sizeof drv); drv.sType = ST_DRIVER_PROPS;
+	size_control_props_t scp = {ST_SIZE_CONTROL_PROPS, NULL, 0, 0, 0, 0};
+	p2.pNext = &sg; sg.pNext = &id;
+	base_t *tail = (base_t *)&id;
+	if (ext->driver_props) { tail->pNext = &drv; tail = (base_t *)&drv; }
+	if (ext->size_control) { tail->pNext = &scp; tail = (base_t *)&scp; }
+	get_props(pd, &p2);
+	out->subgroup_size = sg.subgroupSize;
+	out->subgroup_stages = sg.supportedStages;
+	out->subgroup_ops = sg.supportedOperations;
+	memcpy(out->device_uuid, id.deviceUUID, 16);
+	memcpy(out->driver_uuid, id.driverUUID, 16);
+	if (ext->driver_props) {
+		out->has_driver_props = 1;
+		out->driver_id = drv.driverID;
+		memcpy(out->driver_name, drv.name, 256); out->driver_name[255] = 0;
+		memcpy(out->driver_info, drv.info, 256); out->driver_info[255] = 0;
+	}
+	if (ext->size_control) {
+		out->has_size_control_props = 1;
+		out->min_subgroup_size = scp.minSize;
+		out->max_subgroup_size = scp.maxSize;
+		out->max_compute_workgroup_subgroups = scp.maxComputeWorkgroupSubgroups;
+		out->required_subgroup_size_stages = scp.requiredStages;
+	}
+
+	features2_t f2; memset(&f2, 0, sizeof f2); f2.sType = ST_FEATURES2;
+	storage16_features_t s16 = {ST_16BIT_FEATURES, NULL, 0, 0, 0, 0};
+	storage8_features_t s8 = {ST_8BIT_FEATURES, NULL, 0, 0, 0};
+	f16i8_features_t fi = {ST_F16_I8_FEATURES, NULL, 0, 0};
+	size_control_features_t scf = {ST_SIZE_CONTROL_FEATURES, NULL, 0, 0};
+	coopmat_features_t cmf = {ST_COOPMAT_FEATURES, NULL, 0, 0};
+	f2.pNext = &s16; tail = (base_t *)&s16;
+	if (ext->storage8) { tail->pNext = &s8; tail = (base_t *)&s8; }
+	if (ext->float16_int8) { tail->pNext = &fi; tail = (base_t *)&fi; }
+	if (ext->size_control) { tail->pNext = &scf; tail = (base_t *)&scf; }
+	if (ext->coopmat) { tail->pNext = &cmf; tail = (base_t *)&cmf; }
+	get_feats(pd, &f2);
+	out->storage_buffer16 = s16.storageBuffer;
+	out->uniform_storage16 = s16.uniformAndStorage;
+	out->push_constant16 = s16.pushConstant;
+	out->storage_buffer8 = s8.storageBuffer;
+	out->shader_float16 = fi.float16;
+	out->shader_int8 = fi.int8;
+	out->subgroup_size_control = scf.sizeControl;
+	out->compute_full_subgroups = scf.computeFull;
+	out->cooperative_matrix = cmf.coopmat;
+
+	if (ext->coopmat) {
+		typedef int32_t (*cm_fn)(void *, uint32_t *, coopmat_props_t *);
+		cm_fn get_cm = (cm_fn)gipa(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR");
+		uint32_t n = 0;
+		if (get_cm != NULL && get_cm(pd, &n, NULL) >= 0 && n > 0) {
+			coopmat_props_t *cm = calloc(n, sizeof *cm);
+			if (cm == NULL) return -2;
+			for (uint32_t i = 0; i < n; i++) cm[i].sType = ST_COOPMAT_PROPS;
+			if (get_cm(pd, &n, cm) >= 0) {
+				if (n > DEFT_MAX_COOPMAT) n = DEFT_MAX_COOPMAT;
+				out->coopmat_count = n;
+				for (uint32_t i = 0; i < n; i++) {
+					deft_coopmat *d = &out->coopmat[i];
+					d->m = cm[i].m; d->n = cm[i].n; d->k = cm[i].k;
+					d->a_type = cm[i].a; d->b_type = cm[i].b; d->c_type = cm[i].c;
+					d->result_type = cm[i].result; d->saturating = cm[i].saturating; d->scope = cm[i].scope;
+				}
+			}
+			free(cm);
+		}
+	}
+	return 0;
+}
+
+// The chain is one allocation so that freeing it cannot miss a link.
+typedef struct {
+	features2_t f2;
+	storage16_features_t s16;
+	storage8_features_t s8;
+	f16i8_features_t fi;
+	size_control_features_t scf;
+	coopmat_features_t cmf;
+} feature_chain_t;
+
+void *deft_features_chain(const deft_ext *ext, const deft_enable *en) {
+	feature_chain_t *c = calloc(1, sizeof *c);
+	if (c == NULL) return NULL;
+	c->f2.sType = ST_FEATURES2;
+	// VkPhysicalDeviceFeatures members 40 and 41 (0-based) are shaderInt64 and shaderInt16.
+	c->f2.features[40] = en->shader_int64;
+	c->f2.features[41] = en->shader_int16;
+	c->s16.sType = ST_16BIT_FEATURES;
+	c->s16.storageBuffer = en->storage_buffer16;
+	c->s16.uniformAndStorage = en->uniform_storage16;
+	c->s16.pushConstant = en->push_constant16;
+	c->f2.pNext = &c->s16;
+	base_t *tail = (base_t *)&c->s16;
+	if (ext->storage8) {
+		c->s8.sType = ST_8BIT_FEATURES;
+		c->s8.storageBuffer = en->storage_buffer8;
+		tail->pNext = &c->s8; tail = (base_t *)&c->s8;
+	}
+	if (ext->float16_int8) {
+		c->fi.sType = ST_F16_I8_FEATURES;
+		c->fi.float16 = en->shader_float16;
+		c->fi.int8 = en->shader_int8;
+		tail->pNext = &c->fi; tail = (base_t *)&c->fi;
+	}
+	if (ext->size_control) {
+		c->scf.sType = ST_SIZE_CONTROL_FEATURES;
+		c->scf.sizeControl = en->subgroup_size_control;
+		c->scf.computeFull = en->compute_full_subgroups;
+		tail->pNext = &c->scf; tail = (base_t *)&c->scf;
+	}
+	if (ext->coopmat) {
+		c->cmf.sType = ST_COOPMAT_FEATURES;
+		c->cmf.coopmat = en->cooperative_matrix;
+		tail->pNext = &c->cmf; tail = (base_t *)&c->cmf;
+	}
+	return c;
+}
+
+void deft_free_features_chain(void *chain) { free(chain); }
+
+// ---- validation messages ----
+
+enum { MSG_SLOTS = 64, MSG_LEN = 2048 };
+static pthread_mutex_t msg_mu = PTHREAD_MUTEX_INITIALIZER;
+static char msg_buf[MSG_SLOTS][MSG_LEN];
+static uint32_t msg_head, msg_count, msg_dropped;
+
+typedef struct {
+	uint32_t sType; const void *pNext; uint32_t flags;
+	const char *pMessageIdName; int32_t messageIdNumber; const char *pMessage;
+} callback_data_t;
+
+static uint32_t messenger_callback(uint32_t severity, uint32_t types, const callback_data_t *data, void *user) {
+	(void)types; (void)user;
+	pthread_mutex_lock(&msg_mu);
+	if (msg_count == MSG_SLOTS) {
+		msg_dropped++;
+	} else {
+		uint32_t slot = (msg_head + msg_count) % MSG_SLOTS;
+		snprintf(msg_buf[slot], MSG_LEN, "[%s] %s", severity >= 0x1000 ? "error" : "warning",
+			data && data->pMessage ? data->pMessage : "(no message)");
+		msg_count++;
+	}
+	pthread_mutex_unlock(&msg_mu);
+	return 0; // VK_FALSE: never abort the call
+}
+
+typedef struct {
+	uint32_t sType; const void *pNext; uint32_t flags;
+	uint32_t severity, types;
+	void *callback; void *user;
+} messenger_ci_t;
+
+static messenger_ci_t messenger_ci = {
+	ST_DEBUG_MESSENGER_CI, NULL, 0,
+	0x100 | 0x1000,   // warnings and errors
+	0x1 | 0x2 | 0x4,  // general, validation, performance
+	(void *)messenger_callback, NULL,
+};
+
+void *deft_messenger_create_info(void) { return &messenger_ci; }
+
+int deft_create_messenger(void *instance, void **messenger) {
+	typedef int32_t (*fn_t)(void *, const messenger_ci_t *, const void *, void **);
+	fn_t fn = (fn_t)gipa(instance, "vkCreateDebugUtilsMessengerEXT");
+	if (fn == NULL) return -1;
+	return fn(instance, &messenger_ci, NULL, messenger);
+}
+
+void deft_destroy_messenger(void *instance, void *messenger) {
+	typedef void (*fn_t)(void *, void *, const void *);
+	fn_t fn = (fn_t)gipa(instance, "vkDestroyDebugUtilsMessengerEXT");
+	if (fn != NULL && messenger != NULL) fn(instance, messenger, NULL);
+}
+
+int deft_take_message(char *buf, size_t cap) {
+	int got = 0;
+	pthread_mutex_lock(&msg_mu);
+	if (msg_count > 0) {
+		snprintf(buf, cap, "%s", msg_buf[msg_head]);
+		msg_head = (msg_head + 1) % MSG_SLOTS;
+		msg_count--;
+		got = 1;
+	}
+	pthread_mutex_unlock(&msg_mu);
+	return got;
+}
+
+uint32_t deft_dropped_messages(void) {
+	pthread_mutex_lock(&msg_mu);
+	uint32_t d = msg_dropped;
+	msg_dropped = 0;
+	pthread_mutex_unlock(&msg_mu);
+	return d;
+}

@@ -1,0 +1,73 @@
+// Package vk's C shim: loading libvulkan, Vulkan 1.1+ queries (Properties2 and
+// Features2 chains, cooperative matrix) and the validation message sink. It
+// declares the few Vulkan structures it needs itself so it builds against no
+// particular Vulkan header version (the binding ships 1.1.88 headers).
+#ifndef DEFT_VK_SHIM_H
+#define DEFT_VK_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+	uint32_t m, n, k;
+	uint32_t a_type, b_type, c_type, result_type;
+	uint32_t saturating;
+	uint32_t scope;
+} deft_coopmat;
+
+enum { DEFT_MAX_COOPMAT = 64 };
+
+// Capabilities of one physical device beyond what Vulkan 1.0 reports.
+typedef struct {
+	uint32_t subgroup_size, subgroup_stages, subgroup_ops;
+	uint32_t has_size_control_props;
+	uint32_t min_subgroup_size, max_subgroup_size, max_compute_workgroup_subgroups, required_subgroup_size_stages;
+	uint32_t has_driver_props;
+	uint32_t driver_id;
+	char driver_name[256];
+	char driver_info[256];
+	uint8_t device_uuid[16];
+	uint8_t driver_uuid[16];
+	uint32_t storage_buffer16, uniform_storage16, push_constant16;
+	uint32_t storage_buffer8;
+	uint32_t shader_float16, shader_int8;
+	uint32_t subgroup_size_control, compute_full_subgroups;
+	uint32_t cooperative_matrix;
+	uint32_t coopmat_count;
+	deft_coopmat coopmat[DEFT_MAX_COOPMAT];
+} deft_caps;
+
+// Which optional structures a device supports (by core version or extension).
+typedef struct {
+	uint32_t driver_props;   // VK_KHR_driver_properties or 1.2
+	uint32_t float16_int8;   // VK_KHR_shader_float16_int8 or 1.2
+	uint32_t storage8;       // VK_KHR_8bit_storage or 1.2
+	uint32_t size_control;   // VK_EXT_subgroup_size_control or 1.3
+	uint32_t coopmat;        // VK_KHR_cooperative_matrix
+} deft_ext;
+
+// Features to enable at device creation.
+typedef struct {
+	uint32_t storage_buffer16, uniform_storage16, push_constant16;
+	uint32_t storage_buffer8;
+	uint32_t shader_float16, shader_int8;
+	uint32_t subgroup_size_control, compute_full_subgroups;
+	uint32_t cooperative_matrix;
+	uint32_t shader_int64, shader_int16;
+} deft_enable;
+
+void *deft_load_vulkan(const char *path, char *err, size_t errlen);
+uint32_t deft_instance_version(void);
+int deft_query_caps(void *instance, void *physical_device, const deft_ext *ext, deft_caps *out);
+void *deft_features_chain(const deft_ext *ext, const deft_enable *en);
+void deft_free_features_chain(void *chain);
+
+// Validation messages: a debug-utils messenger keeps warnings and errors in a
+// bounded in-memory list that Go drains after each operation.
+void *deft_messenger_create_info(void);
+int deft_create_messenger(void *instance, void **messenger);
+void deft_destroy_messenger(void *instance, void *messenger);
+int deft_take_message(char *buf, size_t cap);
+uint32_t deft_dropped_messages(void);
+
+#endif
