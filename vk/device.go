@@ -40,6 +40,8 @@ type Device struct {
 	transferMu sync.Mutex
 	cache      *pipelineCache
 
+	coopMat bool
+
 	// FenceTimeout bounds every wait for GPU work.
 	FenceTimeout time.Duration
 }
@@ -108,6 +110,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open device %q: %w", info.Name, err)
 	}
+	c := &pd.caps
 	var want []string
 	api := i.apiVersion
 	enable := func(name string, cond bool) {
@@ -119,19 +122,22 @@ func (i *Instance) Open(sel string) (*Device, error) {
 	enable("VK_KHR_8bit_storage", api < vk.MakeVersion(1, 2, 0))
 	enable("VK_KHR_driver_properties", api < vk.MakeVersion(1, 2, 0))
 	enable("VK_EXT_subgroup_size_control", api < vk.MakeVersion(1, 3, 0))
-	enable("VK_KHR_cooperative_matrix", true)
+	// Validation layers older than 1.3.255 reject the extension's structures.
+	coopmat := c.cooperative_matrix != 0 && (i.layerVersion == 0 || i.layerVersion >= vk.MakeVersion(1, 3, 255))
+	enable("VK_KHR_cooperative_matrix", coopmat)
 	enable("VK_KHR_portability_subset", true) // required when present
 
-	c := &pd.caps
 	en := C.deft_enable{
 		storage_buffer16: c.storage_buffer16, uniform_storage16: c.uniform_storage16,
 		storage_buffer8: c.storage_buffer8,
 		shader_float16:  c.shader_float16, shader_int8: c.shader_int8,
 		subgroup_size_control: c.subgroup_size_control, compute_full_subgroups: c.compute_full_subgroups,
-		cooperative_matrix: c.cooperative_matrix,
+		cooperative_matrix: cbool(coopmat),
 		shader_int64:       cbool(info.ShaderInt64), shader_int16: cbool(info.ShaderInt16),
 	}
-	chain := C.deft_features_chain(&pd.ext, &en)
+	ext := pd.ext
+	ext.coopmat = cbool(coopmat)
+	chain := C.deft_features_chain(&ext, &en)
 	if chain == nil {
 		return nil, fmt.Errorf("open device %q: allocate feature chain", info.Name)
 	}
@@ -164,6 +170,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		kernels:      map[string]*Kernel{},
 		recs:         map[*Recorder]struct{}{},
 		FenceTimeout: 5 * time.Minute,
+		coopMat:      coopmat,
 	}
 	// Out-parameters are locals: cgo rejects pointers into structs holding Go pointers.
 	var queue vk.Queue
@@ -230,6 +237,10 @@ func (d *Device) Close() error {
 	}
 	return err
 }
+
+// CooperativeMatrix reports whether VK_KHR_cooperative_matrix is enabled
+// (supported, and not hidden from a validation layer too old to know it).
+func (d *Device) CooperativeMatrix() bool { return d.coopMat }
 
 // Instance returns the instance the device came from.
 func (d *Device) Instance() *Instance { return d.inst }

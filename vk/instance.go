@@ -90,6 +90,8 @@ type Instance struct {
 	handle     vk.Instance
 	messenger  unsafe.Pointer
 	apiVersion uint32
+	// layerVersion is the validation layer's spec version when enabled.
+	layerVersion uint32
 	opts       Options
 	devices    []*physicalDevice
 }
@@ -118,12 +120,14 @@ func NewInstance(opts Options) (*Instance, error) {
 		return nil, fmt.Errorf("create instance: the Vulkan loader supports only %s; DeFT-VK needs 1.1 or newer (upgrade libvulkan1)", versionString(loaderVersion))
 	}
 
+	inst := &Instance{apiVersion: api, opts: opts}
 	var a arena
 	defer a.free()
 	var layers, exts []string
 	var pNext unsafe.Pointer
 	if opts.Validation {
-		if !hasInstanceLayer(validationLayer) {
+		inst.layerVersion = instanceLayerVersion(validationLayer)
+		if inst.layerVersion == 0 {
 			return nil, fmt.Errorf("create instance: validation requested but %s is not installed (apt-get install vulkan-validationlayers)", validationLayer)
 		}
 		layers = append(layers, validationLayer)
@@ -166,7 +170,7 @@ func NewInstance(opts Options) (*Instance, error) {
 		vk.DestroyInstance(h, nil)
 		return nil, fmt.Errorf("load instance functions: %w", err)
 	}
-	inst := &Instance{handle: h, apiVersion: api, opts: opts}
+	inst.handle = h
 	if opts.Validation {
 		var m unsafe.Pointer
 		if r := C.deft_create_messenger(unsafe.Pointer(h), &m); r != 0 {
@@ -218,22 +222,23 @@ func ValidationMessages() []string {
 	return out
 }
 
-func hasInstanceLayer(name string) bool {
+// instanceLayerVersion returns the spec version of an installed layer, 0 when absent.
+func instanceLayerVersion(name string) uint32 {
 	var n uint32
 	if vk.EnumerateInstanceLayerProperties(&n, nil) != vk.Success || n == 0 {
-		return false
+		return 0
 	}
 	props := make([]vk.LayerProperties, n)
 	if vk.EnumerateInstanceLayerProperties(&n, props) != vk.Success {
-		return false
+		return 0
 	}
 	for _, p := range props[:n] {
 		p.Deref()
 		if cstr(p.LayerName[:]) == name {
-			return true
+			return max(p.SpecVersion, 1)
 		}
 	}
-	return false
+	return 0
 }
 
 func hasInstanceExtension(name string) bool {

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	vk "github.com/vulkan-go/vulkan"
 	"github.com/stretchr/testify/require"
+	vk "github.com/vulkan-go/vulkan"
 )
 
 // The validation sink must really catch misuse, or a quiet test suite would

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/deft-vk/deft/vk"
+)
+
+func options(c *cli.Context) vk.Options {
+	return vk.Options{Device: c.String("device"), Validation: c.Bool("validation")}
+}
+
+// openDevice opens the chosen device and turns validation messages into an error on close.
+func openDevice(c *cli.Context) (*vk.Device, func() error, error) {
+	d, err := vk.Open(options(c))
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() error {
+		err := d.Close()
+		if msgs := vk.ValidationMessages(); len(msgs) > 0 {
+			return fmt.Errorf("validation layer reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
+		}
+		return err
+	}
+	return d, done, nil
+}
+
+func devicesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "devices",
+		Usage: "list Vulkan devices and their compute capabilities",
+		Flags: []cli.Flag{jsonFlag, validationFlag, deviceFlag},
+		Action: func(c *cli.Context) error {
+			inst, err := vk.NewInstance(options(c))
+			if err != nil {
+				return err
+			}
+			defer inst.Close()
+			devs := inst.Devices()
+			chosen, selErr := vk.SelectDevice(devs, c.String("device"))
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Default int             `json:"selected"`
+					Devices []vk.DeviceInfo `json:"devices"`
+				}{chosen, devs})
+			}
+			for _, d := range devs {
+				printDevice(c.App.Writer, d, d.Index == chosen)
+			}
+			if selErr != nil {
+				return selErr
+			}
+			return nil
+		},
+	}
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func printDevice(w io.Writer, d vk.DeviceInfo, selected bool) {
+	mark := ""
+	if selected {
+		mark = "  (selected)"
+	}
+	fmt.Fprintf(w, "[%d] %s%s\n", d.Index, d.Name, mark)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string, args ...any) { fmt.Fprintf(tw, "    %s\t"+v+"\n", append([]any{k}, args...)...) }
+	row("type", "%s", d.Type)
+	row("vendor / device id", "%#04x / %#04x", d.VendorID, d.DeviceID)
+	row("Vulkan", "%s", d.APIVersion)
+	row("driver", "%s %s (version %#x)", d.DriverName, d.DriverInfo, d.DriverVersion)
+	row("uuid", "%s", d.UUID)
+	sg := fmt.Sprintf("%d", d.SubgroupSize)
+	if d.MinSubgroupSize > 0 {
+		sg += fmt.Sprintf(" (range %d..%d, size control %s, full subgroups %s)", d.MinSubgroupSize, d.MaxSubgroupSize, yes(d.SubgroupSizeControl), yes(d.ComputeFullSubgroups))
+	}
+	row("subgroup size", "%s", sg)
+	row("subgroup ops", "%s", strings.Join(d.SubgroupOps, " "))
+	row("16-bit storage", "%s", yes(d.Storage16Bit))
+	row("shaderFloat16", "%s", yes(d.ShaderFloat16))
+	row("int8/16/64", "%s/%s/%s", yes(d.ShaderInt8), yes(d.ShaderInt16), yes(d.ShaderInt64))
+	cm := yes(d.CooperativeMatrix)
+	if len(d.CoopMatShapes) > 0 {
+		var shapes []string
+		for _, s := range d.CoopMatShapes {
+			shapes = append(shapes, s.String())
+		}
+		cm += fmt.Sprintf(" (%d shapes: %s)", len(shapes), strings.Join(shapes, ", "))
+	}
+	row("cooperative matrix", "%s", cm)
+	row("shared memory", "%d bytes", d.MaxSharedMemory)
+	row("workgroup", "%d invocations, size %v, count %v", d.MaxWorkgroupInvocs, d.MaxWorkgroupSize, d.MaxWorkgroupCount)
+	row("storage buffer range", "%d bytes", d.MaxStorageBufferRange)
+	row("timestamps", "%s (period %.3g ns, %d valid bits)", yes(d.Timestamps), d.TimestampPeriod, d.TimestampBits)
+	var heaps []string
+	for _, h := range d.MemoryHeaps {
+		kind := "host"
+		if h.DeviceLocal {
+			kind = "device-local"
+		}
+		heaps = append(heaps, fmt.Sprintf("%.1f GiB %s", float64(h.Size)/(1<<30), kind))
+	}
+	row("memory heaps", "%s", strings.Join(heaps, ", "))
+	row("unified memory", "%s", yes(d.UnifiedMemory))
+	tw.Flush()
+}

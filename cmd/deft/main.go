@@ -1,0 +1,42 @@
+// Command deft is DeFT-VK's command line: device listing, the bandwidth
+// probe, and (in later subcommands) tree attention, conformance and benchmarks.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "deft:", err)
+		os.Exit(1)
+	}
+}
+
+var (
+	deviceFlag = &cli.StringFlag{
+		Name:    "device",
+		Usage:   "Vulkan device: an index from `deft devices` or a name substring (default: the best by type)",
+		EnvVars: []string{"DEFT_DEVICE"},
+	}
+	validationFlag = &cli.BoolFlag{
+		Name:    "validation",
+		Usage:   "enable the Khronos validation layer and fail on any message",
+		EnvVars: []string{"DEFT_VALIDATION"},
+	}
+	jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
+)
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "deft",
+		Usage: "portable tree attention for LLM decoding on Vulkan GPUs",
+		Commands: []*cli.Command{
+			devicesCommand(),
+			probeCommand(),
+		},
+	}
+}

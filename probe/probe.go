@@ -1,0 +1,215 @@
+// Package probe measures a device's memory bandwidth with a copy kernel: the
+// roofline that benchmarks report their fraction of.
+package probe
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/deft-vk/deft/shaders"
+	"github.com/deft-vk/deft/vk"
+)
+
+// Options size the measurement.
+type Options struct {
+	// Bytes per buffer (source and destination each); 0 picks 256 MiB, less
+	// when the device's memory is small. Far larger than any cache.
+	Bytes uint64
+	// Runs is how many timed copies to take the median of (default 20).
+	Runs int
+	// Workgroup is the copy kernel's workgroup size (default 256).
+	Workgroup uint32
+}
+
+// Result is one bandwidth measurement.
+type Result struct {
+	Device       string    `json:"device"`
+	UUID         string    `json:"uuid"`
+	Driver       string    `json:"driver"`
+	BufferBytes  uint64    `json:"buffer_bytes"`
+	Runs         int       `json:"runs"`
+	MedianNs     int64     `json:"median_ns"`
+	BestNs       int64     `json:"best_ns"`
+	BytesPerSec  float64   `json:"bytes_per_second"` // (read + written) / median GPU time
+	PeakPerSec   float64   `json:"peak_bytes_per_second"`
+	SaxpyPerSec  float64   `json:"saxpy_bytes_per_second"`
+	When         time.Time `json:"when"`
+	TimingSource string    `json:"timing_source"`
+}
+
+// Run measures d's bandwidth.
+func Run(d *vk.Device, opts Options) (*Result, error) {
+	if opts.Runs <= 0 {
+		opts.Runs = 20
+	}
+	if opts.Workgroup == 0 {
+		opts.Workgroup = 256
+	}
+	if opts.Bytes == 0 {
+		opts.Bytes = 256 << 20
+		var local uint64
+		for _, h := range d.Info.MemoryHeaps {
+			if h.DeviceLocal {
+				local = max(local, h.Size)
+			}
+		}
+		if local > 0 && opts.Bytes > local/8 {
+			opts.Bytes = local / 8
+		}
+	}
+	opts.Bytes = min(opts.Bytes, uint64(d.Info.MaxStorageBufferRange)) &^ 15
+	if opts.Bytes < 1<<20 {
+		return nil, fmt.Errorf("probe: buffers of %d bytes are too small to measure memory bandwidth", opts.Bytes)
+	}
+	if !d.Info.Timestamps {
+		return nil, fmt.Errorf("probe: device %s has no compute timestamps", d.Info.Name)
+	}
+	copyTimes, err := timeKernel(d, "copy", opts, 4, func(n uint64) []byte {
+		return binary.LittleEndian.AppendUint32(nil, uint32(n/16))
+	}, 16)
+	if err != nil {
+		return nil, err
+	}
+	saxpyTimes, err := timeKernel(d, "saxpy", opts, 8, func(n uint64) []byte {
+		p := binary.LittleEndian.AppendUint32(nil, uint32(n/4))
+		return binary.LittleEndian.AppendUint32(p, math.Float32bits(0.5))
+	}, 4)
+	if err != nil {
+		return nil, err
+	}
+	med, best := median(copyTimes), copyTimes[0]
+	res := &Result{
+		Device: d.Info.Name, UUID: d.Info.UUID, Driver: d.Info.DriverName + " " + d.Info.DriverInfo,
+		BufferBytes: opts.Bytes, Runs: opts.Runs, MedianNs: med, BestNs: best,
+		BytesPerSec:  float64(2*opts.Bytes) / (float64(med) * 1e-9),
+		PeakPerSec:   float64(2*opts.Bytes) / (float64(best) * 1e-9),
+		SaxpyPerSec:  float64(3*opts.Bytes) / (float64(median(saxpyTimes)) * 1e-9),
+		When:         time.Now().UTC(),
+		TimingSource: "GPU timestamps",
+	}
+	return res, nil
+}
+
+// timeKernel runs a grid-stride streaming kernel over two buffers Runs times
+// in one command buffer, a timestamp after each, and returns sorted times.
+func timeKernel(d *vk.Device, name string, opts Options, pushSize uint32, push func(uint64) []byte, elem uint64) ([]int64, error) {
+	code, err := shaders.SPIRV(name)
+	if err != nil {
+		return nil, err
+	}
+	k, err := d.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Bindings: []vk.Access{vk.Read, vk.Write}, PushSize: pushSize,
+		Spec: map[uint32]uint32{0: opts.Workgroup}})
+	if err != nil {
+		return nil, err
+	}
+	src, err := d.NewBuffer(opts.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	defer src.Close()
+	dst, err := d.NewBuffer(opts.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	defer dst.Close()
+	rec, err := d.NewRecorder()
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Close()
+	if err := rec.Fill(src, 0x3f800000); err != nil { // 1.0f: finite values for saxpy
+		return nil, err
+	}
+	if err := rec.Fill(dst, 0); err != nil {
+		return nil, err
+	}
+	n := opts.Bytes / elem
+	groups := uint32(min((n+uint64(opts.Workgroup)-1)/uint64(opts.Workgroup), uint64(d.Info.MaxWorkgroupCount[0])))
+	// One untimed warm-up run, then the timed ones.
+	for i := 0; i <= opts.Runs; i++ {
+		if err := rec.Timestamp(fmt.Sprint(i)); err != nil {
+			return nil, err
+		}
+		if err := rec.Dispatch(k, [3]uint32{groups, 1, 1}, push(opts.Bytes), src.All(), dst.All()); err != nil {
+			return nil, err
+		}
+	}
+	if err := rec.Timestamp("end"); err != nil {
+		return nil, err
+	}
+	if err := rec.Submit(); err != nil {
+		return nil, fmt.Errorf("probe %s: %w", name, err)
+	}
+	tm, err := rec.Timings()
+	if err != nil {
+		return nil, err
+	}
+	var out []int64
+	for _, t := range tm[1:] {
+		out = append(out, t.Elapsed.Nanoseconds())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	if out[0] <= 0 {
+		return nil, fmt.Errorf("probe %s: GPU timestamps did not advance", name)
+	}
+	return out, nil
+}
+
+func median(sorted []int64) int64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// CachePath is where the last probe of a device is saved for benchmarks.
+func CachePath(uuid string) (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(base, "deft-vk", "probe-"+uuid+".json"), nil
+}
+
+// Save stores r for later runs of the benchmarks.
+func Save(r *Result) error {
+	p, err := CachePath(r.UUID)
+	if err != nil {
+		return fmt.Errorf("save probe: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("save probe: %w", err)
+	}
+	b, _ := json.MarshalIndent(r, "", "  ")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		return fmt.Errorf("save probe: %w", err)
+	}
+	return nil
+}
+
+// Load returns the saved probe of the device with uuid.
+func Load(uuid string) (*Result, error) {
+	p, err := CachePath(uuid)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("load probe %s: %w", p, err)
+	}
+	if r.UUID != uuid || r.BytesPerSec <= 0 {
+		return nil, fmt.Errorf("load probe %s: not a result for device %s", p, uuid)
+	}
+	return &r, nil
+}
