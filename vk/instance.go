@@ -92,8 +92,8 @@ type Instance struct {
 	apiVersion uint32
 	// layerVersion is the validation layer's spec version when enabled.
 	layerVersion uint32
-	opts       Options
-	devices    []*physicalDevice
+	opts         Options
+	devices      []*physicalDevice
 }
 
 type physicalDevice struct {
