@@ -1,0 +1,172 @@
+package treeattn
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/deft-vk/deft/shaders"
+	"github.com/deft-vk/deft/vk"
+)
+
+// LimitsOf extracts the limits planning needs from a device.
+func LimitsOf(info vk.DeviceInfo) Limits {
+	return Limits{
+		SharedMemory:   int(info.MaxSharedMemory),
+		MaxInvocations: int(info.MaxWorkgroupInvocs),
+		MaxWorkgroupCount: [3]int{int(info.MaxWorkgroupCount[0]), int(info.MaxWorkgroupCount[1]),
+			int(info.MaxWorkgroupCount[2])},
+	}
+}
+
+// DevicePlan is a Plan uploaded to a device with its scratch buffers:
+// prepared once per decoding step, run once per layer.
+type DevicePlan struct {
+	*Plan
+	d        *vk.Device
+	meta     *vk.Buffer
+	partO    *vk.Buffer
+	partL    *vk.Buffer
+	attn     *vk.Kernel
+	reduce   *vk.Kernel
+	attnGrid [3]uint32
+	redGrid  [3]uint32
+}
+
+const reduceWorkgroup = 64
+
+// grid spreads n workgroups over x and z (y is used by heads) within the
+// device's limits.
+func grid(n, y int, lim Limits) ([3]uint32, error) {
+	if y > lim.MaxWorkgroupCount[1] {
+		return [3]uint32{}, fmt.Errorf("%d heads exceed the device's workgroup count limit %d", y, lim.MaxWorkgroupCount[1])
+	}
+	x := min(n, lim.MaxWorkgroupCount[0])
+	z := (n + x - 1) / x
+	if z > lim.MaxWorkgroupCount[2] {
+		return [3]uint32{}, fmt.Errorf("%d workgroups exceed the device's limits", n)
+	}
+	return [3]uint32{uint32(x), uint32(y), uint32(z)}, nil
+}
+
+// Upload copies the plan's metadata to d and prepares kernels and scratch.
+func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
+	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
+		return nil, fmt.Errorf("upload plan: planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
+	}
+	dp := &DevicePlan{Plan: p, d: d}
+	var err error
+	if dp.attnGrid, err = grid(p.Items, p.Shape.KVHeads, p.Limits); err != nil {
+		return nil, fmt.Errorf("upload plan: %w", err)
+	}
+	if dp.redGrid, err = grid(p.NumQueries, p.Shape.QHeads, p.Limits); err != nil {
+		return nil, fmt.Errorf("upload plan: %w", err)
+	}
+	s := p.Shape
+	attnCode, err := shaders.SPIRV("partial_attn")
+	if err != nil {
+		return nil, err
+	}
+	redCode, err := shaders.SPIRV("reduce_partials")
+	if err != nil {
+		return nil, err
+	}
+	f16 := uint32(0)
+	if p.KV == KVF16 {
+		f16 = 1
+	}
+	dp.attn, err = d.Kernel(vk.KernelSpec{
+		Name: "partial_attn", SPIRV: attnCode,
+		Bindings: []vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Write, vk.Write},
+		PushSize: 20,
+		Spec: map[uint32]uint32{0: uint32(p.Tiles.Workgroup), 1: uint32(s.HeadDim), 2: uint32(p.Tiles.Tokens),
+			3: uint32(p.Tiles.Rows), 4: uint32(s.GroupSize()), 5: uint32(s.KVHeads), 6: f16},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upload plan: %w", err)
+	}
+	dp.reduce, err = d.Kernel(vk.KernelSpec{
+		Name: "reduce_partials", SPIRV: redCode,
+		Bindings: []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write},
+		PushSize: 16,
+		Spec:     map[uint32]uint32{0: reduceWorkgroup, 1: uint32(s.HeadDim), 2: uint32(s.QHeads)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upload plan: %w", err)
+	}
+	fail := func(err error) (*DevicePlan, error) {
+		dp.Close()
+		return nil, fmt.Errorf("upload plan: %w", err)
+	}
+	if dp.meta, err = d.NewBuffer(uint64(len(p.meta)) * 4); err != nil {
+		return fail(err)
+	}
+	if err := dp.meta.WriteU32(0, p.meta); err != nil {
+		return fail(err)
+	}
+	rows := uint64(p.Partials) * uint64(s.QHeads)
+	if dp.partO, err = d.NewBuffer(rows * uint64(s.HeadDim) * 4); err != nil {
+		return fail(err)
+	}
+	if dp.partL, err = d.NewBuffer(rows * 4); err != nil {
+		return fail(err)
+	}
+	return dp, nil
+}
+
+// Close frees the plan's device buffers (kernels stay cached on the device).
+func (dp *DevicePlan) Close() {
+	for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL} {
+		b.Close()
+	}
+	dp.meta, dp.partO, dp.partL = nil, nil, nil
+}
+
+// Sizes the buffers Run takes must have, in bytes.
+func (p *Plan) QueryBytes() uint64 {
+	return uint64(p.NumQueries) * uint64(p.Shape.QHeads) * uint64(p.Shape.HeadDim) * 4
+}
+
+// KVRowBytes is the size of one slot of K (or V).
+func (p *Plan) KVRowBytes() uint64 {
+	return uint64(p.Shape.KVHeads) * uint64(p.Shape.HeadDim) * uint64(p.KV.Bytes())
+}
+
+// Run records one layer's tree attention: partial attention, then the
+// reduction into out. q and out are [query][qhead][dim] float32; k and v are
+// the KV pool [slot][kvhead][dim] of the plan's KV type.
+func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
+	if dp.meta == nil {
+		return fmt.Errorf("run %s: plan is closed", dp.Method)
+	}
+	if q == nil || k == nil || v == nil || out == nil {
+		return fmt.Errorf("run %s: nil buffer", dp.Method)
+	}
+	if q.Size() < dp.QueryBytes() {
+		return fmt.Errorf("run %s: Q has %d bytes, %d queries x %d heads x %d need %d", dp.Method, q.Size(), dp.NumQueries, dp.Shape.QHeads, dp.Shape.HeadDim, dp.QueryBytes())
+	}
+	if out.Size() < dp.QueryBytes() {
+		return fmt.Errorf("run %s: output has %d bytes, need %d", dp.Method, out.Size(), dp.QueryBytes())
+	}
+	if k.Size() != v.Size() {
+		return fmt.Errorf("run %s: K has %d bytes but V %d", dp.Method, k.Size(), v.Size())
+	}
+	slots := k.Size() / dp.KVRowBytes()
+	if slots < uint64(dp.NumSlots) {
+		return fmt.Errorf("run %s: the tree uses slot %d but the KV pool holds %d slots", dp.Method, dp.NumSlots-1, slots)
+	}
+	slots = min(slots, math.MaxUint32)
+	push := binary.LittleEndian.AppendUint32(nil, uint32(dp.Items))
+	push = binary.LittleEndian.AppendUint32(push, 0)
+	push = binary.LittleEndian.AppendUint32(push, dp.attnGrid[0])
+	push = binary.LittleEndian.AppendUint32(push, uint32(slots))
+	push = binary.LittleEndian.AppendUint32(push, math.Float32bits(float32(dp.Scale)))
+	if err := rec.Dispatch(dp.attn, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All()); err != nil {
+		return err
+	}
+	push = binary.LittleEndian.AppendUint32(nil, uint32(dp.NumQueries))
+	push = binary.LittleEndian.AppendUint32(push, dp.offsetsOff)
+	push = binary.LittleEndian.AppendUint32(push, dp.listOff)
+	push = binary.LittleEndian.AppendUint32(push, dp.redGrid[0])
+	return rec.Dispatch(dp.reduce, dp.redGrid, push, dp.partO.All(), dp.partL.All(), dp.meta.All(), out.All())
+}
