@@ -37,6 +37,8 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			devicesCommand(),
 			probeCommand(),
+			conformanceCommand(),
+			attentionCommand(),
 		},
 	}
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs all DeFT-VK tests with the Khronos validation layer on.
+#   tools/test.sh [go test flags...]     e.g. tools/test.sh -run TestAttention -v
+# DEFT_VALIDATION=1 makes the Go runtime enable VK_LAYER_KHRONOS_validation itself, so
+# VK_LOADER_LAYERS_ENABLE is cleared to avoid forcing the layer from outside.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+tools/deps.sh
+
+unset VK_LOADER_LAYERS_ENABLE
+export DEFT_VALIDATION=1
+exec go test ./... "$@"
