@@ -66,6 +66,10 @@ func Suite(rng *rand.Rand, opts SuiteOptions) ([]Case, error) {
 		Queries: []treeattn.Query{{Node: 0, Offset: 0}, {Node: 0, Offset: 36}, {Node: 1, Offset: 2}, {Node: 0, Offset: 17}}}
 	rootQueries.AssignContiguousSlots()
 	add("root-queries", rootQueries)
+	// A node far longer than one workgroup's bounded work (MaxTilePasses
+	// tiles), with many queries: items are cut into token chunks and query slices.
+	longNode := treeattn.SpeculativeStar(2100+rng.IntN(300), 9)
+	add("long-node", longNode)
 	for _, size := range specSizes {
 		st, err := SpecTree(size)
 		if err != nil {

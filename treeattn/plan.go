@@ -136,7 +136,7 @@ type Config struct {
 // IO is the memory traffic a plan causes per layer, in bytes.
 type IO struct {
 	KVBytes       int64 `json:"kv_bytes"`        // K and V read by the kernels (re-reads counted)
-	KVUniqueBytes int64 `json:"kv_unique_bytes"` // K and V of the tree's distinct tokens
+	KVUniqueBytes int64 `json:"kv_unique_bytes"` // K and V of every tree token once (the roofline's bytes; tokens no query reads included)
 	MaskBytes     int64 `json:"mask_bytes"`      // bitmask words read
 	PartialWrite  int64 `json:"partial_write_bytes"`
 	PartialRead   int64 `json:"partial_read_bytes"`
@@ -231,6 +231,7 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("plan: unknown method %q", cfg.Method)
 	}
 	p := &Plan{Config: cfg, Tiles: tiles, NumQueries: len(t.Queries), NumSlots: t.NumSlots()}
+	items = boundItems(items, tiles, cfg.Shape.GroupSize(), cfg.Method == MethodDenseMask)
 	if err := p.encode(items); err != nil {
 		return nil, err
 	}
@@ -407,6 +408,91 @@ func (v *visibility) perQuery(chunk int) []work {
 		}
 	}
 	return items
+}
+
+// MaxTilePasses bounds the shared-memory passes (row tiles x token tiles) of
+// one workgroup. Unbounded loops make long workgroups that unbalance the GPU,
+// and Mesa's lavapipe (22.3) computes wrong results once a workgroup has run
+// about 500 barriers (five per pass), so larger items are cut: first into
+// token chunks, then into query slices. Both keep every (query, token) pair
+// in exactly one item.
+const MaxTilePasses = 64
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// boundItems splits items whose work exceeds MaxTilePasses. Dense items
+// keep every query, seen tokens or not: that is the dense-mask baseline.
+func boundItems(items []work, tiles Tiles, group int, dense bool) []work {
+	var out []work
+	for _, w := range items {
+		tokens := len(w.slots)
+		perQueryRowTiles := ceilDiv(group, tiles.Rows)
+		maxTokenTiles := max(1, MaxTilePasses/perQueryRowTiles)
+		chunk := maxTokenTiles * tiles.Tokens
+		for from := 0; from < tokens; from += chunk {
+			part := w.sub(from, min(from+chunk, tokens), 0, len(w.queries), dense)
+			tokenTiles := ceilDiv(len(part.slots), tiles.Tokens)
+			rowTiles := max(1, MaxTilePasses/tokenTiles)
+			slice := max(1, rowTiles*tiles.Rows/group)
+			if len(part.queries) <= slice {
+				if len(part.queries) > 0 {
+					out = append(out, part)
+				}
+				continue
+			}
+			for q := 0; q < len(part.queries); q += slice {
+				if s := part.sub(0, len(part.slots), q, min(q+slice, len(part.queries)), dense); len(s.queries) > 0 {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sub returns tokens [t0, t1) and queries [q0, q1) of w, dropping queries
+// that see none of those tokens (unless dense) and the mask when every pair
+// is visible.
+func (w work) sub(t0, t1, q0, q1 int, dense bool) work {
+	if t0 == 0 && t1 == len(w.slots) && q0 == 0 && q1 == len(w.queries) {
+		return w
+	}
+	words := ceilDiv(len(w.queries), 32)
+	visible := func(t, q int) bool {
+		return w.mask == nil || w.mask[t*words+q/32]>>(q%32)&1 != 0
+	}
+	var keep []int
+	for q := q0; q < q1; q++ {
+		for t := t0; t < t1; t++ {
+			if dense || visible(t, q) {
+				keep = append(keep, q)
+				break
+			}
+		}
+	}
+	out := work{slots: w.slots[t0:t1]}
+	for _, q := range keep {
+		out.queries = append(out.queries, w.queries[q])
+	}
+	if w.mask == nil {
+		return out
+	}
+	nw := ceilDiv(len(keep), 32)
+	mask := make([]uint32, (t1-t0)*nw)
+	full := true
+	for t := t0; t < t1; t++ {
+		for i, q := range keep {
+			if visible(t, q) {
+				mask[(t-t0)*nw+i/32] |= 1 << (i % 32)
+			} else {
+				full = false
+			}
+		}
+	}
+	if !full {
+		out.mask = mask
+	}
+	return out
 }
 
 const itemWords = 8

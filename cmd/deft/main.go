@@ -39,6 +39,7 @@ func newApp() *cli.App {
 			probeCommand(),
 			conformanceCommand(),
 			attentionCommand(),
+			benchCommand(),
 		},
 	}
 }

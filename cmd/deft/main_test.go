@@ -1,0 +1,466 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/deft-vk/deft/internal/half"
+	"github.com/deft-vk/deft/internal/npy"
+	"github.com/deft-vk/deft/probe"
+	"github.com/deft-vk/deft/treeattn"
+	"github.com/deft-vk/deft/vk"
+)
+
+// deft runs the app in-process and returns what it wrote. A panic fails the
+// test instead of crashing the test binary.
+func runDeft(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	app := newApp()
+	app.Writer = &out
+	app.ErrWriter = &errOut
+	require.NotPanics(t, func() { err = app.Run(append([]string{"deft"}, args...)) }, "deft %q", args)
+	return out.String(), errOut.String(), err
+}
+
+// setup opens the shared validated test device (which loads libvulkan and
+// sets up the validation message collection for the process) and points the
+// user cache dir, where the commands keep pipeline caches and probe results,
+// at a temporary directory.
+func setupCLITest(t *testing.T) *vk.Device {
+	t.Helper()
+	d := gputest.Device(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	return d
+}
+
+func testRandn(rng *rand.Rand, n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(rng.NormFloat64())
+	}
+	return out
+}
+
+func testWriteNpyF32(t *testing.T, path string, shape []int, data []float32) string {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, npy.Write(f, shape, data))
+	require.NoError(t, f.Close())
+	return path
+}
+
+func testWriteNpyF16(t *testing.T, path string, shape []int, data []uint16) string {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, npy.WriteF16(f, shape, data))
+	require.NoError(t, f.Close())
+	return path
+}
+
+func testReadNpy(t *testing.T, path string) *npy.Array {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	a, err := npy.Read(f)
+	require.NoError(t, err)
+	return a
+}
+
+func testWriteTree(t *testing.T, path string, tree *treeattn.Tree) string {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, treeattn.WriteTreeJSON(f, tree))
+	require.NoError(t, f.Close())
+	return path
+}
+
+func TestDevices(t *testing.T) {
+	d := setupCLITest(t)
+
+	out, _, err := runDeft(t, "devices", "--validation")
+	require.NoError(t, err)
+	assert.Contains(t, out, d.Info.Name)
+	assert.Contains(t, out, "(selected)")
+	assert.Regexp(t, `subgroup size\s+[1-9]`, out)
+	assert.Contains(t, out, "shared memory")
+
+	out, _, err = runDeft(t, "devices", "--json", "--validation")
+	require.NoError(t, err)
+	var doc struct {
+		Selected int             `json:"selected"`
+		Devices  []vk.DeviceInfo `json:"devices"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &doc), "output:\n%s", out)
+	require.NotEmpty(t, doc.Devices)
+	require.True(t, doc.Selected >= 0 && doc.Selected < len(doc.Devices), "selected %d of %d devices", doc.Selected, len(doc.Devices))
+	sel := doc.Devices[doc.Selected]
+	assert.NotEmpty(t, sel.Name)
+	assert.NotZero(t, sel.SubgroupSize)
+	assert.Equal(t, d.Info.Name, sel.Name)
+	assert.Equal(t, d.Info.UUID, sel.UUID)
+	for i, dev := range doc.Devices {
+		assert.Equal(t, i, dev.Index)
+		assert.NotEmpty(t, dev.Name)
+	}
+
+	// --json must not leak into the next app built by newApp (the flags are
+	// package-level values).
+	out, _, err = runDeft(t, "devices")
+	require.NoError(t, err)
+	assert.False(t, strings.HasPrefix(strings.TrimSpace(out), "{"), "plain `devices` after `devices --json` printed JSON:\n%s", out)
+
+	// Selecting by index and by name substring.
+	out, _, err = runDeft(t, "devices", "--device", strconv.Itoa(doc.Selected))
+	require.NoError(t, err)
+	assert.Contains(t, out, fmt.Sprintf("[%d] %s  (selected)", doc.Selected, sel.Name))
+	_, _, err = runDeft(t, "devices", "--device", strconv.Itoa(len(doc.Devices)+7))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "out of range")
+	_, _, err = runDeft(t, "devices", "--device", "no-such-gpu-xyzzy")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `no device name contains "no-such-gpu-xyzzy"`)
+}
+
+// testAttnFiles are a random attention problem written to a directory.
+type testAttnFiles struct {
+	dir, tree, q, k, v string
+	t                  *treeattn.Tree
+	shape              treeattn.Shape
+	// q, k and v exactly as the command reads them (f16 files rounded).
+	qv, kv, vv []float32
+}
+
+func newTestAttnFiles(t *testing.T, rng *rand.Rand, f16 bool) *testAttnFiles {
+	t.Helper()
+	dir := t.TempDir()
+	tree := treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: 7, MaxNodeTokens: 24, MaxQueries: 8,
+		Kind: treeattn.TreeKind(rng.IntN(3)), ShuffleSlots: true})
+	kvHeads := 1 + rng.IntN(2)
+	shape := treeattn.Shape{QHeads: kvHeads * []int{1, 2, 4}[rng.IntN(3)], KVHeads: kvHeads, HeadDim: []int{64, 128}[rng.IntN(2)]}
+	slots := tree.NumSlots() + rng.IntN(4) // K/V may hold unused slots
+	nq := len(tree.Queries)
+	a := &testAttnFiles{dir: dir, t: tree, shape: shape}
+	a.tree = testWriteTree(t, filepath.Join(dir, "tree.json"), tree)
+	qShape := []int{nq, shape.QHeads, shape.HeadDim}
+	kvShape := []int{slots, shape.KVHeads, shape.HeadDim}
+	a.qv = testRandn(rng, nq*shape.QHeads*shape.HeadDim)
+	a.kv = testRandn(rng, slots*shape.KVHeads*shape.HeadDim)
+	a.vv = testRandn(rng, slots*shape.KVHeads*shape.HeadDim)
+	if f16 {
+		// Q in float16 too, which the command also accepts.
+		qb, kb, vb := half.FromFloat32Slice(a.qv), half.FromFloat32Slice(a.kv), half.FromFloat32Slice(a.vv)
+		a.qv, a.kv, a.vv = half.ToFloat32Slice(qb), half.ToFloat32Slice(kb), half.ToFloat32Slice(vb)
+		a.q = testWriteNpyF16(t, filepath.Join(dir, "q.npy"), qShape, qb)
+		a.k = testWriteNpyF16(t, filepath.Join(dir, "k.npy"), kvShape, kb)
+		a.v = testWriteNpyF16(t, filepath.Join(dir, "v.npy"), kvShape, vb)
+	} else {
+		a.q = testWriteNpyF32(t, filepath.Join(dir, "q.npy"), qShape, a.qv)
+		a.k = testWriteNpyF32(t, filepath.Join(dir, "k.npy"), kvShape, a.kv)
+		a.v = testWriteNpyF32(t, filepath.Join(dir, "v.npy"), kvShape, a.vv)
+	}
+	t.Logf("tree: %d nodes, %d tokens, %d queries, %d K/V slots; shape %+v; f16 %v", len(tree.Nodes), tree.TotalTokens(), nq, slots, shape, f16)
+	return a
+}
+
+func TestAttentionMatchesReference(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	for _, tc := range []struct {
+		name string
+		f16  bool
+		tol  float64
+	}{{"f32", false, 1e-5}, {"f16", true, 2e-3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newTestAttnFiles(t, rng, tc.f16)
+			scale := a.shape.DefaultScale()
+			var scaleArgs []string
+			if !tc.f16 {
+				// An explicit --scale on the f32 case, the default on the f16 one.
+				scale = 0.02 + 0.2*rng.Float64()
+				scaleArgs = []string{"--scale", strconv.FormatFloat(scale, 'g', -1, 64)}
+			}
+			want, err := treeattn.Reference(a.t, a.shape, a.qv, a.kv, a.vv, scale)
+			require.NoError(t, err)
+			for i, m := range treeattn.Methods {
+				out := filepath.Join(a.dir, "out-"+string(m)+".npy")
+				args := append([]string{"attention", "--validation", "--tree", a.tree, "--q", a.q, "--k", a.k, "--v", a.v,
+					"--out", out, "--method", string(m)}, scaleArgs...)
+				if i == 0 {
+					args = append(args, "--check")
+				}
+				stdout, stderr, err := runDeft(t, args...)
+				require.NoError(t, err, "method %s; stderr:\n%s", m, stderr)
+				if i == 0 {
+					m := regexp.MustCompile(`relative L2 error against the float64 reference: (\S+)`).FindStringSubmatch(stdout)
+					require.NotNil(t, m, "--check printed no error figure:\n%s", stdout)
+					checked, err := strconv.ParseFloat(m[1], 64)
+					require.NoError(t, err)
+					assert.LessOrEqual(t, checked, tc.tol, "--check's own figure")
+				}
+				got := testReadNpy(t, out)
+				assert.Equal(t, npy.Float32, got.DType)
+				require.Equal(t, []int{len(a.t.Queries), a.shape.QHeads, a.shape.HeadDim}, got.Shape, "method %s", m)
+				rel := treeattn.RelativeL2(got.F32, want)
+				t.Logf("%s %s: relative L2 %.3g", m, tc.name, rel)
+				assert.LessOrEqual(t, rel, tc.tol, "method %s", m)
+			}
+		})
+	}
+}
+
+// testBadInputs is a small valid problem whose files the error cases replace one
+// at a time.
+type testBadInputs struct {
+	dir, tree, q, k, v string
+}
+
+const testBaseTree = `{"nodes": [{"parent": -1, "tokens": 5}, {"parent": 0, "tokens": 3}, {"parent": 0, "tokens": 2}],
+ "queries": [{"node": 1, "offset": 2}, {"node": 2, "offset": 1}, {"node": 0, "offset": 4}]}`
+
+// Shape of the base problem: 3 queries, 4 query heads, 2 KV heads, dim 16, 10 slots.
+const (
+	bQueries, bQHeads, bKVHeads, bDim, bSlots = 3, 4, 2, 16, 10
+)
+
+func testWriteFile(t *testing.T, path, content string) string {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+	return path
+}
+
+func newTestBadInputs(t *testing.T, rng *rand.Rand) *testBadInputs {
+	dir := t.TempDir()
+	return &testBadInputs{
+		dir:  dir,
+		tree: testWriteFile(t, filepath.Join(dir, "tree.json"), testBaseTree),
+		q:    testWriteNpyF32(t, filepath.Join(dir, "q.npy"), []int{bQueries, bQHeads, bDim}, testRandn(rng, bQueries*bQHeads*bDim)),
+		k:    testWriteNpyF32(t, filepath.Join(dir, "k.npy"), []int{bSlots, bKVHeads, bDim}, testRandn(rng, bSlots*bKVHeads*bDim)),
+		v:    testWriteNpyF32(t, filepath.Join(dir, "v.npy"), []int{bSlots, bKVHeads, bDim}, testRandn(rng, bSlots*bKVHeads*bDim)),
+	}
+}
+
+func TestAttentionBadInputs(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+
+	// The unmodified problem runs, so every error below comes from its one change.
+	base := newTestBadInputs(t, rng)
+	out := filepath.Join(base.dir, "out.npy")
+	_, stderr, err := runDeft(t, "attention", "--validation", "--tree", base.tree, "--q", base.q, "--k", base.k, "--v", base.v, "--out", out)
+	require.NoError(t, err, stderr)
+	require.FileExists(t, out)
+
+	nanAt := func(n int) []float32 {
+		x := testRandn(rng, n)
+		x[rng.IntN(n)] = float32(math.NaN())
+		return x
+	}
+	cases := []struct {
+		name   string
+		modify func(b *testBadInputs)
+		extra  []string
+		want   []string
+	}{
+		{name: "cycle", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 2}, {"parent": 2, "tokens": 1}, {"parent": 1, "tokens": 1}],
+			 "queries": [{"node": 0, "offset": 0}]}`)
+		}, want: []string{"node 1: cycle through nodes 1, 2"}},
+		{name: "own parent", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 5}, {"parent": 1, "tokens": 5}]}`)
+		}, want: []string{"node 1: cycle: the node is its own parent"}},
+		{name: "missing parent", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 5}, {"parent": 0, "tokens": 3}, {"parent": 9, "tokens": 2}]}`)
+		}, want: []string{"node 2: missing parent 9"}},
+		{name: "parent after child", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 5}, {"parent": 2, "tokens": 3}, {"parent": 0, "tokens": 2}]}`)
+		}, want: []string{"node 1: parent 2 comes after it", "topological order"}},
+		{name: "two roots", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 5}, {"parent": -1, "tokens": 5}]}`)
+		}, want: []string{"several roots"}},
+		{name: "query offset outside node", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, strings.Replace(testBaseTree, `{"node": 1, "offset": 2}`, `{"node": 1, "offset": 3}`, 1))
+		}, want: []string{"query 0: offset 3 outside node 1, which has 3 tokens"}},
+		{name: "query node missing", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, strings.Replace(testBaseTree, `{"node": 2, "offset": 1}`, `{"node": 3, "offset": 0}`, 1))
+		}, want: []string{"query 1: node 3 does not exist"}},
+		{name: "empty queries", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 5}], "queries": []}`)
+		}, want: []string{"tree has no queries"}},
+		{name: "unknown JSON field", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 5, "tokenz": 2}]}`)
+		}, want: []string{`unknown field "tokenz"`}},
+		{name: "duplicate slot", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 2, "slots": [3, 4]}, {"parent": 0, "tokens": 2, "slots": [5, 3]}]}`)
+		}, want: []string{"slot 3 is used twice"}},
+		{name: "slot beyond K", modify: func(b *testBadInputs) {
+			// Explicit slots up to 12; K and V hold 10.
+			testWriteFile(t, b.tree, `{"nodes": [{"parent": -1, "tokens": 3, "slots": [0, 12, 1]}, {"parent": 0, "tokens": 2, "slots": [2, 3]}],
+			 "queries": [{"node": 1, "offset": 1}, {"node": 0, "offset": 2}, {"node": 1, "offset": 0}]}`)
+		}, want: []string{"the tree uses slot 12 but K/V hold 10 slots"}},
+		{name: "K one slot short", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.k, []int{bSlots - 1, bKVHeads, bDim}, testRandn(rng, (bSlots-1)*bKVHeads*bDim))
+			testWriteNpyF32(t, b.v, []int{bSlots - 1, bKVHeads, bDim}, testRandn(rng, (bSlots-1)*bKVHeads*bDim))
+		}, want: []string{"the tree uses slot 9 but K/V hold 9 slots"}},
+		{name: "Q query count", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.q, []int{bQueries + 1, bQHeads, bDim}, testRandn(rng, (bQueries+1)*bQHeads*bDim))
+		}, want: []string{"Q has 4 queries, the tree 3"}},
+		{name: "K and V shapes differ", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.v, []int{bSlots + 1, bKVHeads, bDim}, testRandn(rng, (bSlots+1)*bKVHeads*bDim))
+		}, want: []string{"K is f4 [10 2 16] but V is f4 [11 2 16]"}},
+		{name: "K and V types differ", modify: func(b *testBadInputs) {
+			testWriteNpyF16(t, b.v, []int{bSlots, bKVHeads, bDim}, half.FromFloat32Slice(testRandn(rng, bSlots*bKVHeads*bDim)))
+		}, want: []string{"K is f4 [10 2 16] but V is f2 [10 2 16]"}},
+		{name: "head dims disagree", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads, 2 * bDim}, testRandn(rng, bQueries*bQHeads*2*bDim))
+		}, want: []string{"Q head dim 32 differs from K's 16"}},
+		{name: "q heads not a multiple of kv heads", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.q, []int{bQueries, 3, bDim}, testRandn(rng, bQueries*3*bDim))
+		}, want: []string{"q heads 3 not a multiple of kv heads 2"}},
+		{name: "Q rank", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads * bDim}, testRandn(rng, bQueries*bQHeads*bDim))
+		}, want: []string{"must be [query, q_head, dim]"}},
+		{name: "truncated K", modify: func(b *testBadInputs) {
+			raw, err := os.ReadFile(b.k)
+			require.NoError(t, err)
+			testWriteFile(t, b.k, string(raw[:len(raw)-1-rng.IntN(100)]))
+		}, want: []string{"read K ", "unexpected EOF"}},
+		{name: "truncated V header", modify: func(b *testBadInputs) {
+			raw, err := os.ReadFile(b.v)
+			require.NoError(t, err)
+			testWriteFile(t, b.v, string(raw[:20]))
+		}, want: []string{"read V", "unexpected EOF"}},
+		{name: "Q not npy", modify: func(b *testBadInputs) {
+			testWriteFile(t, b.q, "this is not a NumPy file at all")
+		}, want: []string{"read Q", "not a .npy file"}},
+		{name: "Q missing", modify: func(b *testBadInputs) {
+			require.NoError(t, os.Remove(b.q))
+		}, want: []string{"read Q", "no such file"}},
+		{name: "NaN in Q", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads, bDim}, nanAt(bQueries*bQHeads*bDim))
+		}, want: []string{"Q element", "is NaN: inputs must be finite"}},
+		{name: "Inf in f16 V", modify: func(b *testBadInputs) {
+			k := half.FromFloat32Slice(testRandn(rng, bSlots*bKVHeads*bDim))
+			v := half.FromFloat32Slice(testRandn(rng, bSlots*bKVHeads*bDim))
+			v[rng.IntN(len(v))] = half.PosInf
+			testWriteNpyF16(t, b.k, []int{bSlots, bKVHeads, bDim}, k)
+			testWriteNpyF16(t, b.v, []int{bSlots, bKVHeads, bDim}, v)
+		}, want: []string{"V element", "is +Inf: inputs must be finite"}},
+		{name: "negative scale", extra: []string{"--scale=-0.5"}, want: []string{"scale -0.5 must be finite and positive"}},
+		{name: "NaN scale", extra: []string{"--scale", "NaN"}, want: []string{"scale NaN must be finite and positive"}},
+		{name: "infinite scale", extra: []string{"--scale", "+Inf"}, want: []string{"scale +Inf must be finite and positive"}},
+		{name: "scale beyond float32", extra: []string{"--scale", "1e39"}, want: []string{"scale 1e+39"}}, // rejected by the planner, after the device opened
+		{name: "unknown method", extra: []string{"--method", "bogus"}, want: []string{`unknown attention method "bogus"`, "flatten"}},
+		// Rejected by the planner, after the device opened.
+		{name: "odd head dim", modify: func(b *testBadInputs) {
+			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads, 15}, testRandn(rng, bQueries*bQHeads*15))
+			testWriteNpyF32(t, b.k, []int{bSlots, bKVHeads, 15}, testRandn(rng, bSlots*bKVHeads*15))
+			testWriteNpyF32(t, b.v, []int{bSlots, bKVHeads, 15}, testRandn(rng, bSlots*bKVHeads*15))
+		}, want: []string{"head dim 15 must be even"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newTestBadInputs(t, rng)
+			if tc.modify != nil {
+				tc.modify(b)
+			}
+			out := filepath.Join(b.dir, "out.npy")
+			args := append([]string{"attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v, "--out", out}, tc.extra...)
+			_, _, err := runDeft(t, args...)
+			require.Error(t, err)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NoFileExists(t, out, "no output may be written for bad inputs")
+		})
+	}
+
+	t.Run("missing required flag", func(t *testing.T) {
+		b := newTestBadInputs(t, rng)
+		_, _, err := runDeft(t, "attention", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `"out"`)
+	})
+}
+
+func TestConformanceCommand(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	seed := rng.Uint64() >> 1
+	// Without --validation: the layer makes this run 4x slower (~10 s on
+	// lavapipe), and the same kernels run under validation in the
+	// conformance package's tests and in TestAttentionMatchesReference.
+	stdout, stderr, err := runDeft(t, "conformance", "--method", "flatten", "--seed", strconv.FormatUint(seed, 10))
+	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr, stdout)
+	assert.Regexp(t, `(?m)^[1-9][0-9]* passed, 0 failed$`, stdout)
+	assert.Contains(t, stdout, fmt.Sprintf("seed %d", seed))
+	// One summary row per KV type x head dim x GQA ratio, all for flatten.
+	for _, kv := range []string{"f32", "f16"} {
+		for _, dim := range []int{64, 128, 256} {
+			for _, gqa := range []int{1, 4} {
+				assert.Regexp(t, fmt.Sprintf(`(?m)^flatten\s+%s\s+%d\s+%d\s+\d+\s+\S+\s+\S+\s+pass$`, kv, dim, gqa), stdout)
+			}
+		}
+	}
+	for _, m := range treeattn.Methods {
+		if m == treeattn.MethodFlatten {
+			continue
+		}
+		assert.NotRegexp(t, "(?m)^"+string(m)+`\s`, stdout, "only flatten was asked for")
+	}
+
+	_, _, err = runDeft(t, "conformance", "--method", "bogus")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown attention method "bogus"`)
+}
+
+var testGBPS = regexp.MustCompile(`copy\s+([0-9.]+) GB/s median`)
+
+func TestProbeCommand(t *testing.T) {
+	d := setupCLITest(t)
+	stdout, stderr, err := runDeft(t, "probe", "--validation", "--mib", "8", "--runs", "3")
+	require.NoError(t, err, stderr)
+	assert.NotContains(t, stderr, "warning", "saving the probe result failed")
+	m := testGBPS.FindStringSubmatch(stdout)
+	require.NotNil(t, m, "no copy bandwidth in:\n%s", stdout)
+	bw, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	assert.Greater(t, bw, 0.0)
+	assert.Contains(t, stdout, "3 runs, 2 x 8 MiB")
+	assert.Contains(t, stdout, d.Info.Name)
+
+	// The result was saved under the (temporary) user cache dir.
+	path, err := probe.CachePath(d.Info.UUID)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(path, os.Getenv("XDG_CACHE_HOME")), "cache path %s", path)
+	saved, err := probe.Load(d.Info.UUID)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(8<<20), saved.BufferBytes)
+	assert.Equal(t, 3, saved.Runs)
+	assert.InDelta(t, bw, saved.BytesPerSec/1e9, 0.051)
+
+	stdout, stderr, err = runDeft(t, "probe", "--json", "--validation", "--mib", "8", "--runs", "3")
+	require.NoError(t, err, stderr)
+	var res probe.Result
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
+	assert.Greater(t, res.BytesPerSec, 0.0)
+	assert.GreaterOrEqual(t, res.MedianNs, res.BestNs)
+	assert.Equal(t, d.Info.UUID, res.UUID)
+}
