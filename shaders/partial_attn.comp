@@ -13,22 +13,28 @@
 // partial result for reduce_partials. All query heads sharing the KV head
 // are rows of the same workgroup, so K/V is read once per KV head.
 //
-// Sizes are specialization constants chosen by the host from the device's
-// limits; nothing here assumes a subgroup size.
+// Scores are computed in 2x2 (row x token) register tiles over vec4s of the
+// head dim, and the softmax uses WG/R threads per row, so shared-memory
+// loads, not arithmetic, stay the scalar path's limit. Sizes are
+// specialization constants chosen by the host from the device's limits;
+// nothing here assumes a subgroup size.
 #include "include/kv.glsl"
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 128;   // head dim (even)
-layout(constant_id = 2) const uint B = 32;    // tokens per shared tile
-layout(constant_id = 3) const uint R = 32;    // rows per row tile
+layout(constant_id = 1) const uint D = 128;   // head dim, a multiple of 4
+layout(constant_id = 2) const uint B = 32;    // tokens per shared tile, even
+layout(constant_id = 3) const uint R = 32;    // rows per row tile, even, divides WG
 layout(constant_id = 4) const uint G = 4;     // query heads per KV head
 layout(constant_id = 5) const uint KVH = 8;   // KV heads
 layout(constant_id = 6) const uint KV_F16 = 1;
 
 const uint WG = gl_WorkGroupSize.x;
 const uint QH = G * KVH;
-const uint KSTRIDE = D + 1u;          // padded rows: no shared-memory bank conflicts
-const uint NACC = (R * D + WG - 1u) / WG;
+const uint D4 = D / 4u;
+const uint KSTRIDE = D4 + 1u;          // padded rows (vec4s): conflict-free token-row reads
+const uint PSTRIDE = B + 1u;
+const uint T = WG / R;                 // threads per row in the softmax
+const uint NACC = (R * D4 + WG - 1u) / WG;
 
 layout(set = 0, binding = 0) readonly buffer Qbuf { float q[]; };      // [query][QH][D]
 layout(set = 0, binding = 1) readonly buffer Kbuf { uint kw[]; };
@@ -45,30 +51,44 @@ layout(push_constant) uniform Push {
     float scale;
 } pc;
 
-shared float sKV[B * KSTRIDE];
-shared float sQ[R * D];
-shared float sP[R * B];
+shared vec4 sKV[B * KSTRIDE];
+shared vec4 sQ[R * D4];
+shared float sP[R * PSTRIDE];
+shared float sRed[R * T];
 shared float sM[R];
 shared float sL[R];
+shared float sMNew[R];
 shared float sAlpha[R];
 shared uint sRowQuery[R];   // item-local query index of each row, ~0u when unused
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
 void loadTile(uint tokStart, uint first, uint count, uint head, bool isV) {
-    for (uint idx = gl_LocalInvocationIndex; idx < B * (D / 2u); idx += WG) {
-        uint t = idx / (D / 2u);
-        uint j = (idx % (D / 2u)) * 2u;
-        vec2 x = vec2(0.0);
+    for (uint idx = gl_LocalInvocationIndex; idx < B * D4; idx += WG) {
+        uint t = idx / D4;
+        uint j = (idx % D4) * 4u;
+        vec4 x = vec4(0.0);
         if (t < count) {
             uint slot = meta[tokStart + first + t];
             if (slot < pc.numSlots) {
-                x = isV ? KV_PAIR(vw, slot, head, j, KVH, D, KV_F16) : KV_PAIR(kw, slot, head, j, KVH, D, KV_F16);
+                vec2 a = isV ? KV_PAIR(vw, slot, head, j, KVH, D, KV_F16) : KV_PAIR(kw, slot, head, j, KVH, D, KV_F16);
+                vec2 b = isV ? KV_PAIR(vw, slot, head, j + 2u, KVH, D, KV_F16) : KV_PAIR(kw, slot, head, j + 2u, KVH, D, KV_F16);
+                x = vec4(a, b);
             }
         }
-        sKV[t * KSTRIDE + j] = x.x;
-        sKV[t * KSTRIDE + j + 1u] = x.y;
+        sKV[t * KSTRIDE + j / 4u] = x;
     }
+}
+
+bool sees(uint qi, uint t, uint first, uint count, uint maskOff, uint maskWords) {
+    if (qi == ~0u || t >= count) {
+        return false;
+    }
+    if (maskWords == 0u) {
+        return true;
+    }
+    uint word = meta[maskOff + (first + t) * maskWords + (qi >> 5u)];
+    return ((word >> (qi & 31u)) & 1u) != 0u;
 }
 
 void main() {
@@ -86,28 +106,31 @@ void main() {
     uint maskWords = meta[base + 5u];
     uint partialBase = meta[base + 6u];
     uint tid = gl_LocalInvocationIndex;
+    uint myRow = tid / T;      // softmax: row and lane
+    uint lane = tid % T;
 
     uint rows = qCount * G;
     for (uint rowTile = 0u; rowTile < rows; rowTile += R) {
-        for (uint r = tid; r < R; r += WG) {
-            uint row = rowTile + r;
-            sRowQuery[r] = row < rows ? row / G : ~0u;
-            sM[r] = NEG_INF;
-            sL[r] = 0.0;
+        if (tid < R) {
+            uint row = rowTile + tid;
+            sRowQuery[tid] = row < rows ? row / G : ~0u;
+            sM[tid] = NEG_INF;
+            sL[tid] = 0.0;
         }
-        for (uint idx = tid; idx < R * D; idx += WG) {
-            uint r = idx / D;
+        for (uint idx = tid; idx < R * D4; idx += WG) {
+            uint r = idx / D4;
             uint row = rowTile + r;
-            float x = 0.0;
+            vec4 x = vec4(0.0);
             if (row < rows) {
                 uint query = meta[qStart + row / G];
-                x = q[(query * QH + head * G + row % G) * D + idx % D];
+                uint at = (query * QH + head * G + row % G) * D + (idx % D4) * 4u;
+                x = vec4(q[at], q[at + 1u], q[at + 2u], q[at + 3u]);
             }
             sQ[idx] = x;
         }
-        float acc[NACC];
+        vec4 acc[NACC];
         for (uint a = 0u; a < NACC; a++) {
-            acc[a] = 0.0;
+            acc[a] = vec4(0.0);
         }
         barrier();
 
@@ -116,69 +139,87 @@ void main() {
             loadTile(tokStart, first, count, head, false);
             barrier();
 
-            // Scores for every (row, token) of the tile; masked ones are -inf.
-            for (uint e = tid; e < R * B; e += WG) {
-                uint r = e / B;
-                uint t = e % B;
-                uint qi = sRowQuery[r];
-                bool visible = qi != ~0u && t < count;
-                if (visible && maskWords != 0u) {
-                    uint word = meta[maskOff + (first + t) * maskWords + (qi >> 5u)];
-                    visible = ((word >> (qi & 31u)) & 1u) != 0u;
-                }
-                float s = NEG_INF;
-                if (visible) {
-                    float dot = 0.0;
-                    for (uint j = 0u; j < D; j++) {
-                        dot += sQ[r * D + j] * sKV[t * KSTRIDE + j];
+            // Scores in 2x2 tiles: rows r0, r0+1 and tokens t0, t0+B/2.
+            for (uint e = tid; e < (R / 2u) * (B / 2u); e += WG) {
+                uint r0 = (e / (B / 2u)) * 2u;
+                uint t0 = e % (B / 2u);
+                uint t1 = t0 + B / 2u;
+                uint qa = sRowQuery[r0];
+                uint qb = sRowQuery[r0 + 1u];
+                bool s00 = sees(qa, t0, first, count, maskOff, maskWords);
+                bool s01 = sees(qa, t1, first, count, maskOff, maskWords);
+                bool s10 = sees(qb, t0, first, count, maskOff, maskWords);
+                bool s11 = sees(qb, t1, first, count, maskOff, maskWords);
+                vec4 d00 = vec4(0.0), d01 = vec4(0.0), d10 = vec4(0.0), d11 = vec4(0.0);
+                if (s00 || s01 || s10 || s11) {
+                    for (uint j = 0u; j < D4; j++) {
+                        vec4 a = sQ[r0 * D4 + j];
+                        vec4 b = sQ[(r0 + 1u) * D4 + j];
+                        vec4 k0 = sKV[t0 * KSTRIDE + j];
+                        vec4 k1 = sKV[t1 * KSTRIDE + j];
+                        d00 = fma(a, k0, d00);
+                        d01 = fma(a, k1, d01);
+                        d10 = fma(b, k0, d10);
+                        d11 = fma(b, k1, d11);
                     }
-                    s = dot * pc.scale;
                 }
-                sP[e] = s;
+                vec4 ones = vec4(1.0);
+                sP[r0 * PSTRIDE + t0] = s00 ? dot(d00, ones) * pc.scale : NEG_INF;
+                sP[r0 * PSTRIDE + t1] = s01 ? dot(d01, ones) * pc.scale : NEG_INF;
+                sP[(r0 + 1u) * PSTRIDE + t0] = s10 ? dot(d10, ones) * pc.scale : NEG_INF;
+                sP[(r0 + 1u) * PSTRIDE + t1] = s11 ? dot(d11, ones) * pc.scale : NEG_INF;
             }
             barrier();
 
-            // Online softmax: new running max, rescale factor, probabilities.
-            for (uint r = tid; r < R; r += WG) {
-                float mOld = sM[r];
-                float mNew = mOld;
-                for (uint t = 0u; t < B; t++) {
-                    mNew = max(mNew, sP[r * B + t]);
-                }
-                float sum = 0.0;
-                float alpha = 1.0;
-                if (mNew != NEG_INF) {
-                    alpha = mOld == NEG_INF ? 0.0 : exp(mOld - mNew);
-                    for (uint t = 0u; t < B; t++) {
-                        float s = sP[r * B + t];
-                        float p = s == NEG_INF ? 0.0 : exp(s - mNew);
-                        sP[r * B + t] = p;
-                        sum += p;
-                    }
-                } else {
-                    for (uint t = 0u; t < B; t++) {
-                        sP[r * B + t] = 0.0;
-                    }
-                }
-                sM[r] = mNew;
-                sL[r] = sL[r] * alpha + sum;
-                sAlpha[r] = alpha;
+            // Online softmax, T threads per row: local maxima first.
+            float localMax = NEG_INF;
+            for (uint t = lane; t < B; t += T) {
+                localMax = max(localMax, sP[myRow * PSTRIDE + t]);
             }
+            sRed[myRow * T + lane] = localMax;
             barrier();
-
+            float mOld = sM[myRow];
+            float mNew = mOld;
+            for (uint i = 0u; i < T; i++) {
+                mNew = max(mNew, sRed[myRow * T + i]);
+            }
+            float localSum = 0.0;
+            for (uint t = lane; t < B; t += T) {
+                float s = sP[myRow * PSTRIDE + t];
+                float p = (s == NEG_INF) ? 0.0 : exp(s - mNew);
+                sP[myRow * PSTRIDE + t] = p;
+                localSum += p;
+            }
+            barrier(); // every lane has read sRed and sM
+            sRed[myRow * T + lane] = localSum;
+            if (lane == 0u) {
+                sMNew[myRow] = mNew;
+                sAlpha[myRow] = (mNew == NEG_INF || mOld == NEG_INF) ? (mNew == NEG_INF ? 1.0 : 0.0) : exp(mOld - mNew);
+            }
             loadTile(tokStart, first, count, head, true);
             barrier();
+            if (tid < R) {
+                float sum = 0.0;
+                for (uint i = 0u; i < T; i++) {
+                    sum += sRed[tid * T + i];
+                }
+                sL[tid] = sL[tid] * sAlpha[tid] + sum;
+                sM[tid] = sMNew[tid];
+            }
 
+            // Weighted sum of V: each thread owns (row, 4 dims) outputs.
             for (uint a = 0u; a < NACC; a++) {
                 uint e = tid + a * WG;
-                if (e < R * D) {
-                    uint r = e / D;
-                    uint j = e % D;
-                    float x = acc[a] * sAlpha[r];
-                    for (uint t = 0u; t < count; t++) {
-                        x += sP[r * B + t] * sKV[t * KSTRIDE + j];
+                if (e < R * D4) {
+                    uint r = e / D4;
+                    uint j = e % D4;
+                    if (sRowQuery[r] != ~0u) {
+                        vec4 x = acc[a] * sAlpha[r];
+                        for (uint t = 0u; t < count; t++) {
+                            x = fma(vec4(sP[r * PSTRIDE + t]), sKV[t * KSTRIDE + j], x);
+                        }
+                        acc[a] = x;
                     }
-                    acc[a] = x;
                 }
             }
             barrier();
@@ -187,15 +228,19 @@ void main() {
         // Normalised partial output and log-sum-exp per row.
         for (uint a = 0u; a < NACC; a++) {
             uint e = tid + a * WG;
-            if (e < R * D) {
-                uint r = e / D;
-                uint j = e % D;
+            if (e < R * D4) {
+                uint r = e / D4;
+                uint j = (e % D4) * 4u;
                 uint qi = sRowQuery[r];
                 if (qi != ~0u) {
                     uint g = (rowTile + r) % G;
                     uint p = (partialBase + qi) * QH + head * G + g;
                     float l = sL[r];
-                    po[p * D + j] = l > 0.0 ? acc[a] / l : 0.0;
+                    vec4 o = l > 0.0 ? acc[a] / l : vec4(0.0);
+                    po[p * D + j] = o.x;
+                    po[p * D + j + 1u] = o.y;
+                    po[p * D + j + 2u] = o.z;
+                    po[p * D + j + 3u] = o.w;
                     if (j == 0u) {
                         pl[p] = l > 0.0 ? sM[r] + log(l) : NEG_INF;
                     }

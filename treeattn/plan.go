@@ -81,9 +81,10 @@ type Tiles struct {
 	Rows      int // R: (query, head) rows processed together
 }
 
-// sharedBytes is partial_attn.comp's shared memory for the tiles.
+// sharedBytes is partial_attn.comp's shared memory for the tiles: the K/V
+// tile (vec4 rows padded by one), Q rows, scores, softmax scratch and row state.
 func (t Tiles) sharedBytes(dim int) int {
-	return 4 * (t.Tokens*(dim+1) + t.Rows*dim + t.Rows*t.Tokens + 3*t.Rows + t.Rows)
+	return 16*t.Tokens*(dim/4+1) + 4*t.Rows*dim + 4*t.Rows*(t.Tokens+1) + 4*t.Workgroup + 20*t.Rows
 }
 
 // ChooseTiles picks the largest tiles that fit the device's shared memory,
@@ -92,8 +93,8 @@ func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	if err := s.Validate(); err != nil {
 		return Tiles{}, err
 	}
-	if s.HeadDim%2 != 0 || s.HeadDim > 512 {
-		return Tiles{}, fmt.Errorf("choose tiles: head dim %d must be even and at most 512", s.HeadDim)
+	if s.HeadDim%4 != 0 || s.HeadDim > 512 {
+		return Tiles{}, fmt.Errorf("choose tiles: head dim %d must be a multiple of 4 and at most 512", s.HeadDim)
 	}
 	wg := min(256, lim.MaxInvocations)
 	if wg < 32 {
@@ -104,6 +105,9 @@ func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	for _, b := range []int{64, 32, 16, 8} {
 		for _, r := range []int{64, 32, 16, 8} {
 			t := Tiles{Workgroup: wg, Tokens: b, Rows: r}
+			if r > wg || wg%r != 0 { // the softmax gives each row wg/r threads
+				continue
+			}
 			if t.sharedBytes(s.HeadDim) > lim.SharedMemory {
 				continue
 			}
@@ -413,10 +417,10 @@ func (v *visibility) perQuery(chunk int) []work {
 // MaxTilePasses bounds the shared-memory passes (row tiles x token tiles) of
 // one workgroup. Unbounded loops make long workgroups that unbalance the GPU,
 // and Mesa's lavapipe (22.3) computes wrong results once a workgroup has run
-// about 500 barriers (five per pass), so larger items are cut: first into
+// about 500 barriers (six per pass, two more per row tile), so larger items are cut: first into
 // token chunks, then into query slices. Both keep every (query, token) pair
 // in exactly one item.
-const MaxTilePasses = 64
+const MaxTilePasses = 48
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
