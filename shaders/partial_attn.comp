@@ -13,9 +13,8 @@
 // partial result for reduce_partials. All query heads sharing the KV head
 // are rows of the same workgroup, so K/V is read once per KV head.
 //
-// Scores are computed in 2x2 (row x token) register tiles over vec4s of the
-// head dim, and the softmax uses WG/R threads per row, so shared-memory
-// loads, not arithmetic, stay the scalar path's limit. Sizes are
+// Scores and outputs use register tiles over vec4s of the head dim, and the
+// softmax uses WG/R threads per row. Sizes are
 // specialization constants chosen by the host from the device's limits;
 // nothing here assumes a subgroup size.
 #include "include/kv.glsl"
@@ -34,7 +33,12 @@ const uint D4 = D / 4u;
 const uint KSTRIDE = D4 + 1u;          // padded rows (vec4s): conflict-free token-row reads
 const uint PSTRIDE = B + 1u;
 const uint T = WG / R;                 // threads per row in the softmax
-const uint NACC = (R * D4 + WG - 1u) / WG;
+// Register tiles: each thread scores RPT rows against one token, and
+// accumulates RPV rows of one vec4 of the output, so every K or V vec4 read
+// from shared memory feeds 4*RPT (4*RPV) FMAs while the Q and P reads are
+// broadcasts. R, B, D4 and WG are powers of two.
+const uint RPT = (R * B) / WG > 0u ? (R * B) / WG : 1u;
+const uint RPV = (R * D4) / WG > 0u ? (R * D4) / WG : 1u;
 
 layout(set = 0, binding = 0) readonly buffer Qbuf { float q[]; };      // [query][QH][D]
 layout(set = 0, binding = 1) readonly buffer Kbuf { uint kw[]; };
@@ -128,10 +132,13 @@ void main() {
             }
             sQ[idx] = x;
         }
-        vec4 acc[NACC];
-        for (uint a = 0u; a < NACC; a++) {
+        vec4 acc[RPV];
+        for (uint a = 0u; a < RPV; a++) {
             acc[a] = vec4(0.0);
         }
+        uint pvRow0 = (tid / D4) * RPV;   // this thread's output rows and vec4
+        uint pvCol = tid % D4;
+        bool pvActive = tid < (R / RPV) * D4;
         barrier();
 
         for (uint first = 0u; first < tokCount; first += B) {
@@ -139,35 +146,31 @@ void main() {
             loadTile(tokStart, first, count, head, false);
             barrier();
 
-            // Scores in 2x2 tiles: rows r0, r0+1 and tokens t0, t0+B/2.
-            for (uint e = tid; e < (R / 2u) * (B / 2u); e += WG) {
-                uint r0 = (e / (B / 2u)) * 2u;
-                uint t0 = e % (B / 2u);
-                uint t1 = t0 + B / 2u;
-                uint qa = sRowQuery[r0];
-                uint qb = sRowQuery[r0 + 1u];
-                bool s00 = sees(qa, t0, first, count, maskOff, maskWords);
-                bool s01 = sees(qa, t1, first, count, maskOff, maskWords);
-                bool s10 = sees(qb, t0, first, count, maskOff, maskWords);
-                bool s11 = sees(qb, t1, first, count, maskOff, maskWords);
-                vec4 d00 = vec4(0.0), d01 = vec4(0.0), d10 = vec4(0.0), d11 = vec4(0.0);
-                if (s00 || s01 || s10 || s11) {
+            // Scores: rows sRow0 .. sRow0+RPT-1 against token sTok.
+            for (uint e = tid; e < (R / RPT) * B; e += WG) {
+                uint t = e % B;
+                uint r0 = (e / B) * RPT;
+                bool vis[RPT];
+                bool any = false;
+                for (uint i = 0u; i < RPT; i++) {
+                    vis[i] = sees(sRowQuery[r0 + i], t, first, count, maskOff, maskWords);
+                    any = any || vis[i];
+                }
+                vec4 d[RPT];
+                for (uint i = 0u; i < RPT; i++) {
+                    d[i] = vec4(0.0);
+                }
+                if (any) {
                     for (uint j = 0u; j < D4; j++) {
-                        vec4 a = sQ[r0 * D4 + j];
-                        vec4 b = sQ[(r0 + 1u) * D4 + j];
-                        vec4 k0 = sKV[t0 * KSTRIDE + j];
-                        vec4 k1 = sKV[t1 * KSTRIDE + j];
-                        d00 = fma(a, k0, d00);
-                        d01 = fma(a, k1, d01);
-                        d10 = fma(b, k0, d10);
-                        d11 = fma(b, k1, d11);
+                        vec4 k = sKV[t * KSTRIDE + j];
+                        for (uint i = 0u; i < RPT; i++) {
+                            d[i] = fma(sQ[(r0 + i) * D4 + j], k, d[i]);
+                        }
                     }
                 }
-                vec4 ones = vec4(1.0);
-                sP[r0 * PSTRIDE + t0] = s00 ? dot(d00, ones) * pc.scale : NEG_INF;
-                sP[r0 * PSTRIDE + t1] = s01 ? dot(d01, ones) * pc.scale : NEG_INF;
-                sP[(r0 + 1u) * PSTRIDE + t0] = s10 ? dot(d10, ones) * pc.scale : NEG_INF;
-                sP[(r0 + 1u) * PSTRIDE + t1] = s11 ? dot(d11, ones) * pc.scale : NEG_INF;
+                for (uint i = 0u; i < RPT; i++) {
+                    sP[(r0 + i) * PSTRIDE + t] = vis[i] ? dot(d[i], vec4(1.0)) * pc.scale : NEG_INF;
+                }
             }
             barrier();
 
@@ -207,18 +210,21 @@ void main() {
                 sM[tid] = sMNew[tid];
             }
 
-            // Weighted sum of V: each thread owns (row, 4 dims) outputs.
-            for (uint a = 0u; a < NACC; a++) {
-                uint e = tid + a * WG;
-                if (e < R * D4) {
-                    uint r = e / D4;
-                    uint j = e % D4;
-                    if (sRowQuery[r] != ~0u) {
-                        vec4 x = acc[a] * sAlpha[r];
-                        for (uint t = 0u; t < count; t++) {
-                            x = fma(vec4(sP[r * PSTRIDE + t]), sKV[t * KSTRIDE + j], x);
+            // Weighted sum of V: RPV rows of one vec4 per thread.
+            if (pvActive) {
+                float alpha[RPV];
+                bool live = false;
+                for (uint i = 0u; i < RPV; i++) {
+                    alpha[i] = sAlpha[pvRow0 + i];
+                    acc[i] *= alpha[i];
+                    live = live || sRowQuery[pvRow0 + i] != ~0u;
+                }
+                if (live) {
+                    for (uint t = 0u; t < count; t++) {
+                        vec4 v = sKV[t * KSTRIDE + pvCol];
+                        for (uint i = 0u; i < RPV; i++) {
+                            acc[i] = fma(vec4(sP[(pvRow0 + i) * PSTRIDE + t]), v, acc[i]);
                         }
-                        acc[a] = x;
                     }
                 }
             }
@@ -226,17 +232,16 @@ void main() {
         }
 
         // Normalised partial output and log-sum-exp per row.
-        for (uint a = 0u; a < NACC; a++) {
-            uint e = tid + a * WG;
-            if (e < R * D4) {
-                uint r = e / D4;
-                uint j = (e % D4) * 4u;
+        if (pvActive) {
+            for (uint i = 0u; i < RPV; i++) {
+                uint r = pvRow0 + i;
                 uint qi = sRowQuery[r];
                 if (qi != ~0u) {
                     uint g = (rowTile + r) % G;
                     uint p = (partialBase + qi) * QH + head * G + g;
                     float l = sL[r];
-                    vec4 o = l > 0.0 ? acc[a] / l : vec4(0.0);
+                    vec4 o = l > 0.0 ? acc[i] / l : vec4(0.0);
+                    uint j = pvCol * 4u;
                     po[p * D + j] = o.x;
                     po[p * D + j + 1u] = o.y;
                     po[p * D + j + 2u] = o.z;
