@@ -66,6 +66,9 @@ type Options struct {
 	Runs       int    // timed runs, median reported (default 20)
 	FlushBytes uint64 // L2 flush buffer (default 256 MiB, less on small devices)
 	Check      bool   // compare with the CPU reference first
+	Block      int    // treeattn.Config.BlockTokens (0: automatic)
+	MaxPasses  int    // treeattn.Config.MaxPasses (0: default)
+	Tiles      treeattn.Tiles
 }
 
 // Result is one method's timing on one tree.
@@ -73,6 +76,7 @@ type Result struct {
 	Method    treeattn.Method `json:"method"`
 	PlanTime  time.Duration   `json:"plan_ns"`
 	Median    time.Duration   `json:"median_ns"`
+	Reduce    time.Duration   `json:"reduce_median_ns"` // of Median, the reduction's share
 	P10       time.Duration   `json:"p10_ns"`
 	P90       time.Duration   `json:"p90_ns"`
 	IO        treeattn.IO     `json:"io"`
@@ -96,7 +100,8 @@ func run(d *vk.Device, rng *rand.Rand, tree *treeattn.Tree, shape treeattn.Shape
 		opts.Runs = 20
 	}
 	start := time.Now()
-	plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: method, Shape: shape, KV: kv, Limits: treeattn.LimitsOf(d.Info)})
+	plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: method, Shape: shape, KV: kv, Limits: treeattn.LimitsOf(d.Info),
+		BlockTokens: opts.Block, MaxPasses: opts.MaxPasses, Tiles: opts.Tiles})
 	if err != nil {
 		return err
 	}
@@ -180,10 +185,23 @@ func run(d *vk.Device, rng *rand.Rand, tree *treeattn.Tree, shape treeattn.Shape
 		if err := rec.Timestamp("start"); err != nil {
 			return err
 		}
-		if err := dp.Run(rec, q, k, v, out); err != nil {
+		if err := dp.RunPartial(rec, q, k, v, out); err != nil {
+			return err
+		}
+		if err := rec.Timestamp("partial"); err != nil {
+			return err
+		}
+		if err := dp.RunReduce(rec, out); err != nil {
 			return err
 		}
 		if err := rec.Timestamp("end"); err != nil {
+			return err
+		}
+	}
+	// Warm up: GPUs lower their clocks while the CPU reference runs, so
+	// replay the recorded runs for a while before the timed replay.
+	for warm := time.Now(); time.Since(warm) < 300*time.Millisecond; {
+		if err := rec.Submit(); err != nil {
 			return err
 		}
 	}
@@ -194,11 +212,14 @@ func run(d *vk.Device, rng *rand.Rand, tree *treeattn.Tree, shape treeattn.Shape
 	if err != nil {
 		return err
 	}
-	var times []time.Duration
-	for i := 0; i+1 < len(ts); i += 2 {
-		times = append(times, time.Duration(ts[i+1]-ts[i]))
+	var times, reduce []time.Duration
+	for i := 0; i+2 < len(ts); i += 3 {
+		times = append(times, time.Duration(ts[i+2]-ts[i]))
+		reduce = append(reduce, time.Duration(ts[i+2]-ts[i+1]))
 	}
 	sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
+	sort.Slice(reduce, func(a, b int) bool { return reduce[a] < reduce[b] })
+	res.Reduce = reduce[len(reduce)/2]
 	res.Median = times[len(times)/2]
 	res.P10 = times[len(times)/10]
 	res.P90 = times[len(times)*9/10]

@@ -87,6 +87,20 @@ func (t Tiles) sharedBytes(dim int) int {
 	return 16*t.Tokens*(dim/4+1) + 4*t.Rows*dim + 4*t.Rows*(t.Tokens+1) + 4*t.Workgroup + 20*t.Rows
 }
 
+func isPow2(v int) bool { return v > 0 && v&(v-1) == 0 }
+
+// check validates explicit tiles against the kernel's rules and the device.
+func (t Tiles) check(s Shape, lim Limits) error {
+	if !isPow2(t.Workgroup) || !isPow2(t.Tokens) || !isPow2(t.Rows) || t.Tokens < 2 || t.Rows < 2 ||
+		t.Rows > t.Workgroup || t.Workgroup > lim.MaxInvocations {
+		return fmt.Errorf("tiles %+v: sizes must be powers of two, rows at most the workgroup, workgroup at most %d", t, lim.MaxInvocations)
+	}
+	if b := t.sharedBytes(s.HeadDim); b > lim.SharedMemory {
+		return fmt.Errorf("tiles %+v need %d bytes of shared memory, the device has %d", t, b, lim.SharedMemory)
+	}
+	return nil
+}
+
 // ChooseTiles picks the largest tiles that fit the device's shared memory,
 // preferring row tiles that cover a whole KV group several times over.
 func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
@@ -135,6 +149,12 @@ type Config struct {
 	// BlockTokens is the flatten/densemask block and the nodechunk and
 	// flashdecoding chunk size in tokens; 0 chooses from the tree and tiles.
 	BlockTokens int
+	// Tiles overrides the tile sizes (zero: chosen by ChooseTiles); they
+	// must fit the device's shared memory.
+	Tiles Tiles
+	// MaxPasses bounds one workgroup's shared-memory passes (row tiles x
+	// token tiles); 0 means MaxTilePasses, larger values are capped by it.
+	MaxPasses int
 }
 
 // IO is the memory traffic a plan causes per layer, in bytes.
@@ -202,7 +222,7 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 		cfg.Scale = cfg.Shape.DefaultScale()
 	}
 	if math.IsNaN(cfg.Scale) || math.IsInf(cfg.Scale, 0) || cfg.Scale <= 0 || cfg.Scale > math.MaxFloat32 {
-		return nil, fmt.Errorf("plan: scale %v must be finite and positive", cfg.Scale)
+		return nil, fmt.Errorf("plan: scale %v must be positive and within float32 range", cfg.Scale)
 	}
 	if cfg.KV != KVF16 && cfg.KV != KVF32 {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
@@ -210,6 +230,12 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 	tiles, err := ChooseTiles(cfg.Shape, cfg.Limits)
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
+	}
+	if cfg.Tiles != (Tiles{}) {
+		if err := cfg.Tiles.check(cfg.Shape, cfg.Limits); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
+		}
+		tiles = cfg.Tiles
 	}
 	if cfg.BlockTokens < 0 {
 		return nil, fmt.Errorf("plan: block size %d is negative", cfg.BlockTokens)
@@ -234,8 +260,11 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 	default:
 		return nil, fmt.Errorf("plan: unknown method %q", cfg.Method)
 	}
+	if cfg.MaxPasses <= 0 || cfg.MaxPasses > MaxTilePasses {
+		cfg.MaxPasses = MaxTilePasses
+	}
+	items = boundItems(items, tiles, cfg.Shape.GroupSize(), cfg.MaxPasses, cfg.Method == MethodDenseMask)
 	p := &Plan{Config: cfg, Tiles: tiles, NumQueries: len(t.Queries), NumSlots: t.NumSlots()}
-	items = boundItems(items, tiles, cfg.Shape.GroupSize(), cfg.Method == MethodDenseMask)
 	if err := p.encode(items); err != nil {
 		return nil, err
 	}
@@ -426,17 +455,17 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 // boundItems splits items whose work exceeds MaxTilePasses. Dense items
 // keep every query, seen tokens or not: that is the dense-mask baseline.
-func boundItems(items []work, tiles Tiles, group int, dense bool) []work {
+func boundItems(items []work, tiles Tiles, group, maxPasses int, dense bool) []work {
 	var out []work
 	for _, w := range items {
 		tokens := len(w.slots)
 		perQueryRowTiles := ceilDiv(group, tiles.Rows)
-		maxTokenTiles := max(1, MaxTilePasses/perQueryRowTiles)
+		maxTokenTiles := max(1, maxPasses/perQueryRowTiles)
 		chunk := maxTokenTiles * tiles.Tokens
 		for from := 0; from < tokens; from += chunk {
 			part := w.sub(from, min(from+chunk, tokens), 0, len(w.queries), dense)
 			tokenTiles := ceilDiv(len(part.slots), tiles.Tokens)
-			rowTiles := max(1, MaxTilePasses/tokenTiles)
+			rowTiles := max(1, maxPasses/tokenTiles)
 			slice := max(1, rowTiles*tiles.Rows/group)
 			if len(part.queries) <= slice {
 				if len(part.queries) > 0 {

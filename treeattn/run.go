@@ -136,6 +136,15 @@ func (p *Plan) KVRowBytes() uint64 {
 // reduction into out. q and out are [query][qhead][dim] float32; k and v are
 // the KV pool [slot][kvhead][dim] of the plan's KV type.
 func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
+	if err := dp.RunPartial(rec, q, k, v, out); err != nil {
+		return err
+	}
+	return dp.RunReduce(rec, out)
+}
+
+// RunPartial records the partial-attention kernel alone (benchmarks time
+// the two phases separately); out is only checked here.
+func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 	if dp.meta == nil {
 		return fmt.Errorf("run %s: plan is closed", dp.Method)
 	}
@@ -161,10 +170,18 @@ func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 	push = binary.LittleEndian.AppendUint32(push, dp.attnGrid[0])
 	push = binary.LittleEndian.AppendUint32(push, uint32(slots))
 	push = binary.LittleEndian.AppendUint32(push, math.Float32bits(float32(dp.Scale)))
-	if err := rec.Dispatch(dp.attn, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All()); err != nil {
-		return err
+	return rec.Dispatch(dp.attn, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All())
+}
+
+// RunReduce records the reduction of the partial results into out.
+func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
+	if dp.meta == nil {
+		return fmt.Errorf("run %s: plan is closed", dp.Method)
 	}
-	push = binary.LittleEndian.AppendUint32(nil, uint32(dp.NumQueries))
+	if out == nil || out.Size() < dp.QueryBytes() {
+		return fmt.Errorf("run %s: output buffer missing or smaller than %d bytes", dp.Method, dp.QueryBytes())
+	}
+	push := binary.LittleEndian.AppendUint32(nil, uint32(dp.NumQueries))
 	push = binary.LittleEndian.AppendUint32(push, dp.offsetsOff)
 	push = binary.LittleEndian.AppendUint32(push, dp.listOff)
 	push = binary.LittleEndian.AppendUint32(push, dp.redGrid[0])

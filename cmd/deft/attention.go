@@ -79,8 +79,8 @@ func loadAttention(treePath, qPath, kPath, vPath string, scale float64) (*attent
 	if scale == 0 {
 		scale = shape.DefaultScale()
 	}
-	if math.IsNaN(scale) || math.IsInf(scale, 0) || scale <= 0 {
-		return nil, fmt.Errorf("scale %v must be finite and positive", scale)
+	if math.IsNaN(scale) || math.IsInf(scale, 0) || scale <= 0 || scale > math.MaxFloat32 {
+		return nil, fmt.Errorf("scale %v must be positive and within float32 range", scale)
 	}
 	for name, a := range map[string]*npy.Array{"Q": q, "K": k, "V": v} {
 		for i, x := range a.F32 {

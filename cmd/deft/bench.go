@@ -30,6 +30,9 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "method", Usage: "methods to time (default all)"},
 			&cli.IntFlag{Name: "runs", Value: 20, Usage: "timed runs per method"},
 			&cli.StringFlag{Name: "json", Usage: "also write results to this JSON file"},
+			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes (default: chosen from the device)"},
+			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens (default: chosen per tree)"},
+			&cli.IntFlag{Name: "passes", Usage: fmt.Sprintf("most shared-memory passes per workgroup (default and cap %d)", treeattn.MaxTilePasses)},
 		},
 		Action: func(c *cli.Context) (err error) {
 			model, err := bench.FindModel(c.String("model"))
@@ -74,12 +77,19 @@ func benchCommand() *cli.Command {
 					err = cerr
 				}
 			}()
+			var tiles treeattn.Tiles
+			if t := c.IntSlice("tiles"); len(t) > 0 {
+				if len(t) != 3 {
+					return fmt.Errorf("--tiles takes workgroup,tokens,rows")
+				}
+				tiles = treeattn.Tiles{Workgroup: t[0], Tokens: t[1], Rows: t[2]}
+			}
 			seed := uint64(time.Now().UnixNano())
 			rng := rand.New(rand.NewPCG(seed, seed))
 			roof, _ := probe.Load(d.Info.UUID)
 			var results []bench.Result
 			for _, m := range methods {
-				results = append(results, bench.Run(d, rng, tree, model.Shape, kv, m, bench.Options{Runs: c.Int("runs"), Check: true}))
+				results = append(results, bench.Run(d, rng, tree, model.Shape, kv, m, bench.Options{Runs: c.Int("runs"), Check: true, Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles}))
 			}
 			w := c.App.Writer
 			fmt.Fprintf(w, "device %s (%s %s); tree %s: %d queries, %d tokens; %s %s\n", d.Info.Name, d.Info.DriverName, d.Info.DriverInfo,
@@ -88,7 +98,7 @@ func benchCommand() *cli.Command {
 				fmt.Fprintf(w, "roofline %.0f GB/s (deft probe, %s)\n", roof.BytesPerSec/1e9, roof.When.Format(time.DateOnly))
 			}
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "method\tlayer time\tp10..p90\tvs flashdecoding\tKV MB\tIO MB\tGB/s\troofline time\twgs\tplan\tcheck")
+			fmt.Fprintln(tw, "method\tlayer time\treduce\tp10..p90\tvs flashdecoding\tKV MB\tIO MB\tGB/s\troofline time\twgs\tplan\tcheck")
 			var base time.Duration
 			for _, r := range results {
 				if r.Method == treeattn.MethodFlashDecoding && r.Error == "" {
@@ -107,7 +117,7 @@ func benchCommand() *cli.Command {
 				if roof != nil {
 					roofT = fmt.Sprintf("%.1f us", float64(r.IO.KVUniqueBytes)/roof.BytesPerSec*1e6)
 				}
-				fmt.Fprintf(tw, "%s\t%.1f us\t%.1f..%.1f\t%s\t%.1f\t%.1f\t%.0f\t%s\t%d\t%.1f ms\t%.1e\n", r.Method, us(r.Median), us(r.P10), us(r.P90), speed,
+				fmt.Fprintf(tw, "%s\t%.1f us\t%.1f us\t%.1f..%.1f\t%s\t%.1f\t%.1f\t%.0f\t%s\t%d\t%.1f ms\t%.1e\n", r.Method, us(r.Median), us(r.Reduce), us(r.P10), us(r.P90), speed,
 					float64(r.IO.KVBytes)/1e6, float64(r.IO.Total())/1e6, float64(r.IO.Total())/r.Median.Seconds()/1e9, roofT, r.Workgroup,
 					float64(r.PlanTime.Microseconds())/1000, r.RelL2)
 			}

@@ -48,10 +48,13 @@ func devicesCommand() *cli.Command {
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				if err := enc.Encode(struct {
 					Default int             `json:"selected"`
 					Devices []vk.DeviceInfo `json:"devices"`
-				}{chosen, devs})
+				}{chosen, devs}); err != nil {
+					return err
+				}
+				return selErr
 			}
 			for _, d := range devs {
 				printDevice(c.App.Writer, d, d.Index == chosen)

@@ -19,7 +19,7 @@ func main() {
 var (
 	deviceFlag = &cli.StringFlag{
 		Name:    "device",
-		Usage:   "Vulkan device: an index from `deft devices` or a name substring (default: the best by type)",
+		Usage:   "Vulkan device: an index from 'deft devices' or a name substring (default: the best by type)",
 		EnvVars: []string{"DEFT_DEVICE"},
 	}
 	validationFlag = &cli.BoolFlag{

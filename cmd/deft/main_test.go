@@ -36,15 +36,27 @@ func runDeft(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	return out.String(), errOut.String(), err
 }
 
-// setup opens the shared validated test device (which loads libvulkan and
-// sets up the validation message collection for the process) and points the
-// user cache dir, where the commands keep pipeline caches and probe results,
-// at a temporary directory.
+// TestMain points the user cache dir, where the commands keep their pipeline
+// caches (and probe results), at a temporary directory shared by the tests:
+// nothing is written to the real one, and kernels compiled by one command
+// are not compiled again by the next (on lavapipe compiling dominates).
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "deft-cmd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_CACHE_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// setupCLITest opens the shared validated test device, which loads libvulkan
+// and sets up the validation message collection for the process.
 func setupCLITest(t *testing.T) *vk.Device {
 	t.Helper()
-	d := gputest.Device(t)
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	return d
+	return gputest.Device(t)
 }
 
 func testRandn(rng *rand.Rand, n int) []float32 {
@@ -153,8 +165,9 @@ func newTestAttnFiles(t *testing.T, rng *rand.Rand, f16 bool) *testAttnFiles {
 	dir := t.TempDir()
 	tree := treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: 7, MaxNodeTokens: 24, MaxQueries: 8,
 		Kind: treeattn.TreeKind(rng.IntN(3)), ShuffleSlots: true})
-	kvHeads := 1 + rng.IntN(2)
-	shape := treeattn.Shape{QHeads: kvHeads * []int{1, 2, 4}[rng.IntN(3)], KVHeads: kvHeads, HeadDim: []int{64, 128}[rng.IntN(2)]}
+	// Shapes of the conformance suite, so TestConformanceCommand finds these
+	// kernels compiled in the pipeline cache: GQA 1 or 4 over 2 KV heads.
+	shape := treeattn.Shape{QHeads: []int{2, 8}[rng.IntN(2)], KVHeads: 2, HeadDim: []int{64, 128, 256}[rng.IntN(3)]}
 	slots := tree.NumSlots() + rng.IntN(4) // K/V may hold unused slots
 	nq := len(tree.Queries)
 	a := &testAttnFiles{dir: dir, t: tree, shape: shape}
@@ -209,9 +222,9 @@ func TestAttentionMatchesReference(t *testing.T) {
 				stdout, stderr, err := runDeft(t, args...)
 				require.NoError(t, err, "method %s; stderr:\n%s", m, stderr)
 				if i == 0 {
-					m := regexp.MustCompile(`relative L2 error against the float64 reference: (\S+)`).FindStringSubmatch(stdout)
-					require.NotNil(t, m, "--check printed no error figure:\n%s", stdout)
-					checked, err := strconv.ParseFloat(m[1], 64)
+					match := regexp.MustCompile(`relative L2 error against the float64 reference: (\S+)`).FindStringSubmatch(stdout)
+					require.NotNil(t, match, "--check printed no error figure:\n%s", stdout)
+					checked, err := strconv.ParseFloat(match[1], 64)
 					require.NoError(t, err)
 					assert.LessOrEqual(t, checked, tc.tol, "--check's own figure")
 				}
@@ -235,9 +248,10 @@ type testBadInputs struct {
 const testBaseTree = `{"nodes": [{"parent": -1, "tokens": 5}, {"parent": 0, "tokens": 3}, {"parent": 0, "tokens": 2}],
  "queries": [{"node": 1, "offset": 2}, {"node": 2, "offset": 1}, {"node": 0, "offset": 4}]}`
 
-// Shape of the base problem: 3 queries, 4 query heads, 2 KV heads, dim 16, 10 slots.
+// Shape of the base problem: 3 queries, 8 query heads, 2 KV heads, dim 64
+// (a conformance suite shape), 10 slots.
 const (
-	bQueries, bQHeads, bKVHeads, bDim, bSlots = 3, 4, 2, 16, 10
+	tbQueries, tbQHeads, tbKVHeads, tbDim, tbSlots = 3, 8, 2, 64, 10
 )
 
 func testWriteFile(t *testing.T, path, content string) string {
@@ -251,9 +265,9 @@ func newTestBadInputs(t *testing.T, rng *rand.Rand) *testBadInputs {
 	return &testBadInputs{
 		dir:  dir,
 		tree: testWriteFile(t, filepath.Join(dir, "tree.json"), testBaseTree),
-		q:    testWriteNpyF32(t, filepath.Join(dir, "q.npy"), []int{bQueries, bQHeads, bDim}, testRandn(rng, bQueries*bQHeads*bDim)),
-		k:    testWriteNpyF32(t, filepath.Join(dir, "k.npy"), []int{bSlots, bKVHeads, bDim}, testRandn(rng, bSlots*bKVHeads*bDim)),
-		v:    testWriteNpyF32(t, filepath.Join(dir, "v.npy"), []int{bSlots, bKVHeads, bDim}, testRandn(rng, bSlots*bKVHeads*bDim)),
+		q:    testWriteNpyF32(t, filepath.Join(dir, "q.npy"), []int{tbQueries, tbQHeads, tbDim}, testRandn(rng, tbQueries*tbQHeads*tbDim)),
+		k:    testWriteNpyF32(t, filepath.Join(dir, "k.npy"), []int{tbSlots, tbKVHeads, tbDim}, testRandn(rng, tbSlots*tbKVHeads*tbDim)),
+		v:    testWriteNpyF32(t, filepath.Join(dir, "v.npy"), []int{tbSlots, tbKVHeads, tbDim}, testRandn(rng, tbSlots*tbKVHeads*tbDim)),
 	}
 }
 
@@ -266,7 +280,12 @@ func TestAttentionBadInputs(t *testing.T) {
 	out := filepath.Join(base.dir, "out.npy")
 	_, stderr, err := runDeft(t, "attention", "--validation", "--tree", base.tree, "--q", base.q, "--k", base.k, "--v", base.v, "--out", out)
 	require.NoError(t, err, stderr)
-	require.FileExists(t, out)
+	tree, err := treeattn.ParseTreeJSON([]byte(testBaseTree))
+	require.NoError(t, err)
+	q, k, v := testReadNpy(t, base.q), testReadNpy(t, base.k), testReadNpy(t, base.v)
+	want, err := treeattn.Reference(tree, treeattn.Shape{QHeads: tbQHeads, KVHeads: tbKVHeads, HeadDim: tbDim}, q.F32, k.F32, v.F32, 1/math.Sqrt(tbDim))
+	require.NoError(t, err)
+	assert.LessOrEqual(t, treeattn.RelativeL2(testReadNpy(t, out).F32, want), 1e-5)
 
 	nanAt := func(n int) []float32 {
 		x := testRandn(rng, n)
@@ -316,26 +335,26 @@ func TestAttentionBadInputs(t *testing.T) {
 			 "queries": [{"node": 1, "offset": 1}, {"node": 0, "offset": 2}, {"node": 1, "offset": 0}]}`)
 		}, want: []string{"the tree uses slot 12 but K/V hold 10 slots"}},
 		{name: "K one slot short", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.k, []int{bSlots - 1, bKVHeads, bDim}, testRandn(rng, (bSlots-1)*bKVHeads*bDim))
-			testWriteNpyF32(t, b.v, []int{bSlots - 1, bKVHeads, bDim}, testRandn(rng, (bSlots-1)*bKVHeads*bDim))
+			testWriteNpyF32(t, b.k, []int{tbSlots - 1, tbKVHeads, tbDim}, testRandn(rng, (tbSlots-1)*tbKVHeads*tbDim))
+			testWriteNpyF32(t, b.v, []int{tbSlots - 1, tbKVHeads, tbDim}, testRandn(rng, (tbSlots-1)*tbKVHeads*tbDim))
 		}, want: []string{"the tree uses slot 9 but K/V hold 9 slots"}},
 		{name: "Q query count", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.q, []int{bQueries + 1, bQHeads, bDim}, testRandn(rng, (bQueries+1)*bQHeads*bDim))
+			testWriteNpyF32(t, b.q, []int{tbQueries + 1, tbQHeads, tbDim}, testRandn(rng, (tbQueries+1)*tbQHeads*tbDim))
 		}, want: []string{"Q has 4 queries, the tree 3"}},
 		{name: "K and V shapes differ", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.v, []int{bSlots + 1, bKVHeads, bDim}, testRandn(rng, (bSlots+1)*bKVHeads*bDim))
-		}, want: []string{"K is f4 [10 2 16] but V is f4 [11 2 16]"}},
+			testWriteNpyF32(t, b.v, []int{tbSlots + 1, tbKVHeads, tbDim}, testRandn(rng, (tbSlots+1)*tbKVHeads*tbDim))
+		}, want: []string{"K is f4 [10 2 64] but V is f4 [11 2 64]"}},
 		{name: "K and V types differ", modify: func(b *testBadInputs) {
-			testWriteNpyF16(t, b.v, []int{bSlots, bKVHeads, bDim}, half.FromFloat32Slice(testRandn(rng, bSlots*bKVHeads*bDim)))
-		}, want: []string{"K is f4 [10 2 16] but V is f2 [10 2 16]"}},
+			testWriteNpyF16(t, b.v, []int{tbSlots, tbKVHeads, tbDim}, half.FromFloat32Slice(testRandn(rng, tbSlots*tbKVHeads*tbDim)))
+		}, want: []string{"K is f4 [10 2 64] but V is f2 [10 2 64]"}},
 		{name: "head dims disagree", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads, 2 * bDim}, testRandn(rng, bQueries*bQHeads*2*bDim))
-		}, want: []string{"Q head dim 32 differs from K's 16"}},
+			testWriteNpyF32(t, b.q, []int{tbQueries, tbQHeads, 2 * tbDim}, testRandn(rng, tbQueries*tbQHeads*2*tbDim))
+		}, want: []string{"Q head dim 128 differs from K's 64"}},
 		{name: "q heads not a multiple of kv heads", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.q, []int{bQueries, 3, bDim}, testRandn(rng, bQueries*3*bDim))
+			testWriteNpyF32(t, b.q, []int{tbQueries, 3, tbDim}, testRandn(rng, tbQueries*3*tbDim))
 		}, want: []string{"q heads 3 not a multiple of kv heads 2"}},
 		{name: "Q rank", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads * bDim}, testRandn(rng, bQueries*bQHeads*bDim))
+			testWriteNpyF32(t, b.q, []int{tbQueries, tbQHeads * tbDim}, testRandn(rng, tbQueries*tbQHeads*tbDim))
 		}, want: []string{"must be [query, q_head, dim]"}},
 		{name: "truncated K", modify: func(b *testBadInputs) {
 			raw, err := os.ReadFile(b.k)
@@ -354,26 +373,26 @@ func TestAttentionBadInputs(t *testing.T) {
 			require.NoError(t, os.Remove(b.q))
 		}, want: []string{"read Q", "no such file"}},
 		{name: "NaN in Q", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads, bDim}, nanAt(bQueries*bQHeads*bDim))
+			testWriteNpyF32(t, b.q, []int{tbQueries, tbQHeads, tbDim}, nanAt(tbQueries*tbQHeads*tbDim))
 		}, want: []string{"Q element", "is NaN: inputs must be finite"}},
 		{name: "Inf in f16 V", modify: func(b *testBadInputs) {
-			k := half.FromFloat32Slice(testRandn(rng, bSlots*bKVHeads*bDim))
-			v := half.FromFloat32Slice(testRandn(rng, bSlots*bKVHeads*bDim))
+			k := half.FromFloat32Slice(testRandn(rng, tbSlots*tbKVHeads*tbDim))
+			v := half.FromFloat32Slice(testRandn(rng, tbSlots*tbKVHeads*tbDim))
 			v[rng.IntN(len(v))] = half.PosInf
-			testWriteNpyF16(t, b.k, []int{bSlots, bKVHeads, bDim}, k)
-			testWriteNpyF16(t, b.v, []int{bSlots, bKVHeads, bDim}, v)
+			testWriteNpyF16(t, b.k, []int{tbSlots, tbKVHeads, tbDim}, k)
+			testWriteNpyF16(t, b.v, []int{tbSlots, tbKVHeads, tbDim}, v)
 		}, want: []string{"V element", "is +Inf: inputs must be finite"}},
-		{name: "negative scale", extra: []string{"--scale=-0.5"}, want: []string{"scale -0.5 must be finite and positive"}},
-		{name: "NaN scale", extra: []string{"--scale", "NaN"}, want: []string{"scale NaN must be finite and positive"}},
-		{name: "infinite scale", extra: []string{"--scale", "+Inf"}, want: []string{"scale +Inf must be finite and positive"}},
-		{name: "scale beyond float32", extra: []string{"--scale", "1e39"}, want: []string{"scale 1e+39"}}, // rejected by the planner, after the device opened
+		{name: "negative scale", extra: []string{"--scale=-0.5"}, want: []string{"scale -0.5 must be positive and within float32 range"}},
+		{name: "NaN scale", extra: []string{"--scale", "NaN"}, want: []string{"scale NaN must be positive and within float32 range"}},
+		{name: "infinite scale", extra: []string{"--scale", "+Inf"}, want: []string{"scale +Inf must be positive and within float32 range"}},
+		{name: "scale beyond float32", extra: []string{"--scale", "1e39"}, want: []string{"scale 1e+39 must be positive and within float32 range"}},
 		{name: "unknown method", extra: []string{"--method", "bogus"}, want: []string{`unknown attention method "bogus"`, "flatten"}},
 		// Rejected by the planner, after the device opened.
 		{name: "odd head dim", modify: func(b *testBadInputs) {
-			testWriteNpyF32(t, b.q, []int{bQueries, bQHeads, 15}, testRandn(rng, bQueries*bQHeads*15))
-			testWriteNpyF32(t, b.k, []int{bSlots, bKVHeads, 15}, testRandn(rng, bSlots*bKVHeads*15))
-			testWriteNpyF32(t, b.v, []int{bSlots, bKVHeads, 15}, testRandn(rng, bSlots*bKVHeads*15))
-		}, want: []string{"head dim 15 must be even"}},
+			testWriteNpyF32(t, b.q, []int{tbQueries, tbQHeads, 15}, testRandn(rng, tbQueries*tbQHeads*15))
+			testWriteNpyF32(t, b.k, []int{tbSlots, tbKVHeads, 15}, testRandn(rng, tbSlots*tbKVHeads*15))
+			testWriteNpyF32(t, b.v, []int{tbSlots, tbKVHeads, 15}, testRandn(rng, tbSlots*tbKVHeads*15))
+		}, want: []string{"choose tiles: head dim 15 must be"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -404,10 +423,7 @@ func TestConformanceCommand(t *testing.T) {
 	setupCLITest(t)
 	rng := gputest.Rand(t)
 	seed := rng.Uint64() >> 1
-	// Without --validation: the layer makes this run 4x slower (~10 s on
-	// lavapipe), and the same kernels run under validation in the
-	// conformance package's tests and in TestAttentionMatchesReference.
-	stdout, stderr, err := runDeft(t, "conformance", "--method", "flatten", "--seed", strconv.FormatUint(seed, 10))
+	stdout, stderr, err := runDeft(t, "conformance", "--validation", "--method", "flatten", "--seed", strconv.FormatUint(seed, 10))
 	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr, stdout)
 	assert.Regexp(t, `(?m)^[1-9][0-9]* passed, 0 failed$`, stdout)
 	assert.Contains(t, stdout, fmt.Sprintf("seed %d", seed))
@@ -435,6 +451,7 @@ var testGBPS = regexp.MustCompile(`copy\s+([0-9.]+) GB/s median`)
 
 func TestProbeCommand(t *testing.T) {
 	d := setupCLITest(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	stdout, stderr, err := runDeft(t, "probe", "--validation", "--mib", "8", "--runs", "3")
 	require.NoError(t, err, stderr)
 	assert.NotContains(t, stderr, "warning", "saving the probe result failed")
@@ -463,4 +480,24 @@ func TestProbeCommand(t *testing.T) {
 	assert.Greater(t, res.BytesPerSec, 0.0)
 	assert.GreaterOrEqual(t, res.MedianNs, res.BestNs)
 	assert.Equal(t, d.Info.UUID, res.UUID)
+}
+
+func TestConformanceJSONIsOneDocument(t *testing.T) {
+	setupCLITest(t)
+	stdout, _, err := runDeft(t, "conformance", "--json", "--method", "flatten")
+	require.NoError(t, err)
+	var doc struct {
+		Failed  int               `json:"failed"`
+		Results []json.RawMessage `json:"results"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &doc))
+	require.Zero(t, doc.Failed)
+	require.NotEmpty(t, doc.Results)
+}
+
+func TestDevicesJSONBadSelection(t *testing.T) {
+	setupCLITest(t)
+	_, _, err := runDeft(t, "devices", "--json", "--device", "99")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "out of range")
 }

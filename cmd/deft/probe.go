@@ -27,6 +27,9 @@ func probeCommand() *cli.Command {
 					err = cerr
 				}
 			}()
+			if c.Uint64("mib") > 1<<20 {
+				return fmt.Errorf("--mib %d: at most %d (1 TiB)", c.Uint64("mib"), 1<<20)
+			}
 			res, err := probe.Run(d, probe.Options{Bytes: c.Uint64("mib") << 20, Runs: c.Int("runs")})
 			if err != nil {
 				return err
