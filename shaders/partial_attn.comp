@@ -17,7 +17,6 @@
 // softmax uses WG/R threads per row. Sizes are
 // specialization constants chosen by the host from the device's limits;
 // nothing here assumes a subgroup size.
-#include "include/kv.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint D = 128;   // head dim, a multiple of 4
@@ -39,10 +38,15 @@ const uint T = WG / R;                 // threads per row in the softmax
 // broadcasts. R, B, D4 and WG are powers of two.
 const uint RPT = (R * B) / WG > 0u ? (R * B) / WG : 1u;
 const uint RPV = (R * D4) / WG > 0u ? (R * D4) / WG : 1u;
+const uint NL = (B * D4 + WG - 1u) / WG;   // vec4s of a K (or V) tile each thread fetches
 
 layout(set = 0, binding = 0) readonly buffer Qbuf { float q[]; };      // [query][QH][D]
-layout(set = 0, binding = 1) readonly buffer Kbuf { uint kw[]; };
-layout(set = 0, binding = 2) readonly buffer Vbuf { uint vw[]; };
+// K and V are read 4 elements at a time: fp16 as uvec2, fp32 as uvec4
+// (aliased views of the same binding).
+layout(set = 0, binding = 1) readonly buffer K16 { uvec2 k16[]; };
+layout(set = 0, binding = 1) readonly buffer K32 { uvec4 k32[]; };
+layout(set = 0, binding = 2) readonly buffer V16 { uvec2 v16[]; };
+layout(set = 0, binding = 2) readonly buffer V32 { uvec4 v32[]; };
 layout(set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
 layout(set = 0, binding = 4) writeonly buffer PartO { float po[]; };   // [partial][QH][D]
 layout(set = 0, binding = 5) writeonly buffer PartL { float pl[]; };   // [partial][QH]
@@ -67,20 +71,38 @@ shared uint sRowQuery[R];   // item-local query index of each row, ~0u when unus
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
-void loadTile(uint tokStart, uint first, uint count, uint head, bool isV) {
-    for (uint idx = gl_LocalInvocationIndex; idx < B * D4; idx += WG) {
+// K and V tiles are fetched into registers one tile ahead and stored to
+// shared memory when needed, so global-memory latency overlaps the math.
+vec4 fetch4(uint slot, uint head, uint j, bool isV) {
+    uint at = ((slot * KVH + head) * D + j) / 4u;
+    if (KV_F16 != 0u) {
+        uvec2 w = isV ? v16[at] : k16[at];
+        return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+    }
+    return uintBitsToFloat(isV ? v32[at] : k32[at]);
+}
+
+void fetchTile(out vec4 regs[NL], uint tokStart, uint first, uint count, uint head, bool isV) {
+    for (uint i = 0u; i < NL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
         uint t = idx / D4;
-        uint j = (idx % D4) * 4u;
         vec4 x = vec4(0.0);
-        if (t < count) {
+        if (idx < B * D4 && t < count) {
             uint slot = meta[tokStart + first + t];
             if (slot < pc.numSlots) {
-                vec2 a = isV ? KV_PAIR(vw, slot, head, j, KVH, D, KV_F16) : KV_PAIR(kw, slot, head, j, KVH, D, KV_F16);
-                vec2 b = isV ? KV_PAIR(vw, slot, head, j + 2u, KVH, D, KV_F16) : KV_PAIR(kw, slot, head, j + 2u, KVH, D, KV_F16);
-                x = vec4(a, b);
+                x = fetch4(slot, head, (idx % D4) * 4u, isV);
             }
         }
-        sKV[t * KSTRIDE + j / 4u] = x;
+        regs[i] = x;
+    }
+}
+
+void storeTile(vec4 regs[NL]) {
+    for (uint i = 0u; i < NL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        if (idx < B * D4) {
+            sKV[(idx / D4) * KSTRIDE + idx % D4] = regs[i];
+        }
     }
 }
 
@@ -136,6 +158,10 @@ void main() {
         for (uint a = 0u; a < RPV; a++) {
             acc[a] = vec4(0.0);
         }
+        vec4 kNext[NL];
+        vec4 vNext[NL];
+        fetchTile(kNext, tokStart, 0u, min(B, tokCount), head, false);
+        fetchTile(vNext, tokStart, 0u, min(B, tokCount), head, true);
         uint pvRow0 = (tid / D4) * RPV;   // this thread's output rows and vec4
         uint pvCol = tid % D4;
         bool pvActive = tid < (R / RPV) * D4;
@@ -143,8 +169,13 @@ void main() {
 
         for (uint first = 0u; first < tokCount; first += B) {
             uint count = min(B, tokCount - first);
-            loadTile(tokStart, first, count, head, false);
+            uint next = first + B;
+            uint nextCount = next < tokCount ? min(B, tokCount - next) : 0u;
+            storeTile(kNext);
             barrier();
+            if (nextCount > 0u) {
+                fetchTile(kNext, tokStart, next, nextCount, head, false);
+            }
 
             // Scores: rows sRow0 .. sRow0+RPT-1 against token sTok.
             for (uint e = tid; e < (R / RPT) * B; e += WG) {
@@ -199,8 +230,11 @@ void main() {
                 sMNew[myRow] = mNew;
                 sAlpha[myRow] = (mNew == NEG_INF || mOld == NEG_INF) ? (mNew == NEG_INF ? 1.0 : 0.0) : exp(mOld - mNew);
             }
-            loadTile(tokStart, first, count, head, true);
+            storeTile(vNext);
             barrier();
+            if (nextCount > 0u) {
+                fetchTile(vNext, tokStart, next, nextCount, head, true);
+            }
             if (tid < R) {
                 float sum = 0.0;
                 for (uint i = 0u; i < T; i++) {
