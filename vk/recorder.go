@@ -391,6 +391,9 @@ func (r *Recorder) Timestamp(label string) error {
 // Submit ends recording (if needed), submits and waits for completion.
 // Submitting again replays the same commands.
 func (r *Recorder) Submit() error {
+	if r.d == nil {
+		return fmt.Errorf("submit: recorder is closed")
+	}
 	if err := r.begin(); err != nil && !r.ended {
 		return err
 	}
