@@ -58,6 +58,9 @@ func conformanceCommand() *cli.Command {
 				if !r.Pass {
 					failed++
 				}
+				if step := max(1, len(cases)/20); !c.Bool("verbose") && !c.Bool("json") && (i+1)%step == 0 {
+					fmt.Fprintf(c.App.ErrWriter, "conformance: %d/%d cases, %d failed\n", i+1, len(cases), failed)
+				}
 				if c.Bool("verbose") || !r.Pass {
 					status := "ok"
 					if !r.Pass {
