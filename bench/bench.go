@@ -1,12 +1,24 @@
-// Package bench times tree-attention methods on a device: one layer's
-// partial attention and reduction between GPU timestamps, with the L2 cache
-// flushed before every timed run so K/V come from memory as in a real model.
+// Package bench times tree-attention methods on a device over decoding
+// workloads: single-step snapshot trees (the issue's Targets table) and
+// multi-step replays (few-shot, Tree-of-Thoughts traces, speculative
+// decoding) from package replay, sampled at evenly spaced steps.
+//
+// For every sampled step and method it plans the step on the host (timed),
+// then times one layer's partial attention and reduction between GPU
+// timestamps, with the L2 cache flushed before every timed run (a fill of a
+// buffer larger than any L2, 256 MiB by default) so K/V come from memory as
+// in a real model; the layer time is the median of the runs. Every layer of
+// a model has the same shape and sees the same tree, so one layer is timed
+// and a step's attention time is Layers x that median. Before a method is
+// timed its output on the first sampled step is checked against the
+// float64 CPU reference; a method that fails is reported as failed and not
+// timed.
 package bench
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"sort"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/deft-vk/deft/conformance"
@@ -14,214 +26,182 @@ import (
 	"github.com/deft-vk/deft/vk"
 )
 
-// Model is an attention shape preset.
-type Model struct {
-	Name   string
-	Shape  treeattn.Shape
-	Layers int
-}
+// MaxRuns is the most timed runs per measurement: each run takes three GPU
+// timestamps and a command buffer holds 512.
+const MaxRuns = 170
 
-// Models are the presets.
-var Models = []Model{
-	{"llama3-8b", treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, 32},
-	{"llama2-7b", treeattn.Shape{QHeads: 32, KVHeads: 32, HeadDim: 128}, 32},
-}
+// DefaultFlushBytes is the L2 flush buffer size (capped by the device's
+// storage buffer range).
+const DefaultFlushBytes = 256 << 20
 
-// FindModel returns a preset by name.
-func FindModel(name string) (Model, error) {
-	for _, m := range Models {
-		if m.Name == name {
-			return m, nil
-		}
-	}
-	return Model{}, fmt.Errorf("unknown model %q", name)
-}
-
-// Snapshot is a named single-step tree.
-type Snapshot struct {
-	Name        string
-	Description string
-	Build       func() *treeattn.Tree
-}
-
-// Snapshots are the single-step trees of the DeFT paper's evaluation.
-var Snapshots = []Snapshot{
-	{"fewshot-b50", "few-shot: 4000-token prompt, 50 branches of 400 tokens", func() *treeattn.Tree { return treeattn.FewShotTree(4000, 50, 400) }},
-	{"fewshot-b20", "few-shot: 4000-token prompt, 20 branches of 400 tokens", func() *treeattn.Tree { return treeattn.FewShotTree(4000, 20, 400) }},
-	{"spec-star-256", "speculative star: 1000-token root, 256 one-token leaves", func() *treeattn.Tree { return treeattn.SpeculativeStar(1000, 256) }},
-}
-
-// FindSnapshot returns a snapshot tree by name.
-func FindSnapshot(name string) (*treeattn.Tree, error) {
-	for _, s := range Snapshots {
-		if s.Name == name {
-			return s.Build(), nil
-		}
-	}
-	return nil, fmt.Errorf("unknown tree %q", name)
-}
+// DefaultWarmUp is how long the recorded runs are replayed before the timed
+// replay: GPUs lower their clocks while the host plans and checks.
+const DefaultWarmUp = 300 * time.Millisecond
 
 // Options control a measurement.
 type Options struct {
-	Runs       int    // timed runs, median reported (default 20)
-	FlushBytes uint64 // L2 flush buffer (default 256 MiB, less on small devices)
-	Check      bool   // compare with the CPU reference first
-	Block      int    // treeattn.Config.BlockTokens (0: automatic)
-	MaxPasses  int    // treeattn.Config.MaxPasses (0: default)
+	Runs       int           // timed runs per step and method, median reported (default 20, at most MaxRuns)
+	FlushBytes uint64        // L2 flush buffer (default DefaultFlushBytes, capped by the device)
+	WarmUp     time.Duration // replay before timing (default DefaultWarmUp; negative: none)
+	Block      int           // treeattn.Config.BlockTokens (0: automatic)
+	MaxPasses  int           // treeattn.Config.MaxPasses (0: default)
 	Tiles      treeattn.Tiles
+	// Tolerance is the largest relative L2 error accepted by the check
+	// (0: conformance.Tolerance of the KV type).
+	Tolerance float64
 }
 
-// Result is one method's timing on one tree.
-type Result struct {
-	Method    treeattn.Method `json:"method"`
-	PlanTime  time.Duration   `json:"plan_ns"`
-	Median    time.Duration   `json:"median_ns"`
-	Reduce    time.Duration   `json:"reduce_median_ns"` // of Median, the reduction's share
-	P10       time.Duration   `json:"p10_ns"`
-	P90       time.Duration   `json:"p90_ns"`
-	IO        treeattn.IO     `json:"io"`
-	RelL2     float64         `json:"rel_l2,omitempty"`
-	Checked   bool            `json:"checked"`
-	Error     string          `json:"error,omitempty"`
-	Workgroup int             `json:"workgroups"`
+func (o *Options) defaults(d *vk.Device) error {
+	if o.Runs == 0 {
+		o.Runs = 20
+	}
+	if o.Runs < 1 || o.Runs > MaxRuns {
+		return fmt.Errorf("runs %d: want 1..%d", o.Runs, MaxRuns)
+	}
+	if o.FlushBytes == 0 {
+		o.FlushBytes = DefaultFlushBytes
+	}
+	o.FlushBytes = min(o.FlushBytes, uint64(d.Info.MaxStorageBufferRange)) &^ 3
+	if o.FlushBytes < 4 {
+		return fmt.Errorf("flush buffer of %d bytes", o.FlushBytes)
+	}
+	if o.WarmUp == 0 {
+		o.WarmUp = DefaultWarmUp
+	}
+	if o.Tolerance < 0 || math.IsNaN(o.Tolerance) {
+		return fmt.Errorf("tolerance %v", o.Tolerance)
+	}
+	return nil
 }
 
-// Run plans and times method on tree.
-func Run(d *vk.Device, rng *rand.Rand, tree *treeattn.Tree, shape treeattn.Shape, kv treeattn.KVType, method treeattn.Method, opts Options) Result {
-	res := Result{Method: method}
-	if err := run(d, rng, tree, shape, kv, method, opts, &res); err != nil {
-		res.Error = err.Error()
-	}
-	return res
+// buffers holds one step's device inputs, shared by the methods.
+type buffers struct {
+	q, k, v, out *vk.Buffer
 }
 
-func run(d *vk.Device, rng *rand.Rand, tree *treeattn.Tree, shape treeattn.Shape, kv treeattn.KVType, method treeattn.Method, opts Options, res *Result) error {
-	if opts.Runs <= 0 {
-		opts.Runs = 20
-	}
-	start := time.Now()
-	plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: method, Shape: shape, KV: kv, Limits: treeattn.LimitsOf(d.Info),
-		BlockTokens: opts.Block, MaxPasses: opts.MaxPasses, Tiles: opts.Tiles})
-	if err != nil {
-		return err
-	}
-	res.PlanTime = time.Since(start)
-	res.IO = plan.IO
-	res.Workgroup = plan.Items * shape.KVHeads
-	in := conformance.NewInputs(rng, tree, shape, kv)
-	dp, err := plan.Upload(d)
-	if err != nil {
-		return err
-	}
-	defer dp.Close()
-	var bufs []*vk.Buffer
-	defer func() {
-		for _, b := range bufs {
-			b.Close()
+func (b *buffers) close() {
+	for _, x := range []*vk.Buffer{b.q, b.k, b.v, b.out} {
+		if x != nil {
+			x.Close()
 		}
-	}()
-	q, err := d.NewBuffer(plan.QueryBytes())
-	if err != nil {
-		return err
 	}
-	bufs = append(bufs, q)
-	if err := q.WriteF32(0, in.Q); err != nil {
-		return err
+}
+
+func upload(d *vk.Device, in *conformance.Inputs, kv treeattn.KVType, queryBytes uint64) (*buffers, error) {
+	b := &buffers{}
+	var err error
+	if b.q, err = d.NewBuffer(queryBytes); err != nil {
+		return nil, err
 	}
-	k, v, err := in.Upload(d, kv)
-	if err != nil {
-		return err
+	if err = b.q.WriteF32(0, in.Q); err != nil {
+		b.close()
+		return nil, err
 	}
-	bufs = append(bufs, k, v)
-	out, err := d.NewBuffer(plan.QueryBytes())
-	if err != nil {
-		return err
+	if b.k, b.v, err = in.Upload(d, kv); err != nil {
+		b.close()
+		return nil, err
 	}
-	bufs = append(bufs, out)
+	if b.out, err = d.NewBuffer(queryBytes); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// nanBits poisons outputs before a check: a kernel that skips an output
+// leaves NaN, which fails the comparison.
+const nanBits = 0x7fc00000
+
+// check runs the plan once on poisoned output and returns the relative L2
+// error against want.
+func check(d *vk.Device, dp *treeattn.DevicePlan, b *buffers, want []float64) (float64, error) {
 	rec, err := d.NewRecorder()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer rec.Close()
-	if opts.Check {
-		if err := dp.Run(rec, q, k, v, out); err != nil {
-			return err
-		}
-		if err := rec.Submit(); err != nil {
-			return err
-		}
-		got := make([]float32, plan.QueryBytes()/4)
-		if err := out.ReadF32(0, got); err != nil {
-			return err
-		}
-		want, err := treeattn.Reference(tree, shape, in.Q, in.K, in.V, plan.Scale)
-		if err != nil {
-			return err
-		}
-		res.RelL2 = treeattn.RelativeL2(got, want)
-		res.Checked = true
-		if !(res.RelL2 <= conformance.Tolerance(kv)) {
-			return fmt.Errorf("output differs from the reference: relative L2 %.3g", res.RelL2)
-		}
-		if err := rec.Reset(); err != nil {
-			return err
-		}
+	if err := rec.Fill(b.out, nanBits); err != nil {
+		return 0, err
 	}
-	flushBytes := opts.FlushBytes
-	if flushBytes == 0 {
-		flushBytes = min(256<<20, uint64(d.Info.MaxStorageBufferRange)&^3)
+	rec.Barrier()
+	if err := dp.Run(rec, b.q, b.k, b.v, b.out); err != nil {
+		return 0, err
 	}
-	flush, err := d.NewBuffer(flushBytes)
+	if err := rec.Submit(); err != nil {
+		return 0, err
+	}
+	got := make([]float32, len(want))
+	if err := b.out.ReadF32(0, got); err != nil {
+		return 0, err
+	}
+	return treeattn.RelativeL2(got, want), nil
+}
+
+// layerTimes is one layer's timing: the median, 10th and 90th percentile of
+// the runs, and the median of the reduction's share.
+type layerTimes struct {
+	median, reduce, p10, p90 time.Duration
+}
+
+// timeLayer records opts.Runs runs of [flush, timestamp, partial attention,
+// timestamp, reduction, timestamp], replays them for opts.WarmUp, then once
+// more for the timestamps.
+func timeLayer(d *vk.Device, dp *treeattn.DevicePlan, b *buffers, flush *vk.Buffer, opts Options) (layerTimes, error) {
+	rec, err := d.NewRecorder()
 	if err != nil {
-		return err
+		return layerTimes{}, err
 	}
-	bufs = append(bufs, flush)
+	defer rec.Close()
 	for i := 0; i < opts.Runs; i++ {
 		rec.Barrier()
 		if err := rec.Fill(flush, uint32(i)); err != nil {
-			return err
+			return layerTimes{}, err
 		}
 		rec.Barrier()
 		if err := rec.Timestamp("start"); err != nil {
-			return err
+			return layerTimes{}, err
 		}
-		if err := dp.RunPartial(rec, q, k, v, out); err != nil {
-			return err
+		if err := dp.RunPartial(rec, b.q, b.k, b.v, b.out); err != nil {
+			return layerTimes{}, err
 		}
 		if err := rec.Timestamp("partial"); err != nil {
-			return err
+			return layerTimes{}, err
 		}
-		if err := dp.RunReduce(rec, out); err != nil {
-			return err
+		if err := dp.RunReduce(rec, b.out); err != nil {
+			return layerTimes{}, err
 		}
 		if err := rec.Timestamp("end"); err != nil {
-			return err
+			return layerTimes{}, err
 		}
 	}
-	// Warm up: GPUs lower their clocks while the CPU reference runs, so
-	// replay the recorded runs for a while before the timed replay.
-	for warm := time.Now(); time.Since(warm) < 300*time.Millisecond; {
-		if err := rec.Submit(); err != nil {
-			return err
+	if opts.WarmUp > 0 {
+		for warm := time.Now(); time.Since(warm) < opts.WarmUp; {
+			if err := rec.Submit(); err != nil {
+				return layerTimes{}, err
+			}
 		}
 	}
 	if err := rec.Submit(); err != nil {
-		return err
+		return layerTimes{}, err
 	}
 	ts, err := rec.Timestamps()
 	if err != nil {
-		return err
+		return layerTimes{}, err
 	}
 	var times, reduce []time.Duration
 	for i := 0; i+2 < len(ts); i += 3 {
 		times = append(times, time.Duration(ts[i+2]-ts[i]))
 		reduce = append(reduce, time.Duration(ts[i+2]-ts[i+1]))
 	}
-	sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
-	sort.Slice(reduce, func(a, b int) bool { return reduce[a] < reduce[b] })
-	res.Reduce = reduce[len(reduce)/2]
-	res.Median = times[len(times)/2]
-	res.P10 = times[len(times)/10]
-	res.P90 = times[len(times)*9/10]
-	return nil
+	if len(times) == 0 {
+		return layerTimes{}, fmt.Errorf("no timestamps")
+	}
+	slices.Sort(times)
+	slices.Sort(reduce)
+	return layerTimes{
+		median: times[len(times)/2],
+		reduce: reduce[len(reduce)/2],
+		p10:    times[len(times)/10],
+		p90:    times[len(times)*9/10],
+	}, nil
 }

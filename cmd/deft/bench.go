@@ -1,14 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
-	"text/tabwriter"
+	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/deft-vk/deft/bench"
 	"github.com/deft-vk/deft/probe"
@@ -16,133 +18,258 @@ import (
 )
 
 func benchCommand() *cli.Command {
-	var treeNames []string
-	for _, s := range bench.Snapshots {
-		treeNames = append(treeNames, s.Name)
-	}
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "time attention methods on a decoding-tree snapshot (one layer, L2 flushed, median of runs)",
+		Usage: "time attention methods on decoding-tree snapshots and multi-step workloads (L2 flushed, GPU timestamps, median of runs)",
+		Description: "Each method is checked against the CPU reference on the first sampled step, then timed for one layer on every sampled step;\n" +
+			"the time per step is layers x that layer's median. Without --tree or --workload it times the fewshot-b20 snapshot.",
 		Flags: []cli.Flag{deviceFlag, validationFlag,
-			&cli.StringFlag{Name: "tree", Value: "fewshot-b20", Usage: fmt.Sprintf("a snapshot name %v or a tree JSON file", treeNames)},
-			&cli.StringFlag{Name: "model", Value: "llama3-8b", Usage: "attention shape preset (llama3-8b, llama2-7b)"},
+			&cli.StringSliceFlag{Name: "tree", Usage: fmt.Sprintf("single-step trees: a snapshot %v, 'all' of them, or a tree JSON file (repeatable)", bench.SnapshotNames())},
+			&cli.StringSliceFlag{Name: "workload", Usage: fmt.Sprintf("multi-step workloads %v, or 'all' (repeatable)", bench.WorkloadNames())},
+			&cli.IntFlag{Name: "sample", Value: 4, Usage: "decode steps timed per workload, evenly spaced with the first and last (0: every step)"},
+			&cli.StringFlag{Name: "workloads", EnvVars: []string{"DEFT_WORKLOADS"}, Usage: "the shared workloads folder with deft/reasoning and deft/speculative (default: ../shared/workloads next to the working directory or the repository)"},
+			&cli.IntFlag{Name: "trace-tree", Usage: "which complete tree of a reasoning trace the sorting and set workloads replay (0: the first)"},
+			&cli.StringFlag{Name: "model", Value: "llama3-8b", Usage: "attention shape preset (llama3-8b, llama2-7b), overridden by the shape flags; 'custom', or --q-heads/--kv-heads/--head-dim without --model, takes the shape from the flags alone"},
+			&cli.IntFlag{Name: "q-heads", Usage: "query heads (overrides the preset)"},
+			&cli.IntFlag{Name: "kv-heads", Usage: "KV heads (overrides the preset)"},
+			&cli.IntFlag{Name: "head-dim", Usage: "head dimension, a multiple of 4 (overrides the preset)"},
+			&cli.IntFlag{Name: "layers", Usage: "layers per decoding step (overrides the preset; 1 for a custom model)"},
 			&cli.StringFlag{Name: "kv", Value: "f16", Usage: "KV type: f16 or f32"},
 			&cli.StringSliceFlag{Name: "method", Usage: "methods to time (default all)"},
-			&cli.IntFlag{Name: "runs", Value: 20, Usage: "timed runs per method"},
-			&cli.StringFlag{Name: "json", Usage: "also write results to this JSON file"},
+			&cli.IntFlag{Name: "runs", Value: 20, Usage: fmt.Sprintf("timed runs per step and method, median reported (at most %d)", bench.MaxRuns)},
+			&cli.IntFlag{Name: "flush-mib", Value: bench.DefaultFlushBytes >> 20, Usage: "L2 flush buffer in MiB, written before each timed run (capped by the device's storage buffer range)"},
+			&cli.DurationFlag{Name: "warm-up", Value: bench.DefaultWarmUp, Usage: "replay the recorded runs this long before timing them"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed of the inputs (default: from the clock)"},
+			&cli.StringFlag{Name: "json", Usage: "also write the report (device, driver, versions, configuration, every result) to this JSON file"},
+			&cli.StringFlag{Name: "plot", Usage: "draw time per step and IO per method to this .png or .svg file"},
+			&cli.StringFlag{Name: "load", Usage: "print (and with --plot, draw) a report saved by --json instead of measuring; no device is opened"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes (default: chosen from the device)"},
 			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens (default: chosen per tree)"},
 			&cli.IntFlag{Name: "passes", Usage: fmt.Sprintf("most shared-memory passes per workgroup (default and cap %d)", treeattn.MaxTilePasses)},
 		},
-		Action: func(c *cli.Context) (err error) {
-			model, err := bench.FindModel(c.String("model"))
-			if err != nil {
-				return err
-			}
-			kv := treeattn.KVF16
-			switch c.String("kv") {
-			case "f16":
-			case "f32":
-				kv = treeattn.KVF32
-			default:
-				return fmt.Errorf("--kv %q: want f16 or f32", c.String("kv"))
-			}
-			tree, err := bench.FindSnapshot(c.String("tree"))
-			if err != nil {
-				raw, rerr := os.ReadFile(c.String("tree"))
-				if rerr != nil {
-					return fmt.Errorf("--tree %q is neither a snapshot %v nor a readable file", c.String("tree"), treeNames)
-				}
-				if tree, err = treeattn.ParseTreeJSON(raw); err != nil {
-					return err
-				}
-			}
-			methods := treeattn.Methods
-			if names := c.StringSlice("method"); len(names) > 0 {
-				methods = nil
-				for _, n := range names {
-					m, err := treeattn.ParseMethod(n)
-					if err != nil {
-						return err
-					}
-					methods = append(methods, m)
-				}
-			}
-			d, done, err := openDevice(c)
-			if err != nil {
-				return err
-			}
-			defer func() {
-				if cerr := done(); err == nil {
-					err = cerr
-				}
-			}()
-			var tiles treeattn.Tiles
-			if t := c.IntSlice("tiles"); len(t) > 0 {
-				if len(t) != 3 {
-					return fmt.Errorf("--tiles takes workgroup,tokens,rows")
-				}
-				tiles = treeattn.Tiles{Workgroup: t[0], Tokens: t[1], Rows: t[2]}
-			}
-			seed := uint64(time.Now().UnixNano())
-			rng := rand.New(rand.NewPCG(seed, seed))
-			roof, _ := probe.Load(d.Info.UUID)
-			var results []bench.Result
-			for _, m := range methods {
-				results = append(results, bench.Run(d, rng, tree, model.Shape, kv, m, bench.Options{Runs: c.Int("runs"), Check: true, Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles}))
-			}
-			w := c.App.Writer
-			fmt.Fprintf(w, "device %s (%s %s); tree %s: %d queries, %d tokens; %s %s\n", d.Info.Name, d.Info.DriverName, d.Info.DriverInfo,
-				c.String("tree"), len(tree.Queries), tree.TotalTokens(), model.Name, kv)
-			if roof != nil {
-				fmt.Fprintf(w, "roofline %.0f GB/s (deft probe, %s)\n", roof.BytesPerSec/1e9, roof.When.Format(time.DateOnly))
-			}
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "method\tlayer time\treduce\tp10..p90\tvs flashdecoding\tKV MB\tIO MB\tGB/s\troofline time\twgs\tplan\tcheck")
-			var base time.Duration
-			for _, r := range results {
-				if r.Method == treeattn.MethodFlashDecoding && r.Error == "" {
-					base = r.Median
-				}
-			}
-			for _, r := range results {
-				if r.Error != "" {
-					fmt.Fprintf(tw, "%s\tFAILED: %s\n", r.Method, r.Error)
-					continue
-				}
-				speed, roofT := "-", "-"
-				if base > 0 {
-					speed = fmt.Sprintf("%.2fx", float64(base)/float64(r.Median))
-				}
-				if roof != nil {
-					roofT = fmt.Sprintf("%.1f us", float64(r.IO.KVUniqueBytes)/roof.BytesPerSec*1e6)
-				}
-				fmt.Fprintf(tw, "%s\t%.1f us\t%.1f us\t%.1f..%.1f\t%s\t%.1f\t%.1f\t%.0f\t%s\t%d\t%.1f ms\t%.1e\n", r.Method, us(r.Median), us(r.Reduce), us(r.P10), us(r.P90), speed,
-					float64(r.IO.KVBytes)/1e6, float64(r.IO.Total())/1e6, float64(r.IO.Total())/r.Median.Seconds()/1e9, roofT, r.Workgroup,
-					float64(r.PlanTime.Microseconds())/1000, r.RelL2)
-			}
-			tw.Flush()
-			if p := c.String("json"); p != "" {
-				b, _ := json.MarshalIndent(struct {
-					Device  string         `json:"device"`
-					Driver  string         `json:"driver"`
-					Tree    string         `json:"tree"`
-					Model   string         `json:"model"`
-					KV      string         `json:"kv"`
-					Results []bench.Result `json:"results"`
-				}{d.Info.Name, d.Info.DriverName + " " + d.Info.DriverInfo, c.String("tree"), model.Name, kv.String(), results}, "", "  ")
-				if err := os.WriteFile(p, b, 0o644); err != nil {
-					return fmt.Errorf("write %s: %w", p, err)
-				}
-			}
-			for _, r := range results {
-				if r.Error != "" {
-					return fmt.Errorf("method %s failed: %s", r.Method, r.Error)
-				}
-			}
-			return nil
-		},
+		Action: benchAction,
 	}
 }
 
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+func benchAction(c *cli.Context) (err error) {
+	if p := c.String("plot"); p != "" {
+		if l := strings.ToLower(p); !strings.HasSuffix(l, ".png") && !strings.HasSuffix(l, ".svg") {
+			return fmt.Errorf("--plot %s: want a .png or .svg file", p)
+		}
+	}
+	if p := c.String("load"); p != "" {
+		report, err := bench.LoadReport(p)
+		if err != nil {
+			return err
+		}
+		if err := report.WriteTable(c.App.Writer); err != nil {
+			return err
+		}
+		return saveReport(c, report)
+	}
+	preset := c.String("model")
+	flags := bench.ModelFlags{QHeads: c.Int("q-heads"), KVHeads: c.Int("kv-heads"), HeadDim: c.Int("head-dim"), Layers: c.Int("layers")}
+	if !c.IsSet("model") && (flags.QHeads != 0 || flags.KVHeads != 0 || flags.HeadDim != 0) {
+		preset = "" // shape flags without --model describe a custom model
+	}
+	model, err := bench.ResolveModel(preset, flags)
+	if err != nil {
+		return err
+	}
+	kv := treeattn.KVF16
+	switch c.String("kv") {
+	case "f16":
+	case "f32":
+		kv = treeattn.KVF32
+	default:
+		return fmt.Errorf("--kv %q: want f16 or f32", c.String("kv"))
+	}
+	methods := treeattn.Methods
+	if names := c.StringSlice("method"); len(names) > 0 {
+		methods = nil
+		for _, n := range names {
+			m, err := treeattn.ParseMethod(n)
+			if err != nil {
+				return err
+			}
+			methods = append(methods, m)
+		}
+	}
+	var tiles treeattn.Tiles
+	if t := c.IntSlice("tiles"); len(t) > 0 {
+		if len(t) != 3 {
+			return fmt.Errorf("--tiles takes workgroup,tokens,rows")
+		}
+		tiles = treeattn.Tiles{Workgroup: t[0], Tokens: t[1], Rows: t[2]}
+	}
+	if r := c.Int("runs"); r < 1 || r > bench.MaxRuns {
+		return fmt.Errorf("--runs %d: want 1..%d", r, bench.MaxRuns)
+	}
+	if c.Int("sample") < 0 {
+		return fmt.Errorf("--sample %d: want 0 (every step) or more", c.Int("sample"))
+	}
+	if c.Int("flush-mib") < 1 {
+		return fmt.Errorf("--flush-mib %d: want at least 1", c.Int("flush-mib"))
+	}
+	src := bench.Source{Dir: c.String("workloads"), TraceTree: c.Int("trace-tree")}
+
+	// Build every tree and sample every workload before opening the device:
+	// missing data fails fast.
+	var work []*bench.Sampled
+	trees, names := c.StringSlice("tree"), c.StringSlice("workload")
+	if len(trees) == 0 && len(names) == 0 {
+		trees = []string{"fewshot-b20"}
+	}
+	for _, name := range expand(trees, bench.SnapshotNames()) {
+		s, err := snapshotOrFile(name, src)
+		if err != nil {
+			return err
+		}
+		work = append(work, s)
+	}
+	for _, name := range expand(names, bench.WorkloadNames()) {
+		def, err := bench.FindWorkload(name)
+		if err != nil {
+			return err
+		}
+		s, err := bench.SampleWorkload(def, src, c.Int("sample"))
+		if err != nil {
+			return err
+		}
+		work = append(work, s)
+	}
+
+	d, done, err := openDevice(c)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := done(); err == nil {
+			err = cerr
+		}
+	}()
+	seed := c.Uint64("seed")
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	roof, _ := probe.Load(d.Info.UUID)
+	cfg := bench.Config{Model: model, KV: kv, Methods: methods,
+		Options: bench.Options{Runs: c.Int("runs"), FlushBytes: uint64(c.Int("flush-mib")) << 20, WarmUp: c.Duration("warm-up"),
+			Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles}}
+	if cfg.WarmUp == 0 {
+		cfg.WarmUp = -1 // --warm-up 0: none
+	}
+	if roof != nil {
+		cfg.Roofline = roof.BytesPerSec
+	}
+	report := bench.NewReport(d.Info, bench.RunConfig{Model: model, KV: kv.String(), Methods: methods, Runs: cfg.Runs, Sample: c.Int("sample"),
+		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles,
+		Seed: seed, Workloads: src.Dir, TraceTree: src.TraceTree, Validation: c.Bool("validation")}, roof)
+
+	total := 0
+	for _, s := range work {
+		total += len(s.Steps) * len(methods)
+	}
+	bar := newProgress(c.App.ErrWriter, total, c.Bool("quiet"))
+	cfg.Progress = func() {
+		if bar != nil {
+			bar.Add(1)
+		}
+	}
+	w := c.App.Writer
+	report.WriteHeader(w)
+	for _, s := range work {
+		if bar != nil {
+			bar.Describe(s.Name)
+		}
+		res, err := bench.Measure(d, rng, s, cfg)
+		if err != nil {
+			if bar != nil {
+				bar.Clear()
+			}
+			return err
+		}
+		report.Workloads = append(report.Workloads, res)
+		if bar != nil {
+			bar.Clear()
+		}
+		if err := report.WriteWorkload(w, res); err != nil {
+			return err
+		}
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if err := saveReport(c, report); err != nil {
+		return err
+	}
+	if f := report.Failed(); len(f) > 0 {
+		return fmt.Errorf("failed (not timed): %s", strings.Join(f, ", "))
+	}
+	return nil
+}
+
+// saveReport writes --json and --plot.
+func saveReport(c *cli.Context, report *bench.Report) error {
+	if p := c.String("json"); p != "" {
+		if err := report.SaveJSON(p); err != nil {
+			return err
+		}
+	}
+	if p := c.String("plot"); p != "" {
+		if err := report.SavePlot(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expand replaces "all" by every name.
+func expand(list, all []string) []string {
+	var out []string
+	for _, n := range list {
+		if n == "all" {
+			out = append(out, all...)
+		} else {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// snapshotOrFile returns a snapshot by name, or a tree JSON file as a
+// single step.
+func snapshotOrFile(name string, src bench.Source) (*bench.Sampled, error) {
+	for _, s := range bench.Snapshots {
+		if s.Name == name {
+			t, err := s.Build(src)
+			if err != nil {
+				return nil, err
+			}
+			return bench.SingleStep(s.Name, s.Description, t), nil
+		}
+	}
+	raw, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("--tree %q is neither a snapshot %v nor a readable file", name, bench.SnapshotNames())
+	}
+	t, err := treeattn.ParseTreeJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--tree %s: %w", name, err)
+	}
+	return bench.SingleStep(name, "tree file", t), nil
+}
+
+// newProgress returns a progress bar on w, or nil when quiet or when w is
+// not a terminal.
+func newProgress(w io.Writer, total int, quiet bool) *progressbar.ProgressBar {
+	f, ok := w.(*os.File)
+	if quiet || !ok || !term.IsTerminal(int(f.Fd())) || total == 0 {
+		return nil
+	}
+	return progressbar.NewOptions(total, progressbar.OptionSetWriter(f), progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionSetElapsedTime(true), progressbar.OptionClearOnFinish(),
+		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetWidth(30))
+}
