@@ -122,15 +122,11 @@ func attentionCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			d, done, err := openDevice(c)
+			d, closeDevice, err := openDevice(c)
 			if err != nil {
 				return err
 			}
-			defer func() {
-				if cerr := done(); err == nil {
-					err = cerr
-				}
-			}()
+			defer closeDevice(&err)
 			plan, err := treeattn.NewPlan(in.tree, treeattn.Config{Method: method, Shape: in.shape, KV: in.kv, Scale: in.scale, Limits: treeattn.LimitsOf(d.Info)})
 			if err != nil {
 				return err

@@ -140,15 +140,11 @@ func benchAction(c *cli.Context) (err error) {
 		work = append(work, s)
 	}
 
-	d, done, err := openDevice(c)
+	d, closeDevice, err := openDevice(c)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := done(); err == nil {
-			err = cerr
-		}
-	}()
+	defer closeDevice(&err)
 	seed := c.Uint64("seed")
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -41,15 +41,11 @@ func conformanceCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			d, done, err := openDevice(c)
+			d, closeDevice, err := openDevice(c)
 			if err != nil {
 				return err
 			}
-			defer func() {
-				if cerr := done(); err == nil {
-					err = cerr
-				}
-			}()
+			defer closeDevice(&err)
 			results := make([]conformance.Result, 0, len(cases))
 			failed := 0
 			for i, cs := range cases {

@@ -16,20 +16,24 @@ func options(c *cli.Context) vk.Options {
 	return vk.Options{Device: c.String("device"), Validation: c.Bool("validation")}
 }
 
-// openDevice opens the chosen device and turns validation messages into an error on close.
-func openDevice(c *cli.Context) (*vk.Device, func() error, error) {
+// openDevice opens the chosen device. The returned closer, deferred with the
+// command's named error, closes it and turns validation messages into that
+// error when there is none yet.
+func openDevice(c *cli.Context) (*vk.Device, func(*error), error) {
 	d, err := vk.Open(options(c))
 	if err != nil {
 		return nil, nil, err
 	}
-	done := func() error {
+	closeDevice := func(errp *error) {
 		err := d.Close()
 		if msgs := vk.ValidationMessages(); len(msgs) > 0 {
-			return fmt.Errorf("validation layer reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
+			err = fmt.Errorf("validation layer reported %d messages:\n%s", len(msgs), strings.Join(msgs, "\n"))
 		}
-		return err
+		if *errp == nil {
+			*errp = err
+		}
 	}
-	return d, done, nil
+	return d, closeDevice, nil
 }
 
 func devicesCommand() *cli.Command {

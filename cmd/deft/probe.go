@@ -18,15 +18,11 @@ func probeCommand() *cli.Command {
 			&cli.IntFlag{Name: "runs", Value: 20, Usage: "timed runs; the median is reported"},
 		},
 		Action: func(c *cli.Context) (err error) {
-			d, done, err := openDevice(c)
+			d, closeDevice, err := openDevice(c)
 			if err != nil {
 				return err
 			}
-			defer func() {
-				if cerr := done(); err == nil {
-					err = cerr
-				}
-			}()
+			defer closeDevice(&err)
 			if c.Uint64("mib") > 1<<20 {
 				return fmt.Errorf("--mib %d: at most %d (1 TiB)", c.Uint64("mib"), 1<<20)
 			}
