@@ -85,16 +85,12 @@ func benchAction(c *cli.Context) (err error) {
 	default:
 		return fmt.Errorf("--kv %q: want f16 or f32", c.String("kv"))
 	}
-	methods := treeattn.Methods
-	if names := c.StringSlice("method"); len(names) > 0 {
-		methods = nil
-		for _, n := range names {
-			m, err := treeattn.ParseMethod(n)
-			if err != nil {
-				return err
-			}
-			methods = append(methods, m)
-		}
+	methods, err := parseMethods(c)
+	if err != nil {
+		return err
+	}
+	if len(methods) == 0 {
+		methods = treeattn.Methods
 	}
 	var tiles treeattn.Tiles
 	if t := c.IntSlice("tiles"); len(t) > 0 {

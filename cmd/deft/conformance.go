@@ -24,13 +24,9 @@ func conformanceCommand() *cli.Command {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print every case"},
 		},
 		Action: func(c *cli.Context) (err error) {
-			var methods []treeattn.Method
-			for _, s := range c.StringSlice("method") {
-				m, err := treeattn.ParseMethod(s)
-				if err != nil {
-					return err
-				}
-				methods = append(methods, m)
+			methods, err := parseMethods(c)
+			if err != nil {
+				return err
 			}
 			seed := c.Uint64("seed")
 			if !c.IsSet("seed") {

@@ -9,11 +9,25 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
 )
 
 func options(c *cli.Context) vk.Options {
 	return vk.Options{Device: c.String("device"), Validation: c.Bool("validation")}
+}
+
+// parseMethods reads the repeatable --method flag (nil when not given).
+func parseMethods(c *cli.Context) ([]treeattn.Method, error) {
+	var methods []treeattn.Method
+	for _, s := range c.StringSlice("method") {
+		m, err := treeattn.ParseMethod(s)
+		if err != nil {
+			return nil, err
+		}
+		methods = append(methods, m)
+	}
+	return methods, nil
 }
 
 // openDevice opens the chosen device. The returned closer, deferred with the

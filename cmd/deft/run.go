@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/deft-vk/deft/conformance"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
 )
@@ -32,29 +33,12 @@ func runAttention(d *vk.Device, plan *treeattn.Plan, in *attentionInputs) ([]flo
 	if err := q.WriteF32(0, in.q); err != nil {
 		return nil, err
 	}
-	kvBytes := uint64(in.slots) * plan.KVRowBytes()
-	k, err := newBuf(kvBytes)
+	kvIn := conformance.Inputs{K: in.k.F32, V: in.v.F32, KBits: in.k.F16, VBits: in.v.F16}
+	k, v, err := kvIn.Upload(d, in.kv)
 	if err != nil {
 		return nil, err
 	}
-	v, err := newBuf(kvBytes)
-	if err != nil {
-		return nil, err
-	}
-	if in.kv == treeattn.KVF16 {
-		err = k.WriteF16(0, in.k.F16)
-		if err == nil {
-			err = v.WriteF16(0, in.v.F16)
-		}
-	} else {
-		err = k.WriteF32(0, in.k.F32)
-		if err == nil {
-			err = v.WriteF32(0, in.v.F32)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
+	bufs = append(bufs, k, v)
 	out, err := newBuf(plan.QueryBytes())
 	if err != nil {
 		return nil, err
