@@ -81,19 +81,25 @@ type Tiles struct {
 	Rows      int // R: (query, head) rows processed together
 }
 
-// sharedBytes is partial_attn.comp's shared memory for the tiles: the K/V
-// tile (vec4 rows padded by one), Q rows, scores, softmax scratch and row state.
+// sharedBytes is partial_attn.comp's shared memory for the tiles: Q rows
+// and the K/V tile (vec4 rows padded by one), scores and probabilities
+// ([token][row], padded), mask words, softmax scratch and row state.
 func (t Tiles) sharedBytes(dim int) int {
-	return 16*t.Tokens*(dim/4+1) + 4*t.Rows*dim + 4*t.Rows*(t.Tokens+1) + 4*t.Workgroup + 20*t.Rows
+	rowVec4s := dim/4 + 1
+	scoreVec4s := t.Rows/4 + 1
+	maskWords := (t.Rows-1)/32 + 2
+	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 4*t.Workgroup + 5*4*t.Rows
 }
 
 func isPow2(v int) bool { return v > 0 && v&(v-1) == 0 }
 
-// check validates explicit tiles against the kernel's rules and the device.
+// check validates tiles against the kernel's thread mappings (see the
+// derived constants of partial_attn.comp) and the device.
 func (t Tiles) check(s Shape, lim Limits) error {
-	if !isPow2(t.Workgroup) || !isPow2(t.Tokens) || !isPow2(t.Rows) || t.Tokens < 2 || t.Rows < 2 ||
-		t.Rows > t.Workgroup || t.Workgroup > lim.MaxInvocations {
-		return fmt.Errorf("tiles %+v: sizes must be powers of two, rows at most the workgroup, workgroup at most %d", t, lim.MaxInvocations)
+	if !isPow2(t.Workgroup) || !isPow2(t.Tokens) || !isPow2(t.Rows) || t.Tokens < 4 || t.Rows < 4 ||
+		t.Rows > t.Workgroup || t.Rows*t.Tokens < t.Workgroup || t.Workgroup > lim.MaxInvocations {
+		return fmt.Errorf("tiles %+v: sizes must be powers of two, tokens and rows at least 4, rows at most the workgroup, "+
+			"rows x tokens at least the workgroup, workgroup at most %d", t, lim.MaxInvocations)
 	}
 	if b := t.sharedBytes(s.HeadDim); b > lim.SharedMemory {
 		return fmt.Errorf("tiles %+v need %d bytes of shared memory, the device has %d", t, b, lim.SharedMemory)
@@ -101,8 +107,11 @@ func (t Tiles) check(s Shape, lim Limits) error {
 	return nil
 }
 
-// ChooseTiles picks the largest tiles that fit the device's shared memory,
-// preferring row tiles that cover a whole KV group several times over.
+// ChooseTiles picks the tiles with the most work per shared-memory pass
+// that fit the device: 128 invocations (four rows x tokens register tiles
+// per thread at 32 x 32 keep enough workgroups resident per multiprocessor),
+// rows at most 32 (a slice of 8 queries of a group of 4; larger row tiles
+// waste work on the many small items of a tree), tokens at most 64.
 func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	if err := s.Validate(); err != nil {
 		return Tiles{}, err
@@ -110,27 +119,22 @@ func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	if s.HeadDim%4 != 0 || s.HeadDim > 512 {
 		return Tiles{}, fmt.Errorf("choose tiles: head dim %d must be a multiple of 4 and at most 512", s.HeadDim)
 	}
-	// 512 invocations measured 1.3x faster than 256 on the H100 (fewer serial
-	// register-tile steps per thread); more is rarely allowed.
-	wg := min(512, lim.MaxInvocations)
-	if wg < 32 {
+	if lim.MaxInvocations < 4 {
 		return Tiles{}, fmt.Errorf("choose tiles: device allows only %d invocations per workgroup", lim.MaxInvocations)
 	}
 	best := Tiles{}
 	bestScore := -1
-	for _, b := range []int{64, 32, 16, 8} {
-		for _, r := range []int{64, 32, 16, 8} {
-			t := Tiles{Workgroup: wg, Tokens: b, Rows: r}
-			if r > wg || wg%r != 0 { // the softmax gives each row wg/r threads
-				continue
-			}
-			if t.sharedBytes(s.HeadDim) > lim.SharedMemory {
-				continue
-			}
-			// Work per shared-memory pass grows with both; keep them balanced.
-			score := min(b, 32)*min(r, 32)*4 + b + r
-			if score > bestScore {
-				best, bestScore = t, score
+	for _, wg := range []int{128, 64, 32, 16, 8, 4} {
+		for _, b := range []int{64, 32, 16, 8, 4} {
+			for _, r := range []int{32, 16, 8, 4} {
+				t := Tiles{Workgroup: wg, Tokens: b, Rows: r}
+				if t.check(s, lim) != nil {
+					continue
+				}
+				score := wg*1_000_000 + r*b*100 + r
+				if score > bestScore {
+					best, bestScore = t, score
+				}
 			}
 		}
 	}
@@ -448,33 +452,29 @@ func (v *visibility) perQuery(chunk int) []work {
 // MaxTilePasses bounds the shared-memory passes (row tiles x token tiles) of
 // one workgroup. Unbounded loops make long workgroups that unbalance the GPU,
 // and Mesa's lavapipe (22.3) computes wrong results once a workgroup has run
-// about 500 barriers (six per pass, two more per row tile), so larger items are cut: first into
-// token chunks, then into query slices. Both keep every (query, token) pair
-// in exactly one item.
+// about 500 barriers (four per pass, three more per row tile), so longer
+// items are cut into token chunks. Every (query, token) pair stays in
+// exactly one item.
 const MaxTilePasses = 48
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
-// boundItems splits items whose work exceeds MaxTilePasses. Dense items
-// keep every query, seen tokens or not: that is the dense-mask baseline.
+// boundItems cuts items into query slices of one row tile each (a group
+// larger than the row tile takes several) and token chunks of at most
+// maxPasses passes. Slices run as separate workgroups: a 200-row few-shot
+// prompt block becomes seven workgroups that fill the GPU, each keeping its
+// K/V tile in shared memory for its rows while the others read it from L2.
+// Dense items keep every query, seen tokens or not: that is the dense-mask
+// baseline.
 func boundItems(items []work, tiles Tiles, group, maxPasses int, dense bool) []work {
+	slice := max(1, tiles.Rows/group)
+	rowTiles := ceilDiv(slice*group, tiles.Rows)
+	chunk := max(1, maxPasses/rowTiles) * tiles.Tokens
 	var out []work
 	for _, w := range items {
 		tokens := len(w.slots)
-		perQueryRowTiles := ceilDiv(group, tiles.Rows)
-		maxTokenTiles := max(1, maxPasses/perQueryRowTiles)
-		chunk := maxTokenTiles * tiles.Tokens
 		for from := 0; from < tokens; from += chunk {
 			part := w.sub(from, min(from+chunk, tokens), 0, len(w.queries), dense)
-			tokenTiles := ceilDiv(len(part.slots), tiles.Tokens)
-			rowTiles := max(1, maxPasses/tokenTiles)
-			slice := max(1, rowTiles*tiles.Rows/group)
-			if len(part.queries) <= slice {
-				if len(part.queries) > 0 {
-					out = append(out, part)
-				}
-				continue
-			}
 			for q := 0; q < len(part.queries); q += slice {
 				if s := part.sub(0, len(part.slots), q, min(q+slice, len(part.queries)), dense); len(s.queries) > 0 {
 					out = append(out, s)

@@ -298,9 +298,9 @@ func planUnsplit(c *planCoverage, p *treeattn.Plan) bool {
 	case treeattn.MethodFlashDecoding:
 		rows = p.Shape.GroupSize()
 	}
+	// Rows beyond one row tile are always cut into query slices.
 	tokenTiles := (tokens + p.Tiles.Tokens - 1) / p.Tiles.Tokens
-	rowTiles := (rows + p.Tiles.Rows - 1) / p.Tiles.Rows
-	return tokenTiles*rowTiles <= planSmallPasses
+	return rows <= p.Tiles.Rows && tokenTiles <= planSmallPasses
 }
 
 // planBlocks returns 0 (automatic) and explicit block sizes for a tree,
@@ -684,9 +684,12 @@ func TestPlanRejectsBadConfig(t *testing.T) {
 		{"zero shape", nil, func(c *treeattn.Config) { c.Shape = treeattn.Shape{} }, "positive"},
 		{"head dim 4096", nil, func(c *treeattn.Config) { c.Shape = treeattn.Shape{QHeads: 8, KVHeads: 8, HeadDim: 4096} }, "head dim"},
 		{"odd head dim", nil, func(c *treeattn.Config) { c.Shape = treeattn.Shape{QHeads: 8, KVHeads: 8, HeadDim: 63} }, "head dim"},
-		{"head dim 512 on lavapipe", nil, func(c *treeattn.Config) { c.Shape = treeattn.Shape{QHeads: 8, KVHeads: 8, HeadDim: 512} }, "shared memory"},
+		{"head dim 512 in 8 KiB", nil, func(c *treeattn.Config) {
+			c.Shape = treeattn.Shape{QHeads: 8, KVHeads: 8, HeadDim: 512}
+			c.Limits.SharedMemory = 8192
+		}, "shared memory"},
 		{"no shared memory", nil, func(c *treeattn.Config) { c.Limits.SharedMemory = 0 }, "shared memory"},
-		{"too few invocations", nil, func(c *treeattn.Config) { c.Limits.MaxInvocations = 16 }, "invocations"},
+		{"too few invocations", nil, func(c *treeattn.Config) { c.Limits.MaxInvocations = 2 }, "invocations"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
