@@ -1,5 +1,6 @@
-// Package probe measures a device's memory bandwidth with a copy kernel: the
-// roofline that benchmarks report their fraction of.
+// Package probe measures a device's two rooflines: memory bandwidth with a
+// copy kernel and fp32 FMA throughput with register-only chains. Benchmarks
+// report their fraction of both.
 package probe
 
 import (
@@ -29,18 +30,21 @@ type Options struct {
 
 // Result is one bandwidth measurement.
 type Result struct {
-	Device       string    `json:"device"`
-	UUID         string    `json:"uuid"`
-	Driver       string    `json:"driver"`
-	BufferBytes  uint64    `json:"buffer_bytes"`
-	Runs         int       `json:"runs"`
-	MedianNs     int64     `json:"median_ns"`
-	BestNs       int64     `json:"best_ns"`
-	BytesPerSec  float64   `json:"bytes_per_second"` // (read + written) / median GPU time
-	PeakPerSec   float64   `json:"peak_bytes_per_second"`
-	SaxpyPerSec  float64   `json:"saxpy_bytes_per_second"`
-	When         time.Time `json:"when"`
-	TimingSource string    `json:"timing_source"`
+	Device      string  `json:"device"`
+	UUID        string  `json:"uuid"`
+	Driver      string  `json:"driver"`
+	BufferBytes uint64  `json:"buffer_bytes"`
+	Runs        int     `json:"runs"`
+	MedianNs    int64   `json:"median_ns"`
+	BestNs      int64   `json:"best_ns"`
+	BytesPerSec float64 `json:"bytes_per_second"` // (read + written) / median GPU time
+	PeakPerSec  float64 `json:"peak_bytes_per_second"`
+	SaxpyPerSec float64 `json:"saxpy_bytes_per_second"`
+	// FMAFlopsPerSec is the fp32 FMA throughput (2 flops per FMA), median
+	// of Runs; 0 in results saved before it was measured.
+	FMAFlopsPerSec float64   `json:"fma_flops_per_second,omitempty"`
+	When           time.Time `json:"when"`
+	TimingSource   string    `json:"timing_source"`
 }
 
 // Run measures d's bandwidth.
@@ -83,15 +87,20 @@ func Run(d *vk.Device, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	flops, err := timeFMA(d, opts)
+	if err != nil {
+		return nil, err
+	}
 	med, best := median(copyTimes), copyTimes[0]
 	res := &Result{
 		Device: d.Info.Name, UUID: d.Info.UUID, Driver: d.Info.DriverName + " " + d.Info.DriverInfo,
 		BufferBytes: opts.Bytes, Runs: opts.Runs, MedianNs: med, BestNs: best,
-		BytesPerSec:  float64(2*opts.Bytes) / (float64(med) * 1e-9),
-		PeakPerSec:   float64(2*opts.Bytes) / (float64(best) * 1e-9),
-		SaxpyPerSec:  float64(3*opts.Bytes) / (float64(median(saxpyTimes)) * 1e-9),
-		When:         time.Now().UTC(),
-		TimingSource: "GPU timestamps",
+		BytesPerSec:    float64(2*opts.Bytes) / (float64(med) * 1e-9),
+		PeakPerSec:     float64(2*opts.Bytes) / (float64(best) * 1e-9),
+		SaxpyPerSec:    float64(3*opts.Bytes) / (float64(median(saxpyTimes)) * 1e-9),
+		FMAFlopsPerSec: flops,
+		When:           time.Now().UTC(),
+		TimingSource:   "GPU timestamps",
 	}
 	return res, nil
 }
@@ -159,6 +168,80 @@ func timeKernel(d *vk.Device, name string, opts Options, pushSize uint32, push f
 		return nil, fmt.Errorf("probe %s: GPU timestamps did not advance", name)
 	}
 	return out, nil
+}
+
+// fmaGroups is the FMA probe's grid: far more workgroups than any GPU runs
+// at once, so every multiprocessor stays busy to the end.
+const fmaGroups = 8192
+
+// timeFMA measures fp32 FMA throughput with fma_peak.comp. A calibration
+// run sizes the iteration count so one timed run lasts about 2 ms (long
+// against launch overhead, short on CPU devices).
+func timeFMA(d *vk.Device, opts Options) (float64, error) {
+	code, err := shaders.SPIRV("fma_peak")
+	if err != nil {
+		return 0, err
+	}
+	k, err := d.Kernel(vk.KernelSpec{Name: "fma_peak", SPIRV: code, Bindings: []vk.Access{vk.Write}, PushSize: 12,
+		Spec: map[uint32]uint32{0: opts.Workgroup}})
+	if err != nil {
+		return 0, err
+	}
+	invocations := uint64(fmaGroups) * uint64(opts.Workgroup)
+	out, err := d.NewBuffer(16 * invocations)
+	if err != nil {
+		return 0, fmt.Errorf("probe fma: %w", err)
+	}
+	defer out.Close()
+	run := func(iters uint32, runs int) ([]int64, error) {
+		rec, err := d.NewRecorder()
+		if err != nil {
+			return nil, err
+		}
+		defer rec.Close()
+		push := binary.LittleEndian.AppendUint32(nil, iters)
+		push = binary.LittleEndian.AppendUint32(push, math.Float32bits(0.999))
+		push = binary.LittleEndian.AppendUint32(push, math.Float32bits(1e-3))
+		for i := 0; i < runs; i++ {
+			if err := rec.Timestamp(fmt.Sprint(i)); err != nil {
+				return nil, err
+			}
+			if err := rec.Dispatch(k, [3]uint32{fmaGroups, 1, 1}, push, out.All()); err != nil {
+				return nil, err
+			}
+		}
+		if err := rec.Timestamp("end"); err != nil {
+			return nil, err
+		}
+		if err := rec.Submit(); err != nil {
+			return nil, fmt.Errorf("probe fma: %w", err)
+		}
+		tm, err := rec.Timings()
+		if err != nil {
+			return nil, err
+		}
+		var ns []int64
+		for _, t := range tm {
+			ns = append(ns, t.Elapsed.Nanoseconds())
+		}
+		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+		if ns[0] <= 0 {
+			return nil, fmt.Errorf("probe fma: GPU timestamps did not advance")
+		}
+		return ns, nil
+	}
+	const calib = 4
+	ns, err := run(calib, 2)
+	if err != nil {
+		return 0, err
+	}
+	iters := uint32(min(max(float64(calib)*2e6/float64(ns[0]), 1), 1<<16))
+	ns, err = run(iters, opts.Runs+1)
+	if err != nil {
+		return 0, err
+	}
+	const flopsPerIter = 64 * 2
+	return float64(invocations) * float64(iters) * flopsPerIter / (float64(median(ns)) * 1e-9), nil
 }
 
 func median(sorted []int64) int64 {

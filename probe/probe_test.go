@@ -24,6 +24,8 @@ func TestRunSmall(t *testing.T) {
 	t.Logf("%.2f GB/s median, %.2f GB/s best, saxpy %.2f GB/s", res.BytesPerSec/1e9, res.PeakPerSec/1e9, res.SaxpyPerSec/1e9)
 	assert.Positive(t, res.BytesPerSec)
 	assert.Positive(t, res.SaxpyPerSec)
+	assert.Positive(t, res.FMAFlopsPerSec)
+	t.Logf("fp32 FMA %.1f GFLOP/s", res.FMAFlopsPerSec/1e9)
 	assert.Positive(t, res.BestNs)
 	assert.GreaterOrEqual(t, res.MedianNs, res.BestNs)
 	assert.GreaterOrEqual(t, res.PeakPerSec, res.BytesPerSec)

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // Partial tree attention for one work item and one KV head.
 //
 // A work item is a run of KV tokens (slots listed in the metadata) and the
@@ -98,7 +99,7 @@ uvec2 stage16[NL];
 uvec4 stage32[NL];
 
 void fetchTile(uint tokStart, uint first, uint count, uint head, bool isV) {
-    for (uint i = 0u; i < NL; i++) {
+    [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uint t = idx / D4;
         uvec2 w16 = uvec2(0u);
@@ -120,7 +121,7 @@ void fetchTile(uint tokStart, uint first, uint count, uint head, bool isV) {
 }
 
 void storeTile() {
-    for (uint i = 0u; i < NL; i++) {
+    [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < B * D4) {
             vec4 x = KV_F16 != 0u ? vec4(unpackHalf2x16(stage16[i].x), unpackHalf2x16(stage16[i].y))
@@ -180,7 +181,7 @@ void main() {
             sQ[r * KS + idx % D4] = x;
         }
         vec4 acc[RV * DV];
-        for (uint a = 0u; a < RV * DV; a++) {
+        [[unroll]] for (uint a = 0u; a < RV * DV; a++) {
             acc[a] = vec4(0.0);
         }
         barrier();   // row state and Q are ready (also for items without tokens)
@@ -207,17 +208,17 @@ void main() {
             // 2. Scores of this thread's rows and tokens.
             if (qkActive) {
                 float s[RT * BT];
-                for (uint a = 0u; a < RT * BT; a++) {
+                [[unroll]] for (uint a = 0u; a < RT * BT; a++) {
                     s[a] = 0.0;
                 }
-                for (uint j = 0u; j < D4; j++) {
+                [[unroll]] for (uint j = 0u; j < D4; j++) {
                     vec4 qv[RT];
-                    for (uint i = 0u; i < RT; i++) {
+                    [[unroll]] for (uint i = 0u; i < RT; i++) {
                         qv[i] = sQ[(sr0 + i) * KS + j];
                     }
-                    for (uint b = 0u; b < BT; b++) {
+                    [[unroll]] for (uint b = 0u; b < BT; b++) {
                         vec4 k = sKV[(tg + b * TG) * KS + j];
-                        for (uint i = 0u; i < RT; i++) {
+                        [[unroll]] for (uint i = 0u; i < RT; i++) {
                             float x = s[i * BT + b];
                             x = fma(qv[i].x, k.x, x);
                             x = fma(qv[i].y, k.y, x);
@@ -227,9 +228,9 @@ void main() {
                         }
                     }
                 }
-                for (uint b = 0u; b < BT; b++) {
+                [[unroll]] for (uint b = 0u; b < BT; b++) {
                     uint t = tg + b * TG;
-                    for (uint i = 0u; i < RT; i++) {
+                    [[unroll]] for (uint i = 0u; i < RT; i++) {
                         uint r = sr0 + i;
                         uint qi = sRowQuery[r];
                         bool seen = t < count && qi != ~0u;
@@ -250,10 +251,10 @@ void main() {
                 if (smRow < tileRows) {
                     float mOld = sM[smRow];
                     float mNew = mOld;
-                    for (uint t = 0u; t < B; t++) {
+                    [[unroll]] for (uint t = 0u; t < B; t++) {
                         mNew = max(mNew, score(t, smRow));
                     }
-                    for (uint t = t0; t < t0 + TPP; t++) {
+                    [[unroll]] for (uint t = t0; t < t0 + TPP; t++) {
                         float x = score(t, smRow);
                         float p = x == NEG_INF ? 0.0 : exp2(x - mNew);
                         sPr[t * PS + smRow / 4u][smRow % 4u] = p;
@@ -264,7 +265,7 @@ void main() {
                         sAlpha[smRow] = mOld == NEG_INF ? 0.0 : exp2(mOld - mNew);
                     }
                 } else {
-                    for (uint t = t0; t < t0 + TPP; t++) {
+                    [[unroll]] for (uint t = t0; t < t0 + TPP; t++) {
                         sPr[t * PS + smRow / 4u][smRow % 4u] = 0.0;
                     }
                     if (smPart == 0u) {
@@ -283,7 +284,7 @@ void main() {
             // 4. Row state and the weighted sum of V.
             if (tid < R) {
                 float sum = 0.0;
-                for (uint p = 0u; p < PARTS; p++) {
+                [[unroll]] for (uint p = 0u; p < PARTS; p++) {
                     sum += sPart[p * R + tid];
                 }
                 sL[tid] = sL[tid] * sAlpha[tid] + sum;
@@ -291,19 +292,19 @@ void main() {
             }
             if (pvActive) {
                 vec4 alpha = vec4(sAlpha[vr0], sAlpha[vr0 + 1u], sAlpha[vr0 + 2u], sAlpha[vr0 + 3u]);
-                for (uint i = 0u; i < RV; i++) {
-                    for (uint c = 0u; c < DV; c++) {
+                [[unroll]] for (uint i = 0u; i < RV; i++) {
+                    [[unroll]] for (uint c = 0u; c < DV; c++) {
                         acc[i * DV + c] *= alpha[i];
                     }
                 }
                 // Tokens past count have zero V and zero probability.
-                for (uint t = 0u; t < B; t++) {
+                [[unroll]] for (uint t = 0u; t < B; t++) {
                     vec4 p = sPr[t * PS + vr0 / 4u];
-                    for (uint c = 0u; c < DV; c++) {
+                    [[unroll]] for (uint c = 0u; c < DV; c++) {
                         uint col = dg + c * DG;
                         if (DG * DV == D4 || col < D4) {
                             vec4 v = sKV[t * KS + col];
-                            for (uint i = 0u; i < RV; i++) {
+                            [[unroll]] for (uint i = 0u; i < RV; i++) {
                                 acc[i * DV + c] = fma(vec4(p[i]), v, acc[i * DV + c]);
                             }
                         }
@@ -315,7 +316,7 @@ void main() {
 
         // Normalised partial output and log-sum-exp (natural log) per row.
         if (pvActive) {
-            for (uint i = 0u; i < RV; i++) {
+            [[unroll]] for (uint i = 0u; i < RV; i++) {
                 uint r = vr0 + i;
                 uint qi = sRowQuery[r];
                 if (qi == ~0u) {
@@ -324,7 +325,7 @@ void main() {
                 uint g = (rowTile + r) % G;
                 uint p = (partialBase + qi) * QH + head * G + g;
                 float l = sL[r];
-                for (uint c = 0u; c < DV; c++) {
+                [[unroll]] for (uint c = 0u; c < DV; c++) {
                     uint col = dg + c * DG;
                     if (DG * DV == D4 || col < D4) {
                         po4[p * D4 + col] = l > 0.0 ? acc[i * DV + c] / l : vec4(0.0);
