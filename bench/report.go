@@ -334,7 +334,19 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), FormatDuration(s.Plan),
 			s.Bandwidth/1e9, frac, roof, chk)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, m := range wr.Methods {
+		if st := m.Kernels["partial_attn"]; len(st) > 0 {
+			var parts []string
+			for _, x := range st {
+				parts = append(parts, fmt.Sprintf("%s %.6g", x.Name, x.Value))
+			}
+			fmt.Fprintf(w, "  %s partial_attn: %s\n", m.Method, strings.Join(parts, ", "))
+		}
+	}
+	return nil
 }
 
 func intList(xs []int, limit int) string {

@@ -84,9 +84,12 @@ type MethodResult struct {
 	RelL2   *float64 `json:"rel_l2,omitempty"`
 	// Error is set when the method failed its check or could not run; a
 	// failed method has no Steps and no Summary.
-	Error   string       `json:"error,omitempty"`
-	Steps   []StepResult `json:"steps,omitempty"`
-	Summary *Summary     `json:"summary,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Kernels are the driver's compiler statistics of the method's
+	// kernels on the first sampled step, where the device reports them.
+	Kernels map[string][]vk.KernelStat `json:"kernel_stats,omitempty"`
+	Steps   []StepResult               `json:"steps,omitempty"`
+	Summary *Summary                   `json:"summary,omitempty"`
 }
 
 // WorkloadResult is every method on one workload.
@@ -214,6 +217,9 @@ func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buff
 	}
 	defer dp.Close()
 	if first {
+		if attn, reduce, err := dp.KernelStats(); err == nil {
+			mr.Kernels = map[string][]vk.KernelStat{"partial_attn": attn, "reduce_partials": reduce}
+		}
 		rel, err := check(d, dp, b, want)
 		if err != nil {
 			return sr, err

@@ -11,14 +11,16 @@
 // that their rows usually fit one row tile of R rows.
 //
 // Per tile of B tokens the workgroup runs a small GEMM pipeline in fp32:
-//   1. K of the tile (converted from fp16) and the tile's mask words go to
-//      shared memory; V of the tile is fetched into registers meanwhile;
-//   2. scores S = Q K^T: each thread owns an RT x BT register tile, so every
-//      shared-memory read feeds several FMAs (Q reads are warp broadcasts);
+//   1. K of the tile (converted from fp16), its mask words and the next
+//      tile's slot list go to shared memory; the next tile's K, mask words
+//      and the slots of the tile after it are fetched into registers;
+//   2. scores S = Q K^T: each thread scores one token against RT rows that
+//      all threads of its token tile share (Q reads are broadcasts);
 //   3. online softmax in the log2 domain (Q is pre-scaled by scale*log2 e),
-//      WG/R threads per row, probabilities in a second buffer; V goes to shared memory, the next tile's K is
-//      fetched into registers;
-//   4. O = diag(alpha) O + P V: each thread owns RV rows x DV vec4 columns.
+//      WG/R threads per row, probabilities in a second buffer; V of the
+//      tile goes to shared memory and the next tile's V is fetched;
+//   4. O = diag(alpha) O + P V: each thread owns DV vec4 columns of RV rows
+//      (P reads are broadcasts).
 // Four barriers per tile; each row's normalised output and log-sum-exp are
 // written once as a partial result for reduce_partials.
 //
@@ -40,24 +42,35 @@ const uint D4 = D / 4u;
 const uint KS = D4 + 1u;   // vec4 stride of Q, K, V rows: one vec4 of padding spreads rows over banks
 const uint PS = R / 4u + 1u;   // vec4 stride of one token's scores (rows of the tile)
 
-// Scores: RT rows x BT tokens per thread; tokens tg, tg+TG, ... so a warp's
-// K reads hit distinct padded rows.
+// Scores: one token per thread (threads along tokens) and RT rows that are
+// the same for all threads of a token tile, so Q reads are broadcasts and
+// only K reads use shared-memory bandwidth: each K vec4 feeds 4*RT FMAs.
 const uint S_PER = (R * B) / WG;
-const uint BT = S_PER < 4u ? S_PER : 4u;
-const uint RT = S_PER / BT;
-const uint TG = B / BT;
-// Output: RV = 4 rows (one vec4 of P) x DV vec4 columns dg, dg+DG, ...
-const uint RV = 4u;
-const uint RGV = R / RV;
-const uint DV = (D4 * RGV + WG - 1u) / WG;
+const uint BT = 1u;
+const uint RT = S_PER;
+const uint TG = B;
+// Output: threads along the head dim (DV vec4 columns dg, dg+DG, ...) and
+// RV rows shared by all threads of a row group, so P reads are broadcasts.
+const uint DV = (D4 + WG - 1u) / WG;
 const uint DG = (D4 + DV - 1u) / DV;
+const uint RGV = WG / DG;
+const uint RV = (R + RGV - 1u) / RGV;
+const bool PV4 = (RV % 4u == 0u) && (RGV * RV == R);   // P rows as aligned vec4s
+// Loops over the head dim and the tile's tokens are unrolled by 4 only:
+// full unrolling lets the compiler hoist every shared-memory load and use
+// all 255 registers (measured on the H100), which leaves two workgroups
+// per multiprocessor.
+layout(constant_id = 7) const uint UNROLL = 4;   // power of two
+const uint JU = D4 % UNROLL == 0u ? UNROLL : 1u;
+const uint TU = UNROLL < B ? UNROLL : B;
 // Softmax: PARTS threads per row, TPP tokens each.
 const uint PARTS = WG / R;
 const uint TPP = B / PARTS;
 // Staging: vec4s of a K or V tile per thread.
 const uint NL = (B * D4 + WG - 1u) / WG;
-// Mask words a row tile's queries can span.
+// Mask words a row tile's queries can span, and per thread when staged.
 const uint MW = (R - 1u) / 32u + 2u;
+const uint MWL = (B * MW + WG - 1u) / WG;
 
 layout(set = 0, binding = 0) readonly buffer Qbuf { vec4 q4[]; };     // [query][QH][D]
 // K and V are read 4 elements at a time: fp16 as uvec2, fp32 as uvec4
@@ -83,6 +96,7 @@ shared vec4 sKV[B * KS];
 shared vec4 sP[B * PS];        // [token][row] scores
 shared vec4 sPr[B * PS];       // [token][row] probabilities (separate: rows are read whole for the max)
 shared uint sMask[B * MW];
+shared uint sSlot[2u * B];     // slot lists of the current and the next tile
 shared float sPart[WG];        // [part][row] partial row sums
 shared float sM[R];
 shared float sL[R];
@@ -94,18 +108,23 @@ shared uint sRowQuery[R];      // item-local query index of each row, ~0u when u
 const float LOG2E = 1.4426950408889634;
 const float LN2 = 0.6931471805599453;
 
-// Raw K or V words of the tile being staged: fp16 keeps two words per vec4.
-uvec2 stage16[NL];
-uvec4 stage32[NL];
+// K and V of the next tile in registers (raw words: fp16 keeps two per
+// vec4). K is fetched right after the current K is stored and V right after
+// the current V is stored, so each load has a whole tile of math to land.
+uvec2 stageK16[NL];
+uvec4 stageK32[NL];
+uvec2 stageV16[NL];
+uvec4 stageV32[NL];
 
-void fetchTile(uint tokStart, uint first, uint count, uint head, bool isV) {
+// Slot of token t of the tile whose slot list is in half buf of sSlot;
+// ~0u past the item's end (and any bad slot) reads as zeros.
+void fetchTile(uint buf, uint head, bool isV) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
-        uint t = idx / D4;
         uvec2 w16 = uvec2(0u);
         uvec4 w32 = uvec4(0u);
-        if (idx < B * D4 && t < count) {
-            uint slot = meta[tokStart + first + t];
+        if (idx < B * D4) {
+            uint slot = sSlot[buf * B + idx / D4];
             if (slot < pc.numSlots) {
                 uint at = (slot * KVH + head) * D4 + idx % D4;
                 if (KV_F16 != 0u) {
@@ -115,19 +134,37 @@ void fetchTile(uint tokStart, uint first, uint count, uint head, bool isV) {
                 }
             }
         }
-        stage16[i] = w16;
-        stage32[i] = w32;
+        if (isV) {
+            stageV16[i] = w16;
+            stageV32[i] = w32;
+        } else {
+            stageK16[i] = w16;
+            stageK32[i] = w32;
+        }
     }
 }
 
-void storeTile() {
+void storeTile(bool isV) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < B * D4) {
-            vec4 x = KV_F16 != 0u ? vec4(unpackHalf2x16(stage16[i].x), unpackHalf2x16(stage16[i].y))
-                                  : uintBitsToFloat(stage32[i]);
+            uvec2 w16 = isV ? stageV16[i] : stageK16[i];
+            uvec4 w32 = isV ? stageV32[i] : stageK32[i];
+            vec4 x = KV_F16 != 0u ? vec4(unpackHalf2x16(w16.x), unpackHalf2x16(w16.y)) : uintBitsToFloat(w32);
             sKV[(idx / D4) * KS + idx % D4] = x;
         }
+    }
+}
+
+// Mask words of the tile starting at token first, for the row tile's
+// queries (words word0 ..): thread-strided like sMask.
+void loadMask(out uint words[MWL], uint first, uint tokCount, uint maskOff, uint maskWords, uint word0) {
+    [[unroll]] for (uint i = 0u; i < MWL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        uint t = idx / MW;
+        uint w = word0 + idx % MW;
+        words[i] = (maskWords != 0u && idx < B * MW && first + t < tokCount && w < maskWords)
+            ? meta[maskOff + (first + t) * maskWords + w] : 0u;
     }
 }
 
@@ -184,26 +221,47 @@ void main() {
         [[unroll]] for (uint a = 0u; a < RV * DV; a++) {
             acc[a] = vec4(0.0);
         }
-        barrier();   // row state and Q are ready (also for items without tokens)
         bool qkActive = sr0 < tileRows;
         bool pvActive = pvThread && vr0 < tileRows;
-        fetchTile(tokStart, 0u, min(B, tokCount), head, false);
+
+        // Prologue: slots of tiles 0 (shared) and 1 (register), the mask
+        // words of tile 0, then K and V of tile 0.
+        uint slotNext = ~0u;
+        if (tid < B) {
+            sSlot[tid] = tid < tokCount ? meta[tokStart + tid] : ~0u;
+            slotNext = B + tid < tokCount ? meta[tokStart + B + tid] : ~0u;
+        }
+        uint maskNext[MWL];
+        loadMask(maskNext, 0u, tokCount, maskOff, maskWords, word0);
+        barrier();   // row state, Q and slots are ready (also for items without tokens)
+        fetchTile(0u, head, false);
+        fetchTile(0u, head, true);
 
         for (uint first = 0u; first < tokCount; first += B) {
             uint count = min(B, tokCount - first);
             uint next = first + B;
+            uint nb = ((first / B) + 1u) & 1u;   // sSlot half of the next tile
 
-            // 1. K and mask words to shared memory; fetch V.
-            storeTile();
-            if (maskWords != 0u) {
-                for (uint i = tid; i < B * MW; i += WG) {
-                    uint t = i / MW;
-                    uint w = word0 + i % MW;
-                    sMask[i] = (t < count && w < maskWords) ? meta[maskOff + (first + t) * maskWords + w] : 0u;
+            // 1. K, mask words and the next tile's slots to shared memory;
+            //    then fetch the next K, slots and mask words.
+            storeTile(false);
+            [[unroll]] for (uint i = 0u; i < MWL; i++) {
+                uint idx = tid + i * WG;
+                if (idx < B * MW) {
+                    sMask[idx] = maskNext[i];
                 }
             }
+            if (tid < B) {
+                sSlot[nb * B + tid] = slotNext;
+            }
             barrier();
-            fetchTile(tokStart, first, count, head, true);
+            if (next < tokCount) {
+                fetchTile(nb, head, false);
+                loadMask(maskNext, next, tokCount, maskOff, maskWords, word0);
+                if (tid < B) {
+                    slotNext = next + B + tid < tokCount ? meta[tokStart + next + B + tid] : ~0u;
+                }
+            }
 
             // 2. Scores of this thread's rows and tokens.
             if (qkActive) {
@@ -211,7 +269,8 @@ void main() {
                 [[unroll]] for (uint a = 0u; a < RT * BT; a++) {
                     s[a] = 0.0;
                 }
-                [[unroll]] for (uint j = 0u; j < D4; j++) {
+                [[dont_unroll]] for (uint j0 = 0u; j0 < D4; j0 += JU) [[unroll]] for (uint jj = 0u; jj < JU; jj++) {
+                    uint j = j0 + jj;
                     vec4 qv[RT];
                     [[unroll]] for (uint i = 0u; i < RT; i++) {
                         qv[i] = sQ[(sr0 + i) * KS + j];
@@ -275,10 +334,10 @@ void main() {
                 }
                 sPart[smPart * R + smRow] = partSum;
             }
-            storeTile();
+            storeTile(true);
             barrier();
             if (next < tokCount) {
-                fetchTile(tokStart, next, min(B, tokCount - next), head, false);
+                fetchTile(nb, head, true);
             }
 
             // 4. Row state and the weighted sum of V.
@@ -291,15 +350,30 @@ void main() {
                 sM[tid] = sMNew[tid];
             }
             if (pvActive) {
-                vec4 alpha = vec4(sAlpha[vr0], sAlpha[vr0 + 1u], sAlpha[vr0 + 2u], sAlpha[vr0 + 3u]);
                 [[unroll]] for (uint i = 0u; i < RV; i++) {
+                    float alpha = vr0 + i < R ? sAlpha[vr0 + i] : 0.0;
                     [[unroll]] for (uint c = 0u; c < DV; c++) {
-                        acc[i * DV + c] *= alpha[i];
+                        acc[i * DV + c] *= alpha;
                     }
                 }
                 // Tokens past count have zero V and zero probability.
-                [[unroll]] for (uint t = 0u; t < B; t++) {
-                    vec4 p = sPr[t * PS + vr0 / 4u];
+                [[dont_unroll]] for (uint t0 = 0u; t0 < B; t0 += TU) [[unroll]] for (uint tt = 0u; tt < TU; tt++) {
+                    uint t = t0 + tt;
+                    float p[RV];
+                    if (PV4) {
+                        [[unroll]] for (uint i = 0u; i < RV; i += 4u) {
+                            vec4 p4 = sPr[t * PS + (vr0 + i) / 4u];
+                            p[i] = p4.x;
+                            p[i + 1u] = p4.y;
+                            p[i + 2u] = p4.z;
+                            p[i + 3u] = p4.w;
+                        }
+                    } else {
+                        [[unroll]] for (uint i = 0u; i < RV; i++) {
+                            uint r = vr0 + i;
+                            p[i] = r < R ? sPr[t * PS + r / 4u][r % 4u] : 0.0;
+                        }
+                    }
                     [[unroll]] for (uint c = 0u; c < DV; c++) {
                         uint col = dg + c * DG;
                         if (DG * DV == D4 || col < D4) {
@@ -318,10 +392,10 @@ void main() {
         if (pvActive) {
             [[unroll]] for (uint i = 0u; i < RV; i++) {
                 uint r = vr0 + i;
-                uint qi = sRowQuery[r];
-                if (qi == ~0u) {
+                if (r >= R || sRowQuery[r] == ~0u) {
                     continue;
                 }
+                uint qi = sRowQuery[r];
                 uint g = (rowTile + r) % G;
                 uint p = (partialBase + qi) * QH + head * G + g;
                 float l = sL[r];

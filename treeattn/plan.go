@@ -83,12 +83,13 @@ type Tiles struct {
 
 // sharedBytes is partial_attn.comp's shared memory for the tiles: Q rows
 // and the K/V tile (vec4 rows padded by one), scores and probabilities
-// ([token][row], padded), mask words, softmax scratch and row state.
+// ([token][row], padded), mask words, two tiles' slot lists, softmax
+// scratch and row state.
 func (t Tiles) sharedBytes(dim int) int {
 	rowVec4s := dim/4 + 1
 	scoreVec4s := t.Rows/4 + 1
 	maskWords := (t.Rows-1)/32 + 2
-	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 4*t.Workgroup + 5*4*t.Rows
+	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*t.Workgroup + 5*4*t.Rows
 }
 
 func isPow2(v int) bool { return v > 0 && v&(v-1) == 0 }
@@ -97,8 +98,8 @@ func isPow2(v int) bool { return v > 0 && v&(v-1) == 0 }
 // derived constants of partial_attn.comp) and the device.
 func (t Tiles) check(s Shape, lim Limits) error {
 	if !isPow2(t.Workgroup) || !isPow2(t.Tokens) || !isPow2(t.Rows) || t.Tokens < 4 || t.Rows < 4 ||
-		t.Rows > t.Workgroup || t.Rows*t.Tokens < t.Workgroup || t.Workgroup > lim.MaxInvocations {
-		return fmt.Errorf("tiles %+v: sizes must be powers of two, tokens and rows at least 4, rows at most the workgroup, "+
+		t.Rows > t.Workgroup || t.Tokens > t.Workgroup || t.Rows*t.Tokens < t.Workgroup || t.Workgroup > lim.MaxInvocations {
+		return fmt.Errorf("tiles %+v: sizes must be powers of two, tokens and rows at least 4 and at most the workgroup, "+
 			"rows x tokens at least the workgroup, workgroup at most %d", t, lim.MaxInvocations)
 	}
 	if b := t.sharedBytes(s.HeadDim); b > lim.SharedMemory {
@@ -108,10 +109,12 @@ func (t Tiles) check(s Shape, lim Limits) error {
 }
 
 // ChooseTiles picks the tiles with the most work per shared-memory pass
-// that fit the device: 128 invocations (four rows x tokens register tiles
-// per thread at 32 x 32 keep enough workgroups resident per multiprocessor),
-// rows at most 32 (a slice of 8 queries of a group of 4; larger row tiles
-// waste work on the many small items of a tree), tokens at most 64.
+// that fit the device: 256 invocations where allowed (on the H100, 32 x 32
+// tiles ran few-shot b=50 in 330 us at 256 invocations, 427 us at 128 and
+// 423 us at 512; the compiler's register use, 147 vs 182 per thread, sets
+// how many workgroups stay resident), rows at most 32 (a slice of 8 queries
+// of a group of 4; larger row tiles waste work on the many small items of a
+// tree), tokens at most 64.
 func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	if err := s.Validate(); err != nil {
 		return Tiles{}, err
@@ -124,7 +127,7 @@ func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	}
 	best := Tiles{}
 	bestScore := -1
-	for _, wg := range []int{128, 64, 32, 16, 8, 4} {
+	for _, wg := range []int{256, 128, 64, 32, 16, 8, 4} {
 		for _, b := range []int{64, 32, 16, 8, 4} {
 			for _, r := range []int{32, 16, 8, 4} {
 				t := Tiles{Workgroup: wg, Tokens: b, Rows: r}
@@ -269,7 +272,7 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 	if cfg.MaxPasses <= 0 || cfg.MaxPasses > MaxTilePasses {
 		cfg.MaxPasses = MaxTilePasses
 	}
-	items = boundItems(items, tiles, cfg.Shape.GroupSize(), cfg.MaxPasses, cfg.Method == MethodDenseMask)
+	items = boundItems(items, tiles, cfg.Shape.GroupSize(), cfg.MaxPasses, cfg.Method == MethodDenseMask, cfg.Method == MethodFlatten)
 	p := &Plan{Config: cfg, Tiles: tiles, NumQueries: len(t.Queries), NumSlots: t.NumSlots()}
 	if err := p.encode(items); err != nil {
 		return nil, err
@@ -464,9 +467,10 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 // maxPasses passes. Slices run as separate workgroups: a 200-row few-shot
 // prompt block becomes seven workgroups that fill the GPU, each keeping its
 // K/V tile in shared memory for its rows while the others read it from L2.
-// Dense items keep every query, seen tokens or not: that is the dense-mask
-// baseline.
-func boundItems(items []work, tiles Tiles, group, maxPasses int, dense bool) []work {
+// With compact (flatten), slices drop the tokens none of their queries
+// sees. Dense items keep every query and token, seen or not: that is the
+// dense-mask baseline.
+func boundItems(items []work, tiles Tiles, group, maxPasses int, dense, compact bool) []work {
 	slice := max(1, tiles.Rows/group)
 	rowTiles := ceilDiv(slice*group, tiles.Rows)
 	chunk := max(1, maxPasses/rowTiles) * tiles.Tokens
@@ -476,11 +480,55 @@ func boundItems(items []work, tiles Tiles, group, maxPasses int, dense bool) []w
 		for from := 0; from < tokens; from += chunk {
 			part := w.sub(from, min(from+chunk, tokens), 0, len(w.queries), dense)
 			for q := 0; q < len(part.queries); q += slice {
-				if s := part.sub(0, len(part.slots), q, min(q+slice, len(part.queries)), dense); len(s.queries) > 0 {
-					out = append(out, s)
+				s := part.sub(0, len(part.slots), q, min(q+slice, len(part.queries)), dense)
+				if len(s.queries) == 0 {
+					continue
 				}
+				if compact {
+					if s = s.dropUnseen(); len(s.slots) == 0 {
+						continue
+					}
+				}
+				out = append(out, s)
 			}
 		}
+	}
+	return out
+}
+
+// dropUnseen removes the tokens no query of w sees: a query slice of a
+// flatten block that straddles branches (or a speculative tree's one-token
+// leaves) keeps only its own tokens instead of the whole block's.
+func (w work) dropUnseen() work {
+	if w.mask == nil {
+		return w
+	}
+	words := ceilDiv(len(w.queries), 32)
+	var keep []int
+	for t := range w.slots {
+		for _, m := range w.mask[t*words : (t+1)*words] {
+			if m != 0 {
+				keep = append(keep, t)
+				break
+			}
+		}
+	}
+	if len(keep) == len(w.slots) {
+		return w
+	}
+	out := work{queries: w.queries, slots: make([]int32, len(keep)), mask: make([]uint32, len(keep)*words)}
+	full := true
+	for i, t := range keep {
+		out.slots[i] = w.slots[t]
+		copy(out.mask[i*words:(i+1)*words], w.mask[t*words:(t+1)*words])
+		for q := range w.queries {
+			if w.mask[t*words+q/32]>>(q%32)&1 == 0 {
+				full = false
+			}
+		}
+	}
+	if full {
+		out.mask = nil
 	}
 	return out
 }

@@ -187,3 +187,15 @@ func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 	push = binary.LittleEndian.AppendUint32(push, dp.redGrid[0])
 	return rec.Dispatch(dp.reduce, dp.redGrid, push, dp.partO.All(), dp.partL.All(), dp.meta.All(), out.All())
 }
+
+// KernelStats returns the driver's compiler statistics (registers, spills,
+// shared memory; see vk.Kernel.Stats) of the plan's two kernels.
+func (dp *DevicePlan) KernelStats() (attn, reduce []vk.KernelStat, err error) {
+	if attn, err = dp.attn.Stats(); err != nil {
+		return nil, nil, err
+	}
+	if reduce, err = dp.reduce.Stats(); err != nil {
+		return nil, nil, err
+	}
+	return attn, reduce, nil
+}

@@ -41,6 +41,7 @@ type Device struct {
 	cache      *pipelineCache
 
 	coopMat bool
+	stats   bool // pipelines capture compiler statistics
 
 	// FenceTimeout bounds every wait for GPU work.
 	FenceTimeout time.Duration
@@ -126,6 +127,9 @@ func (i *Instance) Open(sel string) (*Device, error) {
 	coopmat := c.cooperative_matrix != 0 && (i.layerVersion == 0 || i.layerVersion >= vk.MakeVersion(1, 3, 255))
 	enable("VK_KHR_cooperative_matrix", coopmat)
 	enable("VK_KHR_portability_subset", true) // required when present
+	// Compiler statistics (registers, spills) of every kernel, for tuning.
+	enable("VK_KHR_pipeline_executable_properties", true)
+	pipelineStats := exts["VK_KHR_pipeline_executable_properties"]
 
 	en := C.deft_enable{
 		storage_buffer16: c.storage_buffer16, uniform_storage16: c.uniform_storage16,
@@ -134,6 +138,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		subgroup_size_control: c.subgroup_size_control, compute_full_subgroups: c.compute_full_subgroups,
 		cooperative_matrix: cbool(coopmat),
 		shader_int64:       cbool(info.ShaderInt64), shader_int16: cbool(info.ShaderInt16),
+		pipeline_exec:      cbool(pipelineStats),
 	}
 	ext := pd.ext
 	ext.coopmat = cbool(coopmat)
@@ -171,6 +176,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		recs:         map[*Recorder]struct{}{},
 		FenceTimeout: 5 * time.Minute,
 		coopMat:      coopmat,
+		stats:        pipelineStats,
 	}
 	// Out-parameters are locals: cgo rejects pointers into structs holding Go pointers.
 	var queue vk.Queue

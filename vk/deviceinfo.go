@@ -181,6 +181,7 @@ func (i *Instance) describe(index int, h vk.PhysicalDevice) (*physicalDevice, er
 	pd.ext.storage8 = cbool(v12 || exts["VK_KHR_8bit_storage"])
 	pd.ext.size_control = cbool(v13 || exts["VK_EXT_subgroup_size_control"])
 	pd.ext.coopmat = cbool(exts["VK_KHR_cooperative_matrix"])
+	pd.ext.pipeline_exec = cbool(exts["VK_KHR_pipeline_executable_properties"])
 	if r := C.deft_query_caps(unsafe.Pointer(i.handle), unsafe.Pointer(h), &pd.ext, &pd.caps); r != 0 {
 		return nil, fmt.Errorf("query Vulkan 1.1 properties: shim error %d (device supports %s)", int(r), versionString(props.ApiVersion))
 	}

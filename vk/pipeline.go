@@ -1,5 +1,11 @@
 package vk
 
+/*
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
 import (
 	"encoding/binary"
 	"fmt"
@@ -183,8 +189,13 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 	if d.cache != nil {
 		cache = d.cache.handle
 	}
+	var flags vk.PipelineCreateFlags
+	if d.stats {
+		flags |= pipelineCaptureStatistics
+	}
 	if err := check("vkCreateComputePipelines", vk.CreateComputePipelines(d.handle, cache, 1, []vk.ComputePipelineCreateInfo{{
 		SType:  vk.StructureTypeComputePipelineCreateInfo,
+		Flags:  flags,
 		Stage:  stage,
 		Layout: k.layout,
 	}}, nil, pipes)); err != nil {
@@ -212,4 +223,46 @@ func (k *Kernel) destroy() {
 		vk.DestroyDescriptorSetLayout(d.handle, k.setLay, nil)
 		k.setLay = nil
 	}
+}
+
+// VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR (newer than the binding's headers).
+const pipelineCaptureStatistics = 0x40
+
+// KernelStat is one compiler statistic of a kernel as the driver reports it
+// (VK_KHR_pipeline_executable_properties): registers, spills, shared memory,
+// instruction counts; names and meanings vary by vendor.
+type KernelStat struct {
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Value       float64 `json:"value"`
+}
+
+// Stats returns the driver's compiler statistics of the kernel, or an error
+// when the device does not report them.
+func (k *Kernel) Stats() ([]KernelStat, error) {
+	if !k.d.stats {
+		return nil, fmt.Errorf("kernel %s statistics: device %q lacks VK_KHR_pipeline_executable_properties", k.Name, k.d.Info.Name)
+	}
+	out := (*[C.DEFT_MAX_STATS]C.deft_stat)(C.malloc(C.size_t(C.DEFT_MAX_STATS) * C.size_t(unsafe.Sizeof(C.deft_stat{}))))
+	defer C.free(unsafe.Pointer(out))
+	var n C.uint32_t
+	if r := C.deft_pipeline_stats(unsafe.Pointer(k.d.inst.handle), unsafe.Pointer(k.d.handle), C.uint64_t(uintptr(unsafe.Pointer(k.pipeline))),
+		&out[0], C.DEFT_MAX_STATS, &n); r < 0 {
+		return nil, fmt.Errorf("kernel %s statistics: %w", k.Name, check("vkGetPipelineExecutableStatisticsKHR", vk.Result(r)))
+	}
+	stats := make([]KernelStat, int(n))
+	for i := range stats {
+		s := &out[i]
+		st := KernelStat{Name: C.GoString(&s.name[0]), Description: C.GoString(&s.description[0])}
+		switch s.format {
+		case 1:
+			st.Value = float64(s.i64)
+		case 3:
+			st.Value = float64(s.f64)
+		default:
+			st.Value = float64(s.u64)
+		}
+		stats[i] = st
+	}
+	return stats, nil
 }

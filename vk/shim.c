@@ -49,6 +49,9 @@ enum {
 	ST_COOPMAT_FEATURES = 1000506000,
 	ST_COOPMAT_PROPS = 1000506001,
 	ST_DEBUG_MESSENGER_CI = 1000128004,
+	ST_PEXEC_FEATURES = 1000269000,
+	ST_PIPELINE_EXECUTABLE_INFO = 1000269003,
+	ST_PIPELINE_EXECUTABLE_STATISTIC = 1000269004,
 };
 
 typedef struct { uint32_t sType; void *pNext; } base_t;
@@ -63,6 +66,14 @@ typedef struct { uint32_t sType; void *pNext; uint32_t storageBuffer, uniformAnd
 typedef struct { uint32_t sType; void *pNext; uint32_t storageBuffer, uniformAndStorage, pushConstant; } storage8_features_t;
 typedef struct { uint32_t sType; void *pNext; uint32_t float16, int8; } f16i8_features_t;
 typedef struct { uint32_t sType; void *pNext; uint32_t coopmat, robust; } coopmat_features_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t info; } pexec_features_t;
+typedef struct { uint32_t sType; const void *pNext; uint64_t pipeline; uint32_t executableIndex; } pexec_info_t;
+typedef struct {
+	uint32_t sType; void *pNext;
+	char name[256]; char description[256];
+	uint32_t format;
+	union { uint32_t b32; int64_t i64; uint64_t u64; double f64; } value;
+} pexec_stat_t;
 typedef struct {
 	uint32_t sType; void *pNext;
 	uint32_t m, n, k, a, b, c, result, saturating, scope;
@@ -164,6 +175,7 @@ typedef struct {
 	f16i8_features_t fi;
 	size_control_features_t scf;
 	coopmat_features_t cmf;
+	pexec_features_t pef;
 } feature_chain_t;
 
 void *deft_features_chain(const deft_ext *ext, const deft_enable *en) {
@@ -201,7 +213,45 @@ void *deft_features_chain(const deft_ext *ext, const deft_enable *en) {
 		c->cmf.coopmat = en->cooperative_matrix;
 		tail->pNext = &c->cmf; tail = (base_t *)&c->cmf;
 	}
+	if (ext->pipeline_exec) {
+		c->pef.sType = ST_PEXEC_FEATURES;
+		c->pef.info = en->pipeline_exec;
+		tail->pNext = &c->pef; tail = (base_t *)&c->pef;
+	}
 	return c;
+}
+
+int deft_pipeline_stats(void *instance, void *device, uint64_t pipeline, deft_stat *out, uint32_t cap, uint32_t *count) {
+	typedef deft_pfn (*gdpa_fn)(void *, const char *);
+	typedef int32_t (*stats_fn)(void *, const pexec_info_t *, uint32_t *, pexec_stat_t *);
+	*count = 0;
+	gdpa_fn gdpa = (gdpa_fn)gipa(instance, "vkGetDeviceProcAddr");
+	stats_fn get = gdpa ? (stats_fn)gdpa(device, "vkGetPipelineExecutableStatisticsKHR") : NULL;
+	if (get == NULL) return -7; // VK_ERROR_EXTENSION_NOT_PRESENT
+	pexec_info_t info = {ST_PIPELINE_EXECUTABLE_INFO, NULL, pipeline, 0};
+	uint32_t n = 0;
+	int32_t r = get(device, &info, &n, NULL);
+	if (r != 0) return r;
+	if (n > cap) n = cap;
+	pexec_stat_t *st = calloc(n ? n : 1, sizeof *st);
+	if (st == NULL) return -1; // VK_ERROR_OUT_OF_HOST_MEMORY
+	for (uint32_t i = 0; i < n; i++) st[i].sType = ST_PIPELINE_EXECUTABLE_STATISTIC;
+	r = get(device, &info, &n, st);
+	if (r >= 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			memcpy(out[i].name, st[i].name, sizeof out[i].name);
+			memcpy(out[i].description, st[i].description, sizeof out[i].description);
+			out[i].name[255] = out[i].description[255] = 0;
+			out[i].format = st[i].format;
+			out[i].u64 = st[i].value.u64;
+			out[i].i64 = st[i].value.i64;
+			out[i].f64 = st[i].value.f64;
+			if (st[i].format == 0) out[i].u64 = st[i].value.b32;
+		}
+		*count = n;
+	}
+	free(st);
+	return r;
 }
 
 void deft_free_features_chain(void *chain) { free(chain); }

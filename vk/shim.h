@@ -44,6 +44,7 @@ typedef struct {
 	uint32_t storage8;       // VK_KHR_8bit_storage or 1.2
 	uint32_t size_control;   // VK_EXT_subgroup_size_control or 1.3
 	uint32_t coopmat;        // VK_KHR_cooperative_matrix
+	uint32_t pipeline_exec;  // VK_KHR_pipeline_executable_properties
 } deft_ext;
 
 // Features to enable at device creation.
@@ -54,7 +55,25 @@ typedef struct {
 	uint32_t subgroup_size_control, compute_full_subgroups;
 	uint32_t cooperative_matrix;
 	uint32_t shader_int64, shader_int16;
+	uint32_t pipeline_exec;
 } deft_enable;
+
+// One compiler statistic of a pipeline (VK_KHR_pipeline_executable_properties):
+// format 0 bool, 1 int64, 2 uint64, 3 float64.
+typedef struct {
+	char name[256];
+	char description[256];
+	uint32_t format;
+	uint64_t u64;
+	int64_t i64;
+	double f64;
+} deft_stat;
+
+enum { DEFT_MAX_STATS = 64 };
+
+// Statistics of executable 0 of a pipeline created with capture-statistics;
+// returns a VkResult and the count in *count.
+int deft_pipeline_stats(void *instance, void *device, uint64_t pipeline, deft_stat *out, uint32_t cap, uint32_t *count);
 
 void *deft_load_vulkan(const char *path, char *err, size_t errlen);
 uint32_t deft_instance_version(void);
