@@ -138,7 +138,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		subgroup_size_control: c.subgroup_size_control, compute_full_subgroups: c.compute_full_subgroups,
 		cooperative_matrix: cbool(coopmat),
 		shader_int64:       cbool(info.ShaderInt64), shader_int16: cbool(info.ShaderInt16),
-		pipeline_exec:      cbool(pipelineStats),
+		pipeline_exec: cbool(pipelineStats),
 	}
 	ext := pd.ext
 	ext.coopmat = cbool(coopmat)
