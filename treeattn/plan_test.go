@@ -553,7 +553,7 @@ func TestPlanFlattenBlocksAreEven(t *testing.T) {
 }
 
 func TestPlanFlattenAutoBlock(t *testing.T) {
-	// The automatic block is a whole number of tiles, between one and eight.
+	// The automatic block is a whole number of tiles, between one and twelve.
 	rng := planRNG(t)
 	for trial := range 20 {
 		tr := planAllSeenTree(rng, treeattn.KindRandom, false, 32, 64)
@@ -565,7 +565,7 @@ func TestPlanFlattenAutoBlock(t *testing.T) {
 				require.Positive(t, tile)
 				assert.Zero(t, p.BlockTokens%tile, "trial %d %s: block %d, tile %d", trial, m, p.BlockTokens, tile)
 				assert.GreaterOrEqual(t, p.BlockTokens, tile, "trial %d %s", trial, m)
-				assert.LessOrEqual(t, p.BlockTokens, 8*tile, "trial %d %s", trial, m)
+				assert.LessOrEqual(t, p.BlockTokens, 12*tile, "trial %d %s", trial, m)
 			}
 		}
 	}
