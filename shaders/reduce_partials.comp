@@ -23,28 +23,63 @@ layout(push_constant) uniform Push {
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
+shared uint sPart[WG];    // partial indices of the current chunk
+shared float sW[WG];      // their weights exp(lse - max)
+
 void main() {
     uint query = gl_WorkGroupID.x + gl_WorkGroupID.z * pc.gridX;
     if (query >= pc.nQueries) {
         return;
     }
     uint h = gl_WorkGroupID.y;
+    uint tid = gl_LocalInvocationIndex;
     uint begin = meta[pc.offsetsOff + query];
     uint end = meta[pc.offsetsOff + query + 1u];
+    // The maximum log-sum-exp: one partial per thread, so the loads of a
+    // query's partials overlap instead of forming one dependent chain.
     float m = NEG_INF;
-    for (uint i = begin; i < end; i++) {
+    for (uint i = begin + tid; i < end; i += WG) {
         m = max(m, pl[meta[pc.listOff + i] * QH + h]);
     }
-    for (uint j = gl_LocalInvocationIndex; j < D; j += WG) {
-        float num = 0.0;
-        float den = 0.0;
-        for (uint i = begin; i < end; i++) {
-            uint p = meta[pc.listOff + i] * QH + h;
+    sW[tid] = m;
+    barrier();
+    m = NEG_INF;
+    for (uint i = 0u; i < WG; i++) {
+        m = max(m, sW[i]);
+    }
+    barrier();
+    // Weighted sums in chunks of WG partials, in a fixed order: bit-identical reruns.
+    float num[(D + WG - 1u) / WG];
+    for (uint c = 0u; c < (D + WG - 1u) / WG; c++) {
+        num[c] = 0.0;
+    }
+    float den = 0.0;
+    for (uint chunk = begin; chunk < end; chunk += WG) {
+        uint n = min(WG, end - chunk);
+        if (tid < n) {
+            uint p = meta[pc.listOff + chunk + tid] * QH + h;
             float lse = pl[p];
-            float w = lse == NEG_INF ? 0.0 : exp(lse - m);
-            num += w * po[p * D + j];
-            den += w;
+            sPart[tid] = p;
+            sW[tid] = lse == NEG_INF ? 0.0 : exp(lse - m);
         }
-        o[(query * QH + h) * D + j] = den > 0.0 ? num / den : 0.0;
+        barrier();
+        for (uint i = 0u; i < n; i++) {
+            float w = sW[i];
+            uint p = sPart[i];
+            den += w;
+            for (uint c = 0u; c < (D + WG - 1u) / WG; c++) {
+                uint j = tid + c * WG;
+                if (j < D) {
+                    num[c] += w * po[p * D + j];
+                }
+            }
+        }
+        barrier();
+    }
+    for (uint c = 0u; c < (D + WG - 1u) / WG; c++) {
+        uint j = tid + c * WG;
+        if (j < D) {
+            o[(query * QH + h) * D + j] = den > 0.0 ? num[c] / den : 0.0;
+        }
     }
 }

@@ -26,3 +26,26 @@ func TestMethodsMatchReferenceOnRandomTrees(t *testing.T) {
 		}
 	}
 }
+
+// TestReductionOfManyPartials gives each query more partial results than
+// the reduction's workgroup (one-token flash-decoding chunks), so the
+// reduction merges them in several chunks.
+func TestReductionOfManyPartials(t *testing.T) {
+	d := gputest.Device(t)
+	rng := gputest.Rand(t)
+	shortest := func(tr *treeattn.Tree) int {
+		n := tr.TotalTokens()
+		for q := range tr.Queries {
+			n = min(n, len(tr.QuerySlots(q)))
+		}
+		return n
+	}
+	var tree *treeattn.Tree
+	for tree == nil || shortest(tree) <= 2*64 { // the reduction's workgroup is 64
+		tree = treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: 3, MaxNodeTokens: 100, MaxQueries: 3, Kind: treeattn.KindChain})
+	}
+	shape := treeattn.Shape{QHeads: 4, KVHeads: 2, HeadDim: 64}
+	res := conformance.Run(d, rng, conformance.Case{Name: "many partials", Tree: tree, Method: treeattn.MethodFlashDecoding, Shape: shape, KV: treeattn.KVF32, Block: 1})
+	require.True(t, res.Pass, "%+v", res)
+	t.Logf("rel L2 %.2g, %d queries, %d path tokens", res.RelL2, res.Queries, tree.SumPathLengths())
+}
