@@ -110,7 +110,9 @@ type RunConfig struct {
 	Seed       uint64            `json:"seed"`
 	Workloads  string            `json:"workloads_dir,omitempty"`
 	TraceTree  int               `json:"trace_tree"`
-	Validation bool              `json:"validation"`
+	// KVLayout is where the workloads' K/V slots come from (Layout).
+	KVLayout   Layout `json:"kv_layout,omitempty"`
+	Validation bool   `json:"validation"`
 	// LayerTiming states how per-step times are obtained.
 	LayerTiming string `json:"layer_timing"`
 }
@@ -265,6 +267,9 @@ func (r *Report) WriteHeader(w io.Writer) {
 	fmt.Fprintf(w, "model %s, %s KV; %d runs per step and method, L2 flushed by a %d MiB fill before each run\n",
 		c.Model, c.KV, c.Runs, c.FlushBytes>>20)
 	fmt.Fprintf(w, "time per step = %d layers x one layer's median (every layer has the same shape and tree; one layer is timed)\n", c.Model.Layers)
+	if c.KVLayout == LayoutPaged {
+		fmt.Fprintln(w, "workload K/V slots: paged (a kvpool replay: pages of 8 slots, forks on fresh pages)")
+	}
 	if r.Probe != nil {
 		fmt.Fprintf(w, "roofline %.1f GB/s (deft probe, %s)\n", r.Probe.BytesPerSec/1e9, r.Probe.When.Format(time.DateOnly))
 	} else {

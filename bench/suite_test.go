@@ -31,7 +31,7 @@ func tinyConfig(progress *int) Config {
 func TestMeasureWorkload(t *testing.T) {
 	d := gputest.Device(t)
 	rng := gputest.Rand(t)
-	w, err := Sample("tiny-fewshot", "", func() (replay.Workload, error) { return replay.NewFewShot(48, 3, 9) }, 3)
+	w, err := Sample("tiny-fewshot", "", func() (replay.Workload, error) { return replay.NewFewShot(48, 3, 9) }, 3, LayoutContiguous)
 	require.NoError(t, err)
 	calls := 0
 	res, err := Measure(d, rng, w, tinyConfig(&calls))
@@ -131,4 +131,22 @@ func TestMeasureSnapshotAndErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "not a multiple of 4")
 	_, err = Measure(d, rng, &Sampled{Name: "empty"}, cfg)
 	assert.ErrorContains(t, err, "no steps")
+}
+
+// TestMeasurePagedWorkload times a workload whose trees use a KV pool's
+// paged slots: every method still matches the reference.
+func TestMeasurePagedWorkload(t *testing.T) {
+	d := gputest.Device(t)
+	rng := gputest.Rand(t)
+	w, err := Sample("tiny-fewshot", "", func() (replay.Workload, error) { return replay.NewFewShot(45, 3, 9) }, 2, LayoutPaged)
+	require.NoError(t, err)
+	calls := 0
+	res, err := Measure(d, rng, w, tinyConfig(&calls))
+	require.NoError(t, err)
+	assert.Empty(t, res.Failed())
+	for _, m := range res.Methods {
+		require.Empty(t, m.Error, m.Method)
+		require.NotNil(t, m.RelL2, m.Method)
+		assert.LessOrEqual(t, *m.RelL2, conformance.Tolerance(treeattn.KVF16), m.Method)
+	}
 }

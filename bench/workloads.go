@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/replay"
 	"github.com/deft-vk/deft/treeattn"
 )
@@ -364,11 +365,41 @@ func SampleIndices(m, n int) []int {
 	return out
 }
 
-// Sample replays a workload twice with replay.Run (newW must return a
-// fresh replay each call): once to count its decode steps (steps that are
-// not Prefill), then to take the attention trees (replay.Simulator.Tree)
-// of n evenly spaced decode steps (SampleIndices; all when n <= 0).
-func Sample(name, description string, newW func() (replay.Workload, error), n int) (*Sampled, error) {
+// Layout says where the K/V slots of the sampled trees come from.
+type Layout string
+
+const (
+	// LayoutContiguous takes trees from replay.Simulator: each node's
+	// tokens in consecutive slots, in creation order.
+	LayoutContiguous Layout = "contiguous"
+	// LayoutPaged replays onto a host kvpool.Pool through
+	// replay.PoolDriver, as a serving engine would: pages of
+	// kvpool.DefaultPageTokens slots, forks start on fresh pages, pruned
+	// pages are reused, speculative drafts take consecutive slots.
+	LayoutPaged Layout = "paged"
+)
+
+// ParseLayout parses a --kv-layout value.
+func ParseLayout(s string) (Layout, error) {
+	switch Layout(s) {
+	case LayoutContiguous, LayoutPaged:
+		return Layout(s), nil
+	case "":
+		return LayoutContiguous, nil
+	}
+	return "", fmt.Errorf("unknown KV layout %q (want %s or %s)", s, LayoutContiguous, LayoutPaged)
+}
+
+// pagedBudget sizes the bookkeeping-only pool of LayoutPaged: its pages
+// hold one fp32 value pair per slot, so this is 2^20 slots, far more than
+// any workload keeps live.
+const pagedBudget = 1 << 24
+
+// Sample replays a workload twice (newW must return a fresh replay each
+// call): once to count its decode steps (steps that are not Prefill), then
+// to take the attention trees of n evenly spaced decode steps
+// (SampleIndices; all when n <= 0), with slots laid out as layout says.
+func Sample(name, description string, newW func() (replay.Workload, error), n int, layout Layout) (*Sampled, error) {
 	w, err := newW()
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", name, err)
@@ -389,21 +420,31 @@ func Sample(name, description string, newW func() (replay.Workload, error), n in
 		return nil, fmt.Errorf("workload %s: %w", name, err)
 	}
 	decode := 0
-	_, err = replay.Run(w, func(st replay.Step, sim *replay.Simulator) error {
+	take := func(st replay.Step, tree func() (*treeattn.Tree, error)) error {
 		if st.Prefill {
 			return nil
 		}
 		k := decode
 		decode++
 		if len(s.Steps) < len(want) && want[len(s.Steps)] == k {
-			t, err := sim.Tree()
+			t, err := tree()
 			if err != nil {
 				return err
 			}
 			s.Steps = append(s.Steps, StepTree{Step: st.Index, Decode: k, Tree: t})
 		}
 		return nil
-	})
+	}
+	switch layout {
+	case LayoutContiguous, "":
+		_, err = replay.Run(w, func(st replay.Step, sim *replay.Simulator) error {
+			return take(st, sim.Tree)
+		})
+	case LayoutPaged:
+		err = replayPaged(w, take)
+	default:
+		err = fmt.Errorf("unknown KV layout %q", layout)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", name, err)
 	}
@@ -414,7 +455,30 @@ func Sample(name, description string, newW func() (replay.Workload, error), n in
 	return s, nil
 }
 
+// replayPaged drives w onto a host KV pool and hands take each step's tree
+// over the pool's slots (a copy: the pool's tree changes with later steps).
+func replayPaged(w replay.Workload, take func(replay.Step, func() (*treeattn.Tree, error)) error) error {
+	pool, err := kvpool.NewHost(kvpool.Config{Layers: 1, KVHeads: 1, HeadDim: 2, KV: treeattn.KVF32, BudgetBytes: pagedBudget})
+	if err != nil {
+		return err
+	}
+	d := replay.NewPoolDriver(pool)
+	for st := range replay.Steps(w) {
+		step, err := d.Begin(st)
+		if err != nil {
+			return err
+		}
+		if err := take(st, func() (*treeattn.Tree, error) { return step.Tree.Clone(), nil }); err != nil {
+			return err
+		}
+		if err := d.End(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SampleWorkload samples a named workload (see Sample).
-func SampleWorkload(def WorkloadDef, src Source, n int) (*Sampled, error) {
-	return Sample(def.Name, def.Description, func() (replay.Workload, error) { return def.New(src) }, n)
+func SampleWorkload(def WorkloadDef, src Source, n int, layout Layout) (*Sampled, error) {
+	return Sample(def.Name, def.Description, func() (replay.Workload, error) { return def.New(src) }, n, layout)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/replay"
 	"github.com/deft-vk/deft/treeattn"
 )
@@ -51,7 +52,7 @@ func sameShape(t *testing.T, want, got *treeattn.Tree) {
 }
 
 func TestSampleFewShot(t *testing.T) {
-	s, err := Sample("tiny", "3 branches", func() (replay.Workload, error) { return replay.NewFewShot(10, 3, 8) }, 3)
+	s, err := Sample("tiny", "3 branches", func() (replay.Workload, error) { return replay.NewFewShot(10, 3, 8) }, 3, LayoutContiguous)
 	require.NoError(t, err)
 	assert.Equal(t, 8, s.DecodeSteps)
 	assert.Equal(t, 1, s.Prefills)
@@ -65,11 +66,11 @@ func TestSampleFewShot(t *testing.T) {
 		require.NoError(t, st.Tree.Validate(st.Tree.NumSlots()))
 	}
 
-	all, err := Sample("tiny", "", func() (replay.Workload, error) { return replay.NewFewShot(10, 3, 8) }, 0)
+	all, err := Sample("tiny", "", func() (replay.Workload, error) { return replay.NewFewShot(10, 3, 8) }, 0, LayoutContiguous)
 	require.NoError(t, err)
 	assert.Len(t, all.Steps, 8)
 
-	_, err = Sample("broken", "", func() (replay.Workload, error) { return replay.NewFewShot(0, 3, 8) }, 3)
+	_, err = Sample("broken", "", func() (replay.Workload, error) { return replay.NewFewShot(0, 3, 8) }, 3, LayoutContiguous)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "workload broken")
 }
@@ -211,7 +212,7 @@ func TestWorkloads(t *testing.T) {
 	} {
 		def, err := FindWorkload(tc.name)
 		require.NoError(t, err)
-		s, err := SampleWorkload(def, testSource, 4)
+		s, err := SampleWorkload(def, testSource, 4, LayoutContiguous)
 		require.NoError(t, err, tc.name)
 		assert.Equal(t, tc.decodeSteps, s.DecodeSteps, tc.name)
 		assert.Equal(t, 1, s.Prefills, tc.name)
@@ -227,7 +228,7 @@ func TestWorkloads(t *testing.T) {
 	}
 	// The last few-shot step is the b=20 snapshot tree.
 	def, _ := FindWorkload("fewshot-b20")
-	s, err := SampleWorkload(def, testSource, 2)
+	s, err := SampleWorkload(def, testSource, 2, LayoutContiguous)
 	require.NoError(t, err)
 	snap, err := FindSnapshot("fewshot-b20", testSource)
 	require.NoError(t, err)
@@ -235,7 +236,7 @@ func TestWorkloads(t *testing.T) {
 
 	// spec-64's file is not in testdata.
 	def, _ = FindWorkload("spec-64")
-	_, err = SampleWorkload(def, testSource, 4)
+	_, err = SampleWorkload(def, testSource, 4, LayoutContiguous)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "APPS_tree_size64.json")
 
@@ -246,4 +247,57 @@ func TestWorkloads(t *testing.T) {
 	_, err = Source{Dir: testSource.Dir, TraceTree: 5}.ReasoningTree(SortingFile)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "1 complete trees")
+}
+
+// TestSamplePagedLayout replays workloads onto a KV pool: the sampled trees
+// have the contiguous layout's queries and path lengths, over the pool's
+// slots, where every branch of the few-shot tree starts on a fresh page.
+func TestSamplePagedLayout(t *testing.T) {
+	pathLengths := func(tr *treeattn.Tree) []int {
+		out := make([]int, len(tr.Queries))
+		for q := range tr.Queries {
+			out[q] = len(tr.QuerySlots(q))
+		}
+		return out
+	}
+	for _, name := range []string{"fewshot-b20", "sorting", "spec-32"} {
+		def, err := FindWorkload(name)
+		require.NoError(t, err)
+		flat, err := SampleWorkload(def, testSource, 4, LayoutContiguous)
+		require.NoError(t, err, name)
+		paged, err := SampleWorkload(def, testSource, 4, LayoutPaged)
+		require.NoError(t, err, name)
+		assert.Equal(t, flat.DecodeSteps, paged.DecodeSteps, name)
+		require.Len(t, paged.Steps, len(flat.Steps), name)
+		for i, st := range paged.Steps {
+			assert.Equal(t, flat.Steps[i].Step, st.Step, name)
+			assert.Equal(t, flat.Steps[i].Decode, st.Decode, name)
+			require.NoError(t, st.Tree.Validate(st.Tree.NumSlots()), "%s step %d", name, st.Step)
+			assert.Equal(t, pathLengths(flat.Steps[i].Tree), pathLengths(st.Tree), "%s step %d", name, st.Step)
+			assert.Equal(t, flat.Steps[i].Tree.TotalTokens(), st.Tree.TotalTokens(), "%s step %d", name, st.Step)
+		}
+	}
+	def, _ := FindWorkload("fewshot-b20")
+	paged, err := SampleWorkload(def, testSource, 2, LayoutPaged)
+	require.NoError(t, err)
+	tr := paged.Steps[1].Tree
+	branches := 0
+	for _, nd := range tr.Nodes {
+		if nd.Parent >= 0 {
+			branches++
+			assert.Zero(t, nd.Slots[0]%kvpool.DefaultPageTokens, "a forked branch starts on a fresh page")
+		}
+	}
+	assert.Equal(t, 20, branches)
+}
+
+func TestParseLayout(t *testing.T) {
+	for in, want := range map[string]Layout{"": LayoutContiguous, "contiguous": LayoutContiguous, "paged": LayoutPaged} {
+		got, err := ParseLayout(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	_, err := ParseLayout("striped")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "paged")
 }

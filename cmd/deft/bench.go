@@ -28,6 +28,7 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "workload", Usage: fmt.Sprintf("multi-step workloads %v, or 'all' (repeatable)", bench.WorkloadNames())},
 			&cli.IntFlag{Name: "sample", Value: 4, Usage: "decode steps timed per workload, evenly spaced with the first and last (0: every step)"},
 			&cli.StringFlag{Name: "workloads", EnvVars: []string{"DEFT_WORKLOADS"}, Usage: "the shared workloads folder with deft/reasoning and deft/speculative (default: ../shared/workloads next to the working directory or the repository)"},
+			&cli.StringFlag{Name: "kv-layout", Value: string(bench.LayoutContiguous), Usage: "where workload K/V slots come from: contiguous (per node, creation order) or paged (replayed onto a kvpool: pages of 8 slots)"},
 			&cli.IntFlag{Name: "trace-tree", Usage: "which complete tree of a reasoning trace the sorting and set workloads replay (0: the first)"},
 			&cli.StringFlag{Name: "model", Value: "llama3-8b", Usage: "attention shape preset (llama3-8b, llama2-7b), overridden by the shape flags; 'custom', or --q-heads/--kv-heads/--head-dim without --model, takes the shape from the flags alone"},
 			&cli.IntFlag{Name: "q-heads", Usage: "query heads (overrides the preset)"},
@@ -109,6 +110,10 @@ func benchAction(c *cli.Context) (err error) {
 		return fmt.Errorf("--flush-mib %d: want at least 1", c.Int("flush-mib"))
 	}
 	src := bench.Source{Dir: c.String("workloads"), TraceTree: c.Int("trace-tree")}
+	layout, err := bench.ParseLayout(c.String("kv-layout"))
+	if err != nil {
+		return fmt.Errorf("--kv-layout: %w", err)
+	}
 
 	// Build every tree and sample every workload before opening the device:
 	// missing data fails fast.
@@ -129,7 +134,7 @@ func benchAction(c *cli.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		s, err := bench.SampleWorkload(def, src, c.Int("sample"))
+		s, err := bench.SampleWorkload(def, src, c.Int("sample"), layout)
 		if err != nil {
 			return err
 		}
@@ -158,7 +163,7 @@ func benchAction(c *cli.Context) (err error) {
 	}
 	report := bench.NewReport(d.Info, bench.RunConfig{Model: model, KV: kv.String(), Methods: methods, Runs: cfg.Runs, Sample: c.Int("sample"),
 		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles,
-		Seed: seed, Workloads: src.Dir, TraceTree: src.TraceTree, Validation: c.Bool("validation")}, roof)
+		Seed: seed, Workloads: src.Dir, TraceTree: src.TraceTree, KVLayout: layout, Validation: c.Bool("validation")}, roof)
 
 	total := 0
 	for _, s := range work {
