@@ -15,7 +15,7 @@
 //      tile's slot list go to shared memory; the next tile's K, mask words
 //      and the slots of the tile after it are fetched into registers;
 //   2. scores S = Q K^T: each thread scores one token against RT rows that
-//      all threads of its token tile share (Q reads are broadcasts);
+//      all B threads of its token tile share (Q reads are broadcasts);
 //   3. online softmax in the log2 domain (Q is pre-scaled by scale*log2 e),
 //      WG/R threads per row, probabilities in a second buffer; V of the
 //      tile goes to shared memory and the next tile's V is fetched;
@@ -43,12 +43,9 @@ const uint KS = D4 + 1u;   // vec4 stride of Q, K, V rows: one vec4 of padding s
 const uint PS = R / 4u + 1u;   // vec4 stride of one token's scores (rows of the tile)
 
 // Scores: one token per thread (threads along tokens) and RT rows that are
-// the same for all threads of a token tile, so Q reads are broadcasts and
+// the same for all B threads of a token tile, so Q reads are broadcasts and
 // only K reads use shared-memory bandwidth: each K vec4 feeds 4*RT FMAs.
-const uint S_PER = (R * B) / WG;
-const uint BT = 1u;
-const uint RT = S_PER;
-const uint TG = B;
+const uint RT = (R * B) / WG;
 // Output: threads along the head dim (DV vec4 columns dg, dg+DG, ...) and
 // RV rows shared by all threads of a row group, so P reads are broadcasts.
 const uint DV = (D4 + WG - 1u) / WG;
@@ -56,10 +53,9 @@ const uint DG = (D4 + DV - 1u) / DV;
 const uint RGV = WG / DG;
 const uint RV = (R + RGV - 1u) / RGV;
 const bool PV4 = (RV % 4u == 0u) && (RGV * RV == R);   // P rows as aligned vec4s
-// Loops over the head dim and the tile's tokens are unrolled by 4 only:
-// full unrolling lets the compiler hoist every shared-memory load and use
-// all 255 registers (measured on the H100), which leaves two workgroups
-// per multiprocessor.
+// Loops over the head dim and the tile's tokens are unrolled by UNROLL
+// only: fully unrolled, the kernel took all 255 registers a thread can have
+// on the H100 (the driver's statistics), and far fewer workgroups fit.
 layout(constant_id = 7) const uint UNROLL = 4;   // power of two
 const uint JU = D4 % UNROLL == 0u ? UNROLL : 1u;
 const uint TU = UNROLL < B ? UNROLL : B;
@@ -189,8 +185,8 @@ void main() {
     uint tid = gl_LocalInvocationIndex;
     float qScale = pc.scale * LOG2E;
 
-    uint tg = tid % TG;            // scores: token group and first row
-    uint sr0 = (tid / TG) * RT;
+    uint tok = tid % B;            // scores: token and first row
+    uint sr0 = (tid / B) * RT;
     uint dg = tid % DG;            // output: column group and first row
     uint vr0 = (tid / DG) * RV;
     bool pvThread = tid < RGV * DG;
@@ -265,37 +261,28 @@ void main() {
 
             // 2. Scores of this thread's rows and tokens.
             if (qkActive) {
-                // vec4 partial sums: four independent FMA chains per row
-                // (scalar sums were latency-bound: 115 of 329 us on b=50).
-                vec4 s4[RT * BT];
-                [[unroll]] for (uint a = 0u; a < RT * BT; a++) {
-                    s4[a] = vec4(0.0);
+                // vec4 partial sums: four independent FMA chains per row.
+                vec4 s4[RT];
+                [[unroll]] for (uint i = 0u; i < RT; i++) {
+                    s4[i] = vec4(0.0);
                 }
                 [[dont_unroll]] for (uint j0 = 0u; j0 < D4; j0 += JU) [[unroll]] for (uint jj = 0u; jj < JU; jj++) {
                     uint j = j0 + jj;
-                    [[unroll]] for (uint b = 0u; b < BT; b++) {
-                        vec4 k = sKV[(tg + b * TG) * KS + j];
-                        [[unroll]] for (uint i = 0u; i < RT; i++) {
-                            s4[i * BT + b] = fma(sQ[(sr0 + i) * KS + j], k, s4[i * BT + b]);
-                        }
-                    }
-                }
-                float s[RT * BT];
-                [[unroll]] for (uint a = 0u; a < RT * BT; a++) {
-                    s[a] = (s4[a].x + s4[a].y) + (s4[a].z + s4[a].w);
-                }
-                [[unroll]] for (uint b = 0u; b < BT; b++) {
-                    uint t = tg + b * TG;
+                    vec4 k = sKV[tok * KS + j];
                     [[unroll]] for (uint i = 0u; i < RT; i++) {
-                        uint r = sr0 + i;
-                        uint qi = sRowQuery[r];
-                        bool seen = t < count && qi != ~0u;
-                        if (seen && maskWords != 0u) {
-                            uint w = (qi >> 5u) - word0;
-                            seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
-                        }
-                        sP[t * PS + r / 4u][r % 4u] = seen ? s[i * BT + b] : NEG_INF;
+                        s4[i] = fma(sQ[(sr0 + i) * KS + j], k, s4[i]);
                     }
+                }
+                [[unroll]] for (uint i = 0u; i < RT; i++) {
+                    uint r = sr0 + i;
+                    uint qi = sRowQuery[r];
+                    bool seen = tok < count && qi != ~0u;
+                    if (seen && maskWords != 0u) {
+                        uint w = (qi >> 5u) - word0;
+                        seen = w < MW && ((sMask[tok * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                    }
+                    float x = (s4[i].x + s4[i].y) + (s4[i].z + s4[i].w);
+                    sP[tok * PS + r / 4u][r % 4u] = seen ? x : NEG_INF;
                 }
             }
             barrier();

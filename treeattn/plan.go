@@ -463,7 +463,7 @@ func (v *visibility) perQuery(chunk int) []work {
 // MaxTilePasses bounds the shared-memory passes (row tiles x token tiles) of
 // one workgroup. Unbounded loops make long workgroups that unbalance the GPU,
 // and Mesa's lavapipe (22.3) computes wrong results once a workgroup has run
-// about 500 barriers (four per pass, three more per row tile), so longer
+// about 500 barriers (four per pass, two more per row tile), so longer
 // items are cut into token chunks. Every (query, token) pair stays in
 // exactly one item.
 const MaxTilePasses = 48
