@@ -191,6 +191,15 @@ func LoadReport(path string) (*Report, error) {
 	if len(r.Workloads) == 0 {
 		return nil, fmt.Errorf("read report %s: no workloads (not a deft bench --json report?)", path)
 	}
+	// Summaries are recomputed, so reports saved before a column existed
+	// print it too.
+	var bw, fma float64
+	if r.Probe != nil {
+		bw, fma = r.Probe.BytesPerSec, r.Probe.FMAFlopsPerSec
+	}
+	for _, w := range r.Workloads {
+		Summarize(w, r.Config.Model, bw, fma)
+	}
 	return &r, nil
 }
 
@@ -234,6 +243,15 @@ func FormatBytes(b float64) string {
 	}
 }
 
+// FormatFlops formats an arithmetic rate, e.g. "59.9 TFLOP/s" or
+// "27.4 GFLOP/s" (CPU devices).
+func FormatFlops(f float64) string {
+	if f < 1e12 {
+		return fmt.Sprintf("%.1f GFLOP/s", f/1e9)
+	}
+	return fmt.Sprintf("%.1f TFLOP/s", f/1e12)
+}
+
 func ratio(x float64) string {
 	if x <= 0 {
 		return "-"
@@ -271,7 +289,11 @@ func (r *Report) WriteHeader(w io.Writer) {
 		fmt.Fprintln(w, "workload K/V slots: paged (a kvpool replay: pages of 8 slots, forks on fresh pages)")
 	}
 	if r.Probe != nil {
-		fmt.Fprintf(w, "roofline %.1f GB/s (deft probe, %s)\n", r.Probe.BytesPerSec/1e9, r.Probe.When.Format(time.DateOnly))
+		fmt.Fprintf(w, "roofline %.1f GB/s (deft probe, %s)", r.Probe.BytesPerSec/1e9, r.Probe.When.Format(time.DateOnly))
+		if r.Probe.FMAFlopsPerSec > 0 {
+			fmt.Fprintf(w, ", fp32 FMA %s", FormatFlops(r.Probe.FMAFlopsPerSec))
+		}
+		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintln(w, "roofline unknown: run `deft probe` on this device for the 'of probe' and 'roofline/layer' columns")
 	}
@@ -308,7 +330,7 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 		break
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "method\tlayer\tstep (x%d)\tp50\tp90\t%s\tvs flashdecoding\tIO/step\tIO cut\tKV/step\tplan/step\tGB/s\tof probe\troofline/layer\tcheck\n", layers, total)
+	fmt.Fprintf(tw, "method\tlayer\tstep (x%d)\tp50\tp90\t%s\tvs flashdecoding\tIO/step\tIO cut\tKV/step\tplan/step\tGB/s\tof probe\troofline/layer\tTFLOP/s\tof FMA\tflops floor/layer\tcheck\n", layers, total)
 	for _, m := range wr.Methods {
 		chk := "-"
 		if m.Checked {
@@ -334,10 +356,17 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 		if s.RooflineLayer > 0 {
 			roof = FormatDuration(s.RooflineLayer)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Method,
+		fmaFrac, floor := "-", "-"
+		if s.FMAFraction > 0 {
+			fmaFrac = fmt.Sprintf("%.0f%%", 100*s.FMAFraction)
+		}
+		if s.ArithmeticLayer > 0 {
+			floor = FormatDuration(s.ArithmeticLayer)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Method,
 			FormatDuration(s.Layer), FormatDuration(s.Step), FormatDuration(s.StepP50), FormatDuration(s.StepP90), FormatDuration(s.Total),
 			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), FormatDuration(s.Plan),
-			s.Bandwidth/1e9, frac, roof, chk)
+			s.Bandwidth/1e9, frac, roof, s.FlopsPerSec/1e12, fmaFrac, floor, chk)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -25,8 +25,8 @@ func step(s int, layer time.Duration, io treeattn.IO) StepResult {
 // syntheticWorkload has flashdecoding, flatten and a failed densemask over
 // two sampled steps of a 10-step workload, for a 4-layer model.
 func syntheticWorkload() *WorkloadResult {
-	fdIO := treeattn.IO{KVBytes: 8000, KVUniqueBytes: 2000, PartialWrite: 1000, PartialRead: 1000}
-	flIO := treeattn.IO{KVBytes: 2000, KVUniqueBytes: 2000, MaskBytes: 500, PartialWrite: 250, PartialRead: 250}
+	fdIO := treeattn.IO{KVBytes: 8000, KVUniqueBytes: 2000, PartialWrite: 1000, PartialRead: 1000, MaskedPairs: 80, PathTokens: 80}
+	flIO := treeattn.IO{KVBytes: 2000, KVUniqueBytes: 2000, MaskBytes: 500, PartialWrite: 250, PartialRead: 250, MaskedPairs: 100, PathTokens: 80}
 	rel := 1e-7
 	w := &WorkloadResult{Name: "synthetic", Description: "two sampled steps", DecodeSteps: 10, Prefills: 1, Sampled: []int{1, 10},
 		Methods: []MethodResult{
@@ -34,9 +34,12 @@ func syntheticWorkload() *WorkloadResult {
 			{Method: treeattn.MethodFlashDecoding, Checked: true, RelL2: &rel, Steps: []StepResult{step(1, 100*time.Microsecond, fdIO), step(10, 300*time.Microsecond, fdIO)}},
 			{Method: treeattn.MethodDenseMask, Checked: true, Error: "step 1: output differs from the CPU reference: relative L2 0.5 > 0.002"},
 		}}
-	Summarize(w, 4, 1e9)
+	Summarize(w, synthModel, 1e9, 1e12)
 	return w
 }
+
+// synthModel: 2 query heads of dim 64, so a (query, token) pair is 512 flops.
+var synthModel = Model{Name: "m", Shape: treeattn.Shape{QHeads: 2, KVHeads: 2, HeadDim: 64}, Layers: 4}
 
 func TestSummarize(t *testing.T) {
 	w := syntheticWorkload()
@@ -60,30 +63,37 @@ func TestSummarize(t *testing.T) {
 	assert.InDelta(t, 6000/150e-6, fl.Bandwidth, 1e-3, "bytes over GPU time of the sampled layers")
 	assert.InDelta(t, 6000/150e-6/1e9, fl.RooflineFraction, 1e-12)
 	assert.Equal(t, 2*time.Microsecond, fl.RooflineLayer, "2000 unique bytes at 1 GB/s")
+	assert.InDelta(t, 2*100*512/150e-6, fl.FlopsPerSec, 1e-3, "100 computed pairs x 512 flops, two steps over 150 us")
+	assert.InDelta(t, 2*100*512/150e-6/1e12, fl.FMAFraction, 1e-15)
+	assert.Equal(t, 40*time.Nanosecond, fl.ArithmeticLayer, "80 path tokens x 512 flops at 1 TFLOP/s: 40.96 ns")
+	assert.InDelta(t, 2*80*512/400e-6, fd.FlopsPerSec, 1e-3)
 	assert.Equal(t, 1.0, fd.SpeedUp)
 	assert.Equal(t, 1.0, fd.IOReduction)
 
 	// Without a roofline or a flashdecoding result those columns are empty.
 	w.Methods = w.Methods[:1]
-	Summarize(w, 4, 0)
+	Summarize(w, synthModel, 0, 0)
 	s := w.Methods[0].Summary
 	assert.Zero(t, s.SpeedUp)
 	assert.Zero(t, s.RooflineFraction)
 	assert.Zero(t, s.RooflineLayer)
+	assert.Zero(t, s.FMAFraction)
+	assert.Zero(t, s.ArithmeticLayer)
+	assert.Positive(t, s.FlopsPerSec, "achieved flops need no probe")
 	assert.Equal(t, 300*time.Microsecond, s.Step)
 }
 
 func syntheticReport() *Report {
 	info := vk.DeviceInfo{Name: "Test GPU", DriverName: "testdrv", DriverInfo: "1.2.3", UUID: "abcd", APIVersion: "1.3.0"}
-	roof := &probe.Result{Device: "Test GPU", UUID: "abcd", BytesPerSec: 1e9, When: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)}
-	r := NewReport(info, RunConfig{Model: Model{Name: "m", Shape: treeattn.Shape{QHeads: 2, KVHeads: 2, HeadDim: 64}, Layers: 4},
+	roof := &probe.Result{Device: "Test GPU", UUID: "abcd", BytesPerSec: 1e9, FMAFlopsPerSec: 1e12, When: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)}
+	r := NewReport(info, RunConfig{Model: synthModel,
 		KV: "f16", Methods: treeattn.Methods, Runs: 5, Sample: 2, FlushBytes: 16 << 20, Seed: 7}, roof)
 	single := &WorkloadResult{Name: "snap", Description: "one tree", DecodeSteps: 1, Sampled: []int{0},
 		Methods: []MethodResult{
 			{Method: treeattn.MethodFlatten, Checked: true, Steps: []StepResult{step(0, 40*time.Microsecond, treeattn.IO{KVBytes: 100, KVUniqueBytes: 100})}},
 			{Method: treeattn.MethodFlashDecoding, Checked: true, Steps: []StepResult{step(0, 90*time.Microsecond, treeattn.IO{KVBytes: 400, KVUniqueBytes: 100})}},
 		}}
-	Summarize(single, 4, 1e9)
+	Summarize(single, synthModel, 1e9, 0)
 	r.Workloads = []*WorkloadResult{syntheticWorkload(), single}
 	return r
 }
@@ -96,7 +106,7 @@ func TestWriteTable(t *testing.T) {
 		"device Test GPU (testdrv 1.2.3)",
 		"model m (2 q heads, 2 kv heads, dim 64, 4 layers), f16 KV; 5 runs",
 		"time per step = 4 layers x one layer's median",
-		"roofline 1.0 GB/s (deft probe, 2026-11-25)",
+		"roofline 1.0 GB/s (deft probe, 2026-11-25), fp32 FMA 1.0 TFLOP/s",
 		"10 decode steps, 2 sampled (steps 1, 10); total = mean step x 10 steps, extrapolated; 1 prefill step(s) not timed",
 		"total (extrap.)",
 		"densemask      FAILED (not timed): step 1: output differs",
@@ -111,7 +121,7 @@ func TestWriteTable(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"flatten", "75.0", "us", "300.0", "us", "200.0", "us", "400.0", "us", "3.00", "ms", "2.67x", "12.0", "kB", "3.33x",
-		"8.0", "kB", "1.00", "ms", "0.04", "4%", "2.00", "us", "1.0e-07"}, strings.Fields(flat))
+		"8.0", "kB", "1.00", "ms", "0.04", "4%", "2.00", "us", "0.000683", "0%", "0.04", "us", "1.0e-07"}, strings.Fields(flat))
 }
 
 func TestFormat(t *testing.T) {
@@ -122,6 +132,8 @@ func TestFormat(t *testing.T) {
 	assert.Equal(t, "1.5 kB", FormatBytes(1500))
 	assert.Equal(t, "24.6 MB", FormatBytes(24.6e6))
 	assert.Equal(t, "3.10 GB", FormatBytes(3.1e9))
+	assert.Equal(t, "59.9 TFLOP/s", FormatFlops(59.93e12))
+	assert.Equal(t, "27.4 GFLOP/s", FormatFlops(27.4e9))
 }
 
 func TestReportJSON(t *testing.T) {
@@ -208,4 +220,31 @@ func TestSavePlot(t *testing.T) {
 
 	assert.ErrorContains(t, r.SavePlot(filepath.Join(dir, "bench.pdf")), "want a .png or .svg file")
 	assert.ErrorContains(t, (&Report{}).SavePlot(filepath.Join(dir, "empty.png")), "no workloads")
+}
+
+// TestLoadReportRecomputesSummaries: a report saved without summaries (or
+// before a column existed) gets them from its steps and probe on load.
+func TestLoadReportRecomputesSummaries(t *testing.T) {
+	r := syntheticReport()
+	want := *r.Workloads[0].Method(treeattn.MethodFlatten).Summary
+	for _, w := range r.Workloads {
+		for i := range w.Methods {
+			w.Methods[i].Summary = nil
+		}
+	}
+	path := filepath.Join(t.TempDir(), "r.json")
+	require.NoError(t, r.SaveJSON(path))
+	got, err := LoadReport(path)
+	require.NoError(t, err)
+	s := got.Workloads[0].Method(treeattn.MethodFlatten).Summary
+	require.NotNil(t, s)
+	assert.Equal(t, want.Layer, s.Layer)
+	assert.InDelta(t, want.FlopsPerSec, s.FlopsPerSec, 1e-6)
+	assert.InDelta(t, want.FMAFraction, s.FMAFraction, 1e-15, "the saved probe's FMA peak")
+	assert.Equal(t, want.ArithmeticLayer, s.ArithmeticLayer)
+	assert.InDelta(t, want.SpeedUp, s.SpeedUp, 1e-12)
+	assert.Nil(t, got.Workloads[0].Method(treeattn.MethodDenseMask).Summary, "a failed method stays without one")
+
+	_, err = LoadReport(filepath.Join(t.TempDir(), "missing.json"))
+	require.Error(t, err)
 }

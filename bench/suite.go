@@ -22,6 +22,9 @@ type Config struct {
 	// Roofline is the device's memory bandwidth from `deft probe` in
 	// bytes per second; 0 when unknown.
 	Roofline float64
+	// FMAPeak is the device's fp32 FMA throughput from `deft probe` in
+	// flop/s (the arithmetic floor); 0 when unknown.
+	FMAPeak float64
 	// Progress, when set, is called once per (sampled step, method),
 	// measured, skipped or failed.
 	Progress func()
@@ -72,6 +75,14 @@ type Summary struct {
 	// RooflineLayer is the mean unique K/V bytes of a layer over the
 	// probe's bandwidth: the time one layer cannot beat.
 	RooflineLayer time.Duration `json:"roofline_layer_ns,omitempty"`
+	// FlopsPerSec is the arithmetic the kernels did (every computed
+	// (query head, token) pair, masked or not, at 4 x head dim flops: Q K
+	// and P V) over the GPU time; FMAFraction is it over the probe's fp32
+	// FMA peak; ArithmeticLayer is the flops a layer needs (each query's
+	// path once) over that peak: the other time a layer cannot beat.
+	FlopsPerSec     float64       `json:"flops_per_second,omitempty"`
+	FMAFraction     float64       `json:"fma_fraction,omitempty"`
+	ArithmeticLayer time.Duration `json:"arithmetic_layer_ns,omitempty"`
 }
 
 // MethodResult is one method on one workload.
@@ -196,7 +207,7 @@ func Measure(d *vk.Device, rng *rand.Rand, w *Sampled, cfg Config) (*WorkloadRes
 		}
 		b.close()
 	}
-	Summarize(res, cfg.Model.Layers, cfg.Roofline)
+	Summarize(res, cfg.Model, cfg.Roofline, cfg.FMAPeak)
 	return res, nil
 }
 
@@ -255,7 +266,14 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 // layers scales per-layer figures to a step, roofline (bytes/s, 0 when
 // unknown) gives the roofline columns, and flashdecoding's result, when
 // present and successful, the speed-up and IO reduction.
-func Summarize(res *WorkloadResult, layers int, roofline float64) {
+// pairFlops is the arithmetic of one (query head, token) pair: Q K and P V
+// at two flops per multiply-add each.
+func pairFlops(m Model) float64 { return 4 * float64(m.Shape.HeadDim) * float64(m.Shape.QHeads) }
+
+// Summarize fills every method's Summary from its steps: model m, the
+// probe's bandwidth (bytes/s) and fp32 FMA peak (flop/s), 0 when unknown.
+func Summarize(res *WorkloadResult, m Model, roofline, fmaPeak float64) {
+	layers := m.Layers
 	for i := range res.Methods {
 		mr := &res.Methods[i]
 		mr.Summary = nil
@@ -263,7 +281,7 @@ func Summarize(res *WorkloadResult, layers int, roofline float64) {
 			continue
 		}
 		n := float64(len(mr.Steps))
-		var layer, plan, bytes, gpu, kv, unique float64
+		var layer, plan, bytes, gpu, kv, unique, flops, pathFlops float64
 		steps := make([]time.Duration, 0, len(mr.Steps))
 		for _, s := range mr.Steps {
 			layer += float64(s.Layer)
@@ -271,6 +289,8 @@ func Summarize(res *WorkloadResult, layers int, roofline float64) {
 			bytes += float64(s.IO.Total())
 			kv += float64(s.IO.KVBytes)
 			unique += float64(s.IO.KVUniqueBytes)
+			flops += float64(s.IO.MaskedPairs) * pairFlops(m)
+			pathFlops += float64(s.IO.PathTokens) * pairFlops(m)
 			gpu += s.Layer.Seconds()
 			steps = append(steps, time.Duration(layers)*s.Layer)
 		}
@@ -289,6 +309,11 @@ func Summarize(res *WorkloadResult, layers int, roofline float64) {
 		s.Total = time.Duration(float64(s.Step) * float64(res.DecodeSteps))
 		if gpu > 0 {
 			s.Bandwidth = bytes / gpu
+			s.FlopsPerSec = flops / gpu
+		}
+		if fmaPeak > 0 {
+			s.FMAFraction = s.FlopsPerSec / fmaPeak
+			s.ArithmeticLayer = time.Duration(pathFlops / n / fmaPeak * 1e9)
 		}
 		if roofline > 0 {
 			s.RooflineFraction = s.Bandwidth / roofline

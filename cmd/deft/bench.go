@@ -159,7 +159,7 @@ func benchAction(c *cli.Context) (err error) {
 		cfg.WarmUp = -1 // --warm-up 0: none
 	}
 	if roof != nil {
-		cfg.Roofline = roof.BytesPerSec
+		cfg.Roofline, cfg.FMAPeak = roof.BytesPerSec, roof.FMAFlopsPerSec
 	}
 	report := bench.NewReport(d.Info, bench.RunConfig{Model: model, KV: kv.String(), Methods: methods, Runs: cfg.Runs, Sample: c.Int("sample"),
 		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles,

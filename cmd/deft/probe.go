@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/deft-vk/deft/bench"
 
 	"github.com/urfave/cli/v2"
 
@@ -42,7 +43,7 @@ func probeCommand() *cli.Command {
 			fmt.Fprintf(c.App.Writer, "copy       %.1f GB/s median, %.1f GB/s best (%d runs, 2 x %d MiB, read + written bytes over GPU time)\n",
 				res.BytesPerSec/1e9, res.PeakPerSec/1e9, res.Runs, res.BufferBytes>>20)
 			fmt.Fprintf(c.App.Writer, "saxpy      %.1f GB/s median (12 bytes per element)\n", res.SaxpyPerSec/1e9)
-			fmt.Fprintf(c.App.Writer, "fp32 FMA   %.2f TFLOP/s median (register-only FMA chains, 2 flops per FMA)\n", res.FMAFlopsPerSec/1e12)
+			fmt.Fprintf(c.App.Writer, "fp32 FMA   %s median (register-only FMA chains, 2 flops per FMA)\n", bench.FormatFlops(res.FMAFlopsPerSec))
 			return nil
 		},
 	}
