@@ -248,6 +248,10 @@ func (d *Device) Close() error {
 // (supported, and not hidden from a validation layer too old to know it).
 func (d *Device) CooperativeMatrix() bool { return d.coopMat }
 
+// KernelStats reports whether kernels carry the driver's compiler
+// statistics (VK_KHR_pipeline_executable_properties; see Kernel.Stats).
+func (d *Device) KernelStats() bool { return d.stats }
+
 // Instance returns the instance the device came from.
 func (d *Device) Instance() *Instance { return d.inst }
 

@@ -373,3 +373,25 @@ func TestOpenWithBadLibrary(t *testing.T) {
 	require.Error(t, err)
 	assert.False(t, errors.Is(err, vk.ErrDeviceLost))
 }
+
+// TestKernelStats: where the device reports compiler statistics, a kernel
+// has some (NVIDIA: registers, shared memory); elsewhere (lavapipe) Stats
+// says which extension is missing.
+func TestKernelStats(t *testing.T) {
+	d := gputest.Device(t)
+	k := kernel(t, d, "saxpy", []vk.Access{vk.Read, vk.Write}, 8, map[uint32]uint32{0: 64})
+	stats, err := k.Stats()
+	if !d.KernelStats() {
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "VK_KHR_pipeline_executable_properties")
+		assert.Nil(t, stats)
+		return
+	}
+	require.NoError(t, err)
+	require.NotEmpty(t, stats)
+	for _, s := range stats {
+		assert.NotEmpty(t, s.Name)
+		assert.False(t, math.IsNaN(s.Value), s.Name)
+	}
+	t.Logf("saxpy: %+v", stats)
+}
