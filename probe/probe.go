@@ -127,25 +127,40 @@ func timeKernel(d *vk.Device, name string, opts Options, pushSize uint32, push f
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	defer dst.Close()
+	n := opts.Bytes / elem
+	groups := uint32(min((n+uint64(opts.Workgroup)-1)/uint64(opts.Workgroup), uint64(d.Info.MaxWorkgroupCount[0])))
+	fill := func(rec *vk.Recorder) error {
+		if err := rec.Fill(src, 0x3f800000); err != nil { // 1.0f: finite values for saxpy
+			return err
+		}
+		return rec.Fill(dst, 0)
+	}
+	// One untimed warm-up run, then the timed ones.
+	return timeDispatches(d, name, 1, opts.Runs, fill, func(rec *vk.Recorder) error {
+		return rec.Dispatch(k, [3]uint32{groups, 1, 1}, push(opts.Bytes), src.All(), dst.All())
+	})
+}
+
+// timeDispatches records prepare, then warmUp+runs runs of dispatch with a
+// GPU timestamp before each and one after the last, in one command buffer;
+// it submits it and returns the durations of the runs after the first
+// warmUp, sorted.
+func timeDispatches(d *vk.Device, name string, warmUp, runs int, prepare, dispatch func(*vk.Recorder) error) ([]int64, error) {
 	rec, err := d.NewRecorder()
 	if err != nil {
 		return nil, err
 	}
 	defer rec.Close()
-	if err := rec.Fill(src, 0x3f800000); err != nil { // 1.0f: finite values for saxpy
-		return nil, err
+	if prepare != nil {
+		if err := prepare(rec); err != nil {
+			return nil, err
+		}
 	}
-	if err := rec.Fill(dst, 0); err != nil {
-		return nil, err
-	}
-	n := opts.Bytes / elem
-	groups := uint32(min((n+uint64(opts.Workgroup)-1)/uint64(opts.Workgroup), uint64(d.Info.MaxWorkgroupCount[0])))
-	// One untimed warm-up run, then the timed ones.
-	for i := 0; i <= opts.Runs; i++ {
+	for i := 0; i < warmUp+runs; i++ {
 		if err := rec.Timestamp(fmt.Sprint(i)); err != nil {
 			return nil, err
 		}
-		if err := rec.Dispatch(k, [3]uint32{groups, 1, 1}, push(opts.Bytes), src.All(), dst.All()); err != nil {
+		if err := dispatch(rec); err != nil {
 			return nil, err
 		}
 	}
@@ -160,7 +175,7 @@ func timeKernel(d *vk.Device, name string, opts Options, pushSize uint32, push f
 		return nil, err
 	}
 	var out []int64
-	for _, t := range tm[1:] {
+	for _, t := range tm[warmUp:] {
 		out = append(out, t.Elapsed.Nanoseconds())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
@@ -194,41 +209,12 @@ func timeFMA(d *vk.Device, opts Options) (float64, error) {
 	}
 	defer out.Close()
 	run := func(iters uint32, runs int) ([]int64, error) {
-		rec, err := d.NewRecorder()
-		if err != nil {
-			return nil, err
-		}
-		defer rec.Close()
 		push := binary.LittleEndian.AppendUint32(nil, iters)
 		push = binary.LittleEndian.AppendUint32(push, math.Float32bits(0.999))
 		push = binary.LittleEndian.AppendUint32(push, math.Float32bits(1e-3))
-		for i := 0; i < runs; i++ {
-			if err := rec.Timestamp(fmt.Sprint(i)); err != nil {
-				return nil, err
-			}
-			if err := rec.Dispatch(k, [3]uint32{fmaGroups, 1, 1}, push, out.All()); err != nil {
-				return nil, err
-			}
-		}
-		if err := rec.Timestamp("end"); err != nil {
-			return nil, err
-		}
-		if err := rec.Submit(); err != nil {
-			return nil, fmt.Errorf("probe fma: %w", err)
-		}
-		tm, err := rec.Timings()
-		if err != nil {
-			return nil, err
-		}
-		var ns []int64
-		for _, t := range tm {
-			ns = append(ns, t.Elapsed.Nanoseconds())
-		}
-		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
-		if ns[0] <= 0 {
-			return nil, fmt.Errorf("probe fma: GPU timestamps did not advance")
-		}
-		return ns, nil
+		return timeDispatches(d, "fma", 0, runs, nil, func(rec *vk.Recorder) error {
+			return rec.Dispatch(k, [3]uint32{fmaGroups, 1, 1}, push, out.All())
+		})
 	}
 	const calib = 4
 	ns, err := run(calib, 2)
