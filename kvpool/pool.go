@@ -72,13 +72,12 @@
 package kvpool
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 
-	"github.com/deft-vk/deft/shaders"
+	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
 )
@@ -181,15 +180,14 @@ type Pool struct {
 	d        *vk.Device
 	k, v     []*vk.Buffer
 	dummy    *vk.Buffer
-	scatter  *vk.Kernel
-	move     *vk.Kernel
+	scatter  *kernels.Pipeline
+	move     *kernels.Pipeline
 	rowWords uint32
 }
 
 const (
 	kernelWorkgroup  = 64
-	pushBytes        = 128 // the Vulkan minimum for maxPushConstantsSize
-	movesPerDispatch = (pushBytes - 8) / 8
+	movesPerDispatch = kernels.KVScatterMoves
 )
 
 // New creates a pool on d. Every layer's K and V buffer must fit the
@@ -229,21 +227,13 @@ func New(d *vk.Device, cfg Config) (*Pool, error) {
 		return fail(err)
 	}
 	p.dummy = dummy
-	code, err := shaders.SPIRV("kv_scatter")
-	if err != nil {
-		return fail(err)
-	}
 	f16 := uint32(0)
 	if cfg.KV == treeattn.KVF16 {
 		f16 = 1
 	}
-	for mode, dst := range []**vk.Kernel{&p.scatter, &p.move} {
-		k, err := d.Kernel(vk.KernelSpec{
-			Name: "kv_scatter", SPIRV: code,
-			Bindings: []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write, vk.Write},
-			PushSize: pushBytes,
-			Spec:     map[uint32]uint32{0: kernelWorkgroup, 1: p.rowWords, 2: f16, 3: uint32(mode)},
-		})
+	for mode, dst := range []**kernels.Pipeline{&p.scatter, &p.move} {
+		k, err := kernels.KVScatter.Pipeline(d, kernels.SpecValues{
+			"local_size_x": kernelWorkgroup, "ROW_WORDS": p.rowWords, "KV_F16": f16, "MODE": uint32(mode)})
 		if err != nil {
 			return fail(err)
 		}
@@ -412,10 +402,8 @@ func (p *Pool) Write(rec *vk.Recorder, layer int, rows *SlotList, k, v *vk.Buffe
 	if err := p.checkSlots(rows.slots); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	push := make([]byte, pushBytes)
-	binary.LittleEndian.PutUint32(push, uint32(n))
 	groups := p.groups(n * uint64(p.rowWords))
-	if err := rec.Dispatch(p.scatter, groups, push, k.Sub(0, need), v.Sub(0, need), rows.buf.All(), p.k[layer].All(), p.v[layer].All()); err != nil {
+	if err := p.scatter.Dispatch(rec, groups, kernels.KVScatterPush{N: uint32(n)}, k.Sub(0, need), v.Sub(0, need), rows.buf.All(), p.k[layer].All(), p.v[layer].All()); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
@@ -435,14 +423,12 @@ func (p *Pool) recordMoves(rec *vk.Recorder, moves [][2]int32) error {
 	for l := range p.cfg.Layers {
 		for c := 0; c < len(moves); c += movesPerDispatch {
 			chunk := moves[c:min(c+movesPerDispatch, len(moves))]
-			push := make([]byte, pushBytes)
-			binary.LittleEndian.PutUint32(push, uint32(len(chunk)))
+			push := kernels.KVScatterPush{N: uint32(len(chunk))}
 			for j, mv := range chunk {
-				binary.LittleEndian.PutUint32(push[8+8*j:], uint32(mv[0]))
-				binary.LittleEndian.PutUint32(push[12+8*j:], uint32(mv[1]))
+				push.Pairs[2*j], push.Pairs[2*j+1] = uint32(mv[0]), uint32(mv[1])
 			}
 			d := p.dummy.All()
-			if err := rec.Dispatch(p.move, groups, push, d, d, d, p.k[l].All(), p.v[l].All()); err != nil {
+			if err := p.move.Dispatch(rec, groups, push, d, d, d, p.k[l].All(), p.v[l].All()); err != nil {
 				return fmt.Errorf("layer %d: %w", l, err)
 			}
 		}

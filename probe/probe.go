@@ -4,16 +4,14 @@
 package probe
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
 
-	"github.com/deft-vk/deft/shaders"
+	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/vk"
 )
 
@@ -74,15 +72,14 @@ func Run(d *vk.Device, opts Options) (*Result, error) {
 	if !d.Info.Timestamps {
 		return nil, fmt.Errorf("probe: device %s has no compute timestamps", d.Info.Name)
 	}
-	copyTimes, err := timeKernel(d, "copy", opts, 4, func(n uint64) []byte {
-		return binary.LittleEndian.AppendUint32(nil, uint32(n/16))
+	copyTimes, err := timeKernel(d, kernels.Copy, opts, func(n uint64) any {
+		return kernels.CopyPush{N: uint32(n / 16)}
 	}, 16)
 	if err != nil {
 		return nil, err
 	}
-	saxpyTimes, err := timeKernel(d, "saxpy", opts, 8, func(n uint64) []byte {
-		p := binary.LittleEndian.AppendUint32(nil, uint32(n/4))
-		return binary.LittleEndian.AppendUint32(p, math.Float32bits(0.5))
+	saxpyTimes, err := timeKernel(d, kernels.Saxpy, opts, func(n uint64) any {
+		return kernels.SaxpyPush{N: uint32(n / 4), A: 0.5}
 	}, 4)
 	if err != nil {
 		return nil, err
@@ -107,13 +104,9 @@ func Run(d *vk.Device, opts Options) (*Result, error) {
 
 // timeKernel runs a grid-stride streaming kernel over two buffers Runs times
 // in one command buffer, a timestamp after each, and returns sorted times.
-func timeKernel(d *vk.Device, name string, opts Options, pushSize uint32, push func(uint64) []byte, elem uint64) ([]int64, error) {
-	code, err := shaders.SPIRV(name)
-	if err != nil {
-		return nil, err
-	}
-	k, err := d.Kernel(vk.KernelSpec{Name: name, SPIRV: code, Bindings: []vk.Access{vk.Read, vk.Write}, PushSize: pushSize,
-		Spec: map[uint32]uint32{0: opts.Workgroup}})
+func timeKernel(d *vk.Device, c *kernels.Contract, opts Options, push func(uint64) any, elem uint64) ([]int64, error) {
+	name := c.Name
+	k, err := c.Pipeline(d, kernels.SpecValues{"local_size_x": opts.Workgroup})
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +130,7 @@ func timeKernel(d *vk.Device, name string, opts Options, pushSize uint32, push f
 	}
 	// One untimed warm-up run, then the timed ones.
 	return timeDispatches(d, name, 1, opts.Runs, fill, func(rec *vk.Recorder) error {
-		return rec.Dispatch(k, [3]uint32{groups, 1, 1}, push(opts.Bytes), src.All(), dst.All())
+		return k.Dispatch(rec, [3]uint32{groups, 1, 1}, push(opts.Bytes), src.All(), dst.All())
 	})
 }
 
@@ -193,12 +186,7 @@ const fmaGroups = 8192
 // run sizes the iteration count so one timed run lasts about 2 ms (long
 // against launch overhead, short on CPU devices).
 func timeFMA(d *vk.Device, opts Options) (float64, error) {
-	code, err := shaders.SPIRV("fma_peak")
-	if err != nil {
-		return 0, err
-	}
-	k, err := d.Kernel(vk.KernelSpec{Name: "fma_peak", SPIRV: code, Bindings: []vk.Access{vk.Write}, PushSize: 12,
-		Spec: map[uint32]uint32{0: opts.Workgroup}})
+	k, err := kernels.FMAPeak.Pipeline(d, kernels.SpecValues{"local_size_x": opts.Workgroup})
 	if err != nil {
 		return 0, err
 	}
@@ -209,11 +197,9 @@ func timeFMA(d *vk.Device, opts Options) (float64, error) {
 	}
 	defer out.Close()
 	run := func(iters uint32, runs int) ([]int64, error) {
-		push := binary.LittleEndian.AppendUint32(nil, iters)
-		push = binary.LittleEndian.AppendUint32(push, math.Float32bits(0.999))
-		push = binary.LittleEndian.AppendUint32(push, math.Float32bits(1e-3))
+		push := kernels.FMAPeakPush{Iters: iters, A: 0.999, B: 1e-3}
 		return timeDispatches(d, "fma", 0, runs, nil, func(rec *vk.Recorder) error {
-			return rec.Dispatch(k, [3]uint32{fmaGroups, 1, 1}, push, out.All())
+			return k.Dispatch(rec, [3]uint32{fmaGroups, 1, 1}, push, out.All())
 		})
 	}
 	const calib = 4

@@ -76,12 +76,24 @@ layout(set = 0, binding = 1) readonly buffer K32 { uvec4 k32[]; };
 layout(set = 0, binding = 2) readonly buffer V16 { uvec2 v16[]; };
 layout(set = 0, binding = 2) readonly buffer V32 { uvec4 v32[]; };
 layout(set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
+// The item table at the start of the metadata (kernels.ItemRecord).
+struct ItemRecord {
+    uint slotsOff;     // metadata offset of the slot list
+    uint numSlots;
+    uint queriesOff;   // metadata offset of the query list
+    uint numQueries;
+    uint maskOff;      // metadata offset of [token][maskWords] visibility bits
+    uint maskWords;    // 0: every query sees every token
+    uint partialBase;  // first partial result of the item's queries
+    uint reserved;
+};
+layout(set = 0, binding = 3) readonly buffer MetaItems { ItemRecord items[]; };
 layout(set = 0, binding = 4) writeonly buffer PartO { vec4 po4[]; };  // [partial][QH][D]
 layout(set = 0, binding = 5) writeonly buffer PartL { float pl[]; };  // [partial][QH]
 
 layout(push_constant) uniform Push {
     uint nItems;
-    uint itemsOff;   // meta offset of the item table, 8 words per item
+    uint itemsOff;   // meta offset of the item table, a multiple of 8 words
     uint gridX;      // workgroups along x; items = x + z * gridX
     uint numSlots;   // slots in the pool (bounds check)
     float scale;
@@ -174,14 +186,14 @@ void main() {
         return; // whole workgroup leaves together
     }
     uint head = gl_WorkGroupID.y;
-    uint base = pc.itemsOff + item * 8u;
-    uint tokStart = meta[base + 0u];
-    uint tokCount = meta[base + 1u];
-    uint qStart = meta[base + 2u];
-    uint qCount = meta[base + 3u];
-    uint maskOff = meta[base + 4u];
-    uint maskWords = meta[base + 5u];
-    uint partialBase = meta[base + 6u];
+    ItemRecord it = items[pc.itemsOff / 8u + item];
+    uint tokStart = it.slotsOff;
+    uint tokCount = it.numSlots;
+    uint qStart = it.queriesOff;
+    uint qCount = it.numQueries;
+    uint maskOff = it.maskOff;
+    uint maskWords = it.maskWords;
+    uint partialBase = it.partialBase;
     uint tid = gl_LocalInvocationIndex;
     float qScale = pc.scale * LOG2E;
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/deft-vk/deft/kernels"
 )
 
 // Method names an attention strategy for a decoding tree.
@@ -586,7 +588,7 @@ func (w work) sub(t0, t1, q0, q1 int, dense bool) work {
 	return out
 }
 
-const itemWords = 8
+const itemWords = kernels.ItemRecordWords
 
 // encode lays the items out in one metadata buffer: item table, slot lists,
 // query lists, masks, then the reduction's inverse index.
@@ -599,27 +601,20 @@ func (p *Plan) encode(items []work) error {
 	perQuery := make([][]uint32, p.NumQueries)
 	partials := 0
 	for i, w := range items {
-		rec := meta[i*itemWords : (i+1)*itemWords]
-		rec[0] = uint32(len(meta))
-		rec[1] = uint32(len(w.slots))
+		rec := kernels.ItemRecord{SlotsOff: uint32(len(meta)), NumSlots: uint32(len(w.slots)), PartialBase: uint32(partials)}
 		for _, sl := range w.slots {
 			meta = append(meta, uint32(sl))
 		}
-		rec = meta[i*itemWords : (i+1)*itemWords] // meta may have moved
-		rec[2] = uint32(len(meta))
-		rec[3] = uint32(len(w.queries))
+		rec.QueriesOff, rec.NumQueries = uint32(len(meta)), uint32(len(w.queries))
 		for qi, q := range w.queries {
 			meta = append(meta, uint32(q))
 			perQuery[q] = append(perQuery[q], uint32(partials+qi))
 		}
-		rec = meta[i*itemWords : (i+1)*itemWords]
 		if w.mask != nil {
-			rec[4] = uint32(len(meta))
-			rec[5] = uint32((len(w.queries) + 31) / 32)
+			rec.MaskOff, rec.MaskWords = uint32(len(meta)), uint32((len(w.queries)+31)/32)
 			meta = append(meta, w.mask...)
-			rec = meta[i*itemWords : (i+1)*itemWords]
 		}
-		rec[6] = uint32(partials)
+		putItem(meta[i*itemWords:(i+1)*itemWords], rec)
 		partials += len(w.queries)
 
 		tokens := int64(len(w.slots))
@@ -658,6 +653,19 @@ func (p *Plan) encode(items []work) error {
 	return nil
 }
 
+// putItem writes rec into its itemWords words of the metadata.
+func putItem(dst []uint32, rec kernels.ItemRecord) {
+	dst[0], dst[1], dst[2], dst[3] = rec.SlotsOff, rec.NumSlots, rec.QueriesOff, rec.NumQueries
+	dst[4], dst[5], dst[6], dst[7] = rec.MaskOff, rec.MaskWords, rec.PartialBase, rec.Reserved
+}
+
+// item reads item i's record back from the metadata.
+func (p *Plan) item(i int) kernels.ItemRecord {
+	w := p.meta[i*itemWords : (i+1)*itemWords]
+	return kernels.ItemRecord{SlotsOff: w[0], NumSlots: w[1], QueriesOff: w[2], NumQueries: w[3],
+		MaskOff: w[4], MaskWords: w[5], PartialBase: w[6], Reserved: w[7]}
+}
+
 // Meta returns the plan's metadata words (for inspection and tests).
 func (p *Plan) Meta() []uint32 { return p.meta }
 
@@ -666,13 +674,13 @@ func (p *Plan) Meta() []uint32 { return p.meta }
 // path token is covered exactly once and nothing else is.
 func (p *Plan) Coverage(f func(query int, slot int32)) {
 	for i := 0; i < p.Items; i++ {
-		rec := p.meta[i*itemWords : (i+1)*itemWords]
-		slots := p.meta[rec[0] : rec[0]+rec[1]]
-		queries := p.meta[rec[2] : rec[2]+rec[3]]
+		rec := p.item(i)
+		slots := p.meta[rec.SlotsOff : rec.SlotsOff+rec.NumSlots]
+		queries := p.meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
 		for t, sl := range slots {
 			for qi, q := range queries {
-				if rec[5] != 0 {
-					word := p.meta[rec[4]+uint32(t)*rec[5]+uint32(qi/32)]
+				if rec.MaskWords != 0 {
+					word := p.meta[rec.MaskOff+uint32(t)*rec.MaskWords+uint32(qi/32)]
 					if word>>(qi%32)&1 == 0 {
 						continue
 					}
@@ -687,7 +695,7 @@ func (p *Plan) Coverage(f func(query int, slot int32)) {
 func (p *Plan) ItemTokens() []int {
 	out := make([]int, p.Items)
 	for i := range out {
-		out[i] = int(p.meta[i*itemWords+1])
+		out[i] = int(p.item(i).NumSlots)
 	}
 	return out
 }

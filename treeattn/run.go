@@ -1,11 +1,10 @@
 package treeattn
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 
-	"github.com/deft-vk/deft/shaders"
+	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/vk"
 )
 
@@ -27,13 +26,18 @@ type DevicePlan struct {
 	meta     *vk.Buffer
 	partO    *vk.Buffer
 	partL    *vk.Buffer
-	attn     *vk.Kernel
-	reduce   *vk.Kernel
+	attn     *kernels.Pipeline
+	reduce   *kernels.Pipeline
 	attnGrid [3]uint32
 	redGrid  [3]uint32
 }
 
 const reduceWorkgroup = 64
+
+// attnUnroll is partial_attn's UNROLL: its loops over the head dim and a
+// tile's tokens are unrolled 4 times (fully unrolled, the kernel took all
+// 255 registers on the H100).
+const attnUnroll = 4
 
 // grid spreads n workgroups over x and z (y is used by heads) within the
 // device's limits.
@@ -63,33 +67,20 @@ func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
 		return nil, fmt.Errorf("upload plan: %w", err)
 	}
 	s := p.Shape
-	attnCode, err := shaders.SPIRV("partial_attn")
-	if err != nil {
-		return nil, err
-	}
-	redCode, err := shaders.SPIRV("reduce_partials")
-	if err != nil {
-		return nil, err
-	}
 	f16 := uint32(0)
 	if p.KV == KVF16 {
 		f16 = 1
 	}
-	dp.attn, err = d.Kernel(vk.KernelSpec{
-		Name: "partial_attn", SPIRV: attnCode,
-		Bindings: []vk.Access{vk.Read, vk.Read, vk.Read, vk.Read, vk.Write, vk.Write},
-		PushSize: 20,
-		Spec: map[uint32]uint32{0: uint32(p.Tiles.Workgroup), 1: uint32(s.HeadDim), 2: uint32(p.Tiles.Tokens),
-			3: uint32(p.Tiles.Rows), 4: uint32(s.GroupSize()), 5: uint32(s.KVHeads), 6: f16},
+	dp.attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
+		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
+		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
+		"UNROLL": attnUnroll,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upload plan: %w", err)
 	}
-	dp.reduce, err = d.Kernel(vk.KernelSpec{
-		Name: "reduce_partials", SPIRV: redCode,
-		Bindings: []vk.Access{vk.Read, vk.Read, vk.Read, vk.Write},
-		PushSize: 16,
-		Spec:     map[uint32]uint32{0: reduceWorkgroup, 1: uint32(s.HeadDim), 2: uint32(s.QHeads)},
+	dp.reduce, err = kernels.ReducePartials.Pipeline(d, kernels.SpecValues{
+		"local_size_x": reduceWorkgroup, "D": uint32(s.HeadDim), "QH": uint32(s.QHeads),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upload plan: %w", err)
@@ -165,12 +156,9 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 		return fmt.Errorf("run %s: the tree uses slot %d but the KV pool holds %d slots", dp.Method, dp.NumSlots-1, slots)
 	}
 	slots = min(slots, math.MaxUint32)
-	push := binary.LittleEndian.AppendUint32(nil, uint32(dp.Items))
-	push = binary.LittleEndian.AppendUint32(push, 0)
-	push = binary.LittleEndian.AppendUint32(push, dp.attnGrid[0])
-	push = binary.LittleEndian.AppendUint32(push, uint32(slots))
-	push = binary.LittleEndian.AppendUint32(push, math.Float32bits(float32(dp.Scale)))
-	return rec.Dispatch(dp.attn, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All())
+	push := kernels.PartialAttnPush{NItems: uint32(dp.Items), ItemsOff: 0, GridX: dp.attnGrid[0],
+		NumSlots: uint32(slots), Scale: float32(dp.Scale)}
+	return dp.attn.Dispatch(rec, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All())
 }
 
 // RunReduce records the reduction of the partial results into out.
@@ -181,11 +169,9 @@ func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 	if out == nil || out.Size() < dp.QueryBytes() {
 		return fmt.Errorf("run %s: output buffer missing or smaller than %d bytes", dp.Method, dp.QueryBytes())
 	}
-	push := binary.LittleEndian.AppendUint32(nil, uint32(dp.NumQueries))
-	push = binary.LittleEndian.AppendUint32(push, dp.offsetsOff)
-	push = binary.LittleEndian.AppendUint32(push, dp.listOff)
-	push = binary.LittleEndian.AppendUint32(push, dp.redGrid[0])
-	return rec.Dispatch(dp.reduce, dp.redGrid, push, dp.partO.All(), dp.partL.All(), dp.meta.All(), out.All())
+	push := kernels.ReducePartialsPush{NQueries: uint32(dp.NumQueries), OffsetsOff: dp.offsetsOff, ListOff: dp.listOff,
+		GridX: dp.redGrid[0]}
+	return dp.reduce.Dispatch(rec, dp.redGrid, push, dp.partO.All(), dp.partL.All(), dp.meta.All(), out.All())
 }
 
 // KernelStats returns the driver's compiler statistics (registers, spills,

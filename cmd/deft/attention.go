@@ -103,7 +103,7 @@ func attentionCommand() *cli.Command {
 		Description: "Q is [query][q_head][dim] (float32 or float16), K and V the KV pool [slot][kv_head][dim]\n" +
 			"(float16 or float32; their type is the kernel's KV type). The output is float32 [query][q_head][dim].\n" +
 			"The tree format is described in the README.",
-		Flags: []cli.Flag{deviceFlag, validationFlag,
+		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag,
 			&cli.StringFlag{Name: "tree", Required: true, Usage: "tree JSON"},
 			&cli.StringFlag{Name: "q", Required: true, Usage: "queries .npy"},
 			&cli.StringFlag{Name: "k", Required: true, Usage: "keys .npy"},

@@ -23,7 +23,7 @@ func benchCommand() *cli.Command {
 		Usage: "time attention methods on decoding-tree snapshots and multi-step workloads (L2 flushed, GPU timestamps, median of runs)",
 		Description: "Each method is checked against the CPU reference on the first sampled step, then timed for one layer on every sampled step;\n" +
 			"the time per step is layers x that layer's median. Without --tree or --workload it times the fewshot-b20 snapshot.",
-		Flags: []cli.Flag{deviceFlag, validationFlag,
+		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag,
 			&cli.StringSliceFlag{Name: "tree", Usage: fmt.Sprintf("single-step trees: a snapshot %v, 'all' of them, or a tree JSON file (repeatable)", bench.SnapshotNames())},
 			&cli.StringSliceFlag{Name: "workload", Usage: fmt.Sprintf("multi-step workloads %v, or 'all' (repeatable)", bench.WorkloadNames())},
 			&cli.IntFlag{Name: "sample", Value: 4, Usage: "decode steps timed per workload, evenly spaced with the first and last (0: every step)"},

@@ -17,7 +17,7 @@ func conformanceCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "conformance",
 		Usage: "check every attention method against the float64 CPU reference on this GPU",
-		Flags: []cli.Flag{deviceFlag, validationFlag, jsonFlag,
+		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag, jsonFlag,
 			&cli.BoolFlag{Name: "full", Usage: "large trees and every speculative tree (minutes on a CPU device)"},
 			&cli.StringSliceFlag{Name: "method", Usage: "only these methods (repeatable)"},
 			&cli.Uint64Flag{Name: "seed", Usage: "random seed (default: from the clock)"},

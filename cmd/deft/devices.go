@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
 )
@@ -34,6 +35,9 @@ func parseMethods(c *cli.Context) ([]treeattn.Method, error) {
 // command's named error, closes it and turns validation messages into that
 // error when there is none yet.
 func openDevice(c *cli.Context) (*vk.Device, func(*error), error) {
+	if err := applyVariant(c); err != nil {
+		return nil, nil, err
+	}
 	d, err := vk.Open(options(c))
 	if err != nil {
 		return nil, nil, err
@@ -50,12 +54,46 @@ func openDevice(c *cli.Context) (*vk.Device, func(*error), error) {
 	return d, closeDevice, nil
 }
 
+// applyVariant installs the --variant override (also $DEFT_KERNEL_VARIANT).
+func applyVariant(c *cli.Context) error {
+	if v := c.String("variant"); v != "" {
+		if err := kernels.SetOverride(v); err != nil {
+			return fmt.Errorf("--variant: %w", err)
+		}
+	}
+	return nil
+}
+
+// kernelVariant is one kernel's chosen variant as `deft devices` shows it.
+type kernelVariant struct {
+	Kernel   string   `json:"kernel"`
+	Variant  string   `json:"variant"`
+	Forced   bool     `json:"forced,omitempty"`
+	Rejected []string `json:"rejected,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+func kernelVariants(info *vk.DeviceInfo) []kernelVariant {
+	var out []kernelVariant
+	for _, kc := range kernels.Describe(info) {
+		kv := kernelVariant{Kernel: kc.Kernel, Variant: kc.Variant.Name, Forced: kc.Forced, Rejected: kc.Rejected}
+		if kc.Err != nil {
+			kv.Variant, kv.Error = "none", kc.Err.Error()
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
 func devicesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "devices",
 		Usage: "list Vulkan devices and their compute capabilities",
-		Flags: []cli.Flag{jsonFlag, validationFlag, deviceFlag},
+		Flags: []cli.Flag{jsonFlag, validationFlag, deviceFlag, variantFlag},
 		Action: func(c *cli.Context) error {
+			if err := applyVariant(c); err != nil {
+				return err
+			}
 			inst, err := vk.NewInstance(options(c))
 			if err != nil {
 				return err
@@ -66,10 +104,18 @@ func devicesCommand() *cli.Command {
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
+				type device struct {
+					vk.DeviceInfo
+					Kernels []kernelVariant `json:"kernels"`
+				}
+				out := make([]device, len(devs))
+				for i := range devs {
+					out[i] = device{devs[i], kernelVariants(&devs[i])}
+				}
 				if err := enc.Encode(struct {
-					Default int             `json:"selected"`
-					Devices []vk.DeviceInfo `json:"devices"`
-				}{chosen, devs}); err != nil {
+					Default int      `json:"selected"`
+					Devices []device `json:"devices"`
+				}{chosen, out}); err != nil {
 					return err
 				}
 				return selErr
@@ -137,5 +183,18 @@ func printDevice(w io.Writer, d vk.DeviceInfo, selected bool) {
 	}
 	row("memory heaps", "%s", strings.Join(heaps, ", "))
 	row("unified memory", "%s", yes(d.UnifiedMemory))
+	for _, kv := range kernelVariants(&d) {
+		v := kv.Variant
+		if kv.Forced {
+			v += " (forced)"
+		}
+		if len(kv.Rejected) > 0 {
+			v += " (not " + strings.Join(kv.Rejected, "; not ") + ")"
+		}
+		if kv.Error != "" {
+			v += ": " + kv.Error
+		}
+		row("kernel "+kv.Kernel, "%s", v)
+	}
 	tw.Flush()
 }

@@ -1,5 +1,5 @@
-// Command deft is DeFT-VK's command line: device listing, the bandwidth
-// probe, and (in later subcommands) tree attention, conformance and benchmarks.
+// Command deft is DeFT-VK's command line: device listing, the rooflines
+// probe, tree attention from files, conformance and benchmarks.
 package main
 
 import (
@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/deft-vk/deft/kernels"
 )
 
 func main() {
@@ -27,7 +29,12 @@ var (
 		Usage:   "enable the Khronos validation layer and fail on any message",
 		EnvVars: []string{"DEFT_VALIDATION"},
 	}
-	jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
+	jsonFlag    = &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
+	variantFlag = &cli.StringFlag{
+		Name:    "variant",
+		Usage:   "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,... (default: chosen from the device's features)",
+		EnvVars: []string{kernels.VariantEnv},
+	}
 )
 
 func newApp() *cli.App {

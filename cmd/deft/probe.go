@@ -14,7 +14,7 @@ func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "measure the device's memory bandwidth (the roofline benchmarks compare with)",
-		Flags: []cli.Flag{deviceFlag, validationFlag, jsonFlag,
+		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag, jsonFlag,
 			&cli.Uint64Flag{Name: "mib", Usage: "MiB per buffer (default 256, less on small devices)"},
 			&cli.IntFlag{Name: "runs", Value: 20, Usage: "timed runs; the median is reported"},
 		},
