@@ -175,9 +175,11 @@ func TestContractCheckCatchesMistakes(t *testing.T) {
 		"missing push field":  func(c *Contract) { c.Push = short{} },
 		"record too short":    func(c *Contract) { c.Records = map[string]any{"ItemRecord": badRecord{}} },
 		"wrong spec id":       func(c *Contract) { c.Spec = append([]Spec{{9, "D"}}, c.Spec[2:]...) },
-		"read-only output":    func(c *Contract) { c.Bindings = append(append([]Binding{}, c.Bindings[:4]...), Binding{"PartO", vk.Read}, c.Bindings[5]) },
-		"missing binding":     func(c *Contract) { c.Bindings = c.Bindings[:5] },
-		"wrong block name":    func(c *Contract) { c.Bindings = append([]Binding{{"Kbuf", vk.Read}}, c.Bindings[1:]...) },
+		"read-only output": func(c *Contract) {
+			c.Bindings = append(append([]Binding{}, c.Bindings[:4]...), Binding{"PartO", vk.Read}, c.Bindings[5])
+		},
+		"missing binding":  func(c *Contract) { c.Bindings = c.Bindings[:5] },
+		"wrong block name": func(c *Contract) { c.Bindings = append([]Binding{{"Kbuf", vk.Read}}, c.Bindings[1:]...) },
 	}
 	for name, breakIt := range cases {
 		c := *PartialAttn
