@@ -70,13 +70,22 @@ func (t *Tree) Validate(numSlots int) error {
 	if t == nil {
 		return errors.New("validate tree: nil tree")
 	}
-	if err := t.validate(numSlots); err != nil {
+	if err := t.validate(numSlots, nil); err != nil {
 		return fmt.Errorf("validate tree: %w", err)
 	}
 	return nil
 }
 
-func (t *Tree) validate(numSlots int) error {
+// validateSlots validates t against the smallest pool that holds its slots
+// and returns that pool's size, reusing *bitmap for the duplicate check.
+func (t *Tree) validateSlots(bitmap *[]uint64) (int, error) {
+	numSlots := t.NumSlots()
+	return numSlots, t.validate(numSlots, bitmap)
+}
+
+// validate checks t; bitmap, when not nil, is scratch memory for the
+// duplicate-slot check that the caller keeps between calls.
+func (t *Tree) validate(numSlots int, bitmap *[]uint64) error {
 	n := len(t.Nodes)
 	switch {
 	case n == 0:
@@ -116,7 +125,7 @@ func (t *Tree) validate(numSlots int) error {
 			maxSlot = max(maxSlot, s)
 		}
 	}
-	if err := t.checkDuplicateSlots(total, maxSlot); err != nil {
+	if err := t.checkDuplicateSlots(total, maxSlot, bitmap); err != nil {
 		return err
 	}
 	for qi, q := range t.Queries {
@@ -202,13 +211,18 @@ func formatIntList(xs []int, limit int) string {
 // checkDuplicateSlots reports a slot used by two tokens. Slots are known to
 // be in [0, maxSlot]. It uses a bitmap when that is smaller than sorting a
 // copy of all slots.
-func (t *Tree) checkDuplicateSlots(total int, maxSlot int32) error {
+func (t *Tree) checkDuplicateSlots(total int, maxSlot int32, bitmap *[]uint64) error {
 	if maxSlot < 0 {
 		return nil
 	}
 	var dup int32 = -1
 	if bitmapBytes := int(maxSlot)/8 + 1; bitmapBytes <= 4*total+4096 {
-		seen := make([]uint64, int(maxSlot)/64+1)
+		if bitmap == nil {
+			bitmap = new([]uint64)
+		}
+		seen := grow(*bitmap, int(maxSlot)/64+1)
+		clear(seen)
+		*bitmap = seen
 	scan:
 		for _, nd := range t.Nodes {
 			for _, s := range nd.Slots {

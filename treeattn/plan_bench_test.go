@@ -1,0 +1,38 @@
+package treeattn_test
+
+import (
+	"testing"
+
+	"github.com/deft-vk/deft/bench"
+	"github.com/deft-vk/deft/treeattn"
+)
+
+// h200Limits are the H200's limits (the planner only reads these numbers).
+var h200Limits = treeattn.Limits{SharedMemory: 49152, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{1 << 31, 65535, 65535}}
+
+// BenchmarkPlan times host planning of one decoding step of the four
+// snapshot trees for Llama-3-8B attention (the target: flatten at
+// most 200 us for few-shot b=50 and sorting, 100 us for the speculative star).
+func BenchmarkPlan(b *testing.B) {
+	for _, snap := range bench.Snapshots {
+		tree, err := snap.Build(bench.Source{})
+		if err != nil {
+			b.Fatalf("%s: %v", snap.Name, err)
+		}
+		if !tree.SlotsAssigned() {
+			tree.AssignContiguousSlots()
+		}
+		for _, m := range []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodFlashDecoding} {
+			b.Run(snap.Name+"/"+string(m), func(b *testing.B) {
+				cfg := treeattn.Config{Method: m, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: h200Limits}
+				var p treeattn.Planner
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := p.Plan(tree, cfg); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

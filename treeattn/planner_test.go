@@ -1,0 +1,123 @@
+package treeattn
+
+import (
+	"fmt"
+
+	"slices"
+	"testing"
+
+	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/stretchr/testify/require"
+)
+
+// requireSamePlan fails unless the fast planner reproduces the legacy
+// planner's plan word for word (metadata, counts and IO): the same items in
+// the same order are what keeps attention outputs bit-identical.
+func requireSamePlan(t *testing.T, pl *Planner, tr *Tree, cfg Config, ctx string) {
+	t.Helper()
+	want, wantErr := legacyNewPlan(tr, cfg)
+	got, err := pl.Plan(tr, cfg)
+	if wantErr != nil {
+		require.Error(t, err, "%s: legacy planner failed with %v", ctx, wantErr)
+		return
+	}
+	require.NoError(t, err, ctx)
+	require.Equal(t, want.Items, got.Items, "%s: items", ctx)
+	require.Equal(t, want.Partials, got.Partials, "%s: partials", ctx)
+	require.Equal(t, want.IO, got.IO, "%s: IO", ctx)
+	require.Equal(t, want.Tiles, got.Tiles, "%s: tiles", ctx)
+	require.Equal(t, want.Config, got.Config, "%s: config", ctx)
+	require.Equal(t, want.NumSlots, got.NumSlots, "%s: slots", ctx)
+	require.Equal(t, want.offsetsOff, got.offsetsOff, "%s: offsets offset", ctx)
+	require.Equal(t, want.listOff, got.listOff, "%s: list offset", ctx)
+	if !slices.Equal(want.meta, got.meta) {
+		i := 0
+		for i < min(len(want.meta), len(got.meta)) && want.meta[i] == got.meta[i] {
+			i++
+		}
+		t.Fatalf("%s: metadata differs first at word %d of %d/%d", ctx, i, len(want.meta), len(got.meta))
+	}
+}
+
+var equivShapes = []Shape{
+	{QHeads: 4, KVHeads: 2, HeadDim: 64},
+	{QHeads: 32, KVHeads: 8, HeadDim: 128},
+	{QHeads: 8, KVHeads: 8, HeadDim: 16},
+	{QHeads: 64, KVHeads: 1, HeadDim: 128},
+	{QHeads: 1, KVHeads: 1, HeadDim: 32},
+}
+
+var equivLimits = []Limits{
+	{SharedMemory: 32768, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{65535, 65535, 65535}},
+	{SharedMemory: 49152, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{1 << 31, 65535, 65535}},
+}
+
+// The fast planner equals the legacy one on random trees of every shape,
+// for every method, with automatic and explicit blocks and pass caps that
+// force token chunks; one Planner is reused throughout, as in decoding.
+func TestPlannerMatchesLegacy(t *testing.T) {
+	rng := gputest.Rand(t)
+	var pl Planner
+	plans := 0
+	for trial := range 60 {
+		kind := []TreeKind{KindRandom, KindChain, KindStar}[trial%3]
+		tr := RandomTree(rng, GenOptions{MaxNodes: 1 + rng.IntN(40), MaxNodeTokens: 1 + rng.IntN(500),
+			MaxQueries: 1 + rng.IntN(200), Kind: kind, ShuffleSlots: rng.IntN(2) == 0})
+		for _, m := range Methods {
+			cfg := Config{Method: m, Shape: equivShapes[rng.IntN(len(equivShapes))], KV: KVType(rng.IntN(2)),
+				Limits: equivLimits[rng.IntN(len(equivLimits))]}
+			switch rng.IntN(3) {
+			case 1:
+				cfg.BlockTokens = 1 + rng.IntN(200)
+			case 2:
+				cfg.MaxPasses = 1 + rng.IntN(4)
+				cfg.BlockTokens = 1 + rng.IntN(tr.TotalTokens()+1)
+			}
+			requireSamePlan(t, &pl, tr, cfg, fmt.Sprintf("trial %d %v %s %+v", trial, kind, m, cfg))
+			plans++
+		}
+	}
+	t.Logf("%d plans identical to the legacy planner", plans)
+}
+
+// The same on the snapshot shapes of the benchmarks (few-shot, speculative
+// star, deep chains with queries at every position: branch prefill).
+func TestPlannerMatchesLegacyOnSnapshots(t *testing.T) {
+	prefill := &Tree{Nodes: []Node{{Parent: -1, Tokens: 300}, {Parent: 0, Tokens: 257}}}
+	for off := range 257 {
+		prefill.Queries = append(prefill.Queries, Query{Node: 1, Offset: off})
+	}
+	prefill.AssignContiguousSlots()
+	trees := map[string]*Tree{
+		"fewshot-b50": FewShotTree(4000, 50, 400), "fewshot-b20": FewShotTree(4000, 20, 400),
+		"spec-star-256": SpeculativeStar(1000, 256), "prefill": prefill,
+	}
+	var pl Planner
+	for name, tr := range trees {
+		if !tr.SlotsAssigned() {
+			tr.AssignContiguousSlots()
+		}
+		for _, m := range Methods {
+			for _, lim := range equivLimits {
+				cfg := Config{Method: m, Shape: Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: lim}
+				requireSamePlan(t, &pl, tr, cfg, name+"/"+string(m))
+			}
+		}
+	}
+}
+
+// Planning a decoding step with a warm Planner allocates nothing.
+func TestPlannerSteadyStateAllocatesNothing(t *testing.T) {
+	tr := FewShotTree(4000, 50, 400)
+	tr.AssignContiguousSlots()
+	cfg := Config{Method: MethodFlatten, Shape: Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: equivLimits[1]}
+	var pl Planner
+	_, err := pl.Plan(tr, cfg)
+	require.NoError(t, err)
+	allocs := testing.AllocsPerRun(5, func() {
+		if _, err := pl.Plan(tr, cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.Zero(t, allocs, "allocations per planned step")
+}
