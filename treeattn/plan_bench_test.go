@@ -1,6 +1,8 @@
 package treeattn_test
 
 import (
+	"runtime"
+	"syscall"
 	"testing"
 
 	"github.com/deft-vk/deft/bench"
@@ -27,12 +29,27 @@ func BenchmarkPlan(b *testing.B) {
 				cfg := treeattn.Config{Method: m, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: h200Limits}
 				var p treeattn.Planner
 				b.ReportAllocs()
+				cpu0 := threadCPU()
 				for b.Loop() {
 					if _, err := p.Plan(tree, cfg); err != nil {
 						b.Fatal(err)
 					}
 				}
+				// CPU time of this thread: wall time is meaningless on a
+				// loaded 2-core machine.
+				b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N)/1e3, "cpu-us/op")
 			})
 		}
 	}
+}
+
+// threadCPU is the calling thread's CPU time in ns (the benchmark loop
+// stays on one locked thread).
+func threadCPU() int64 {
+	runtime.LockOSThread()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

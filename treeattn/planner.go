@@ -26,10 +26,18 @@ type Planner struct {
 
 	// Work in progress.
 	segs, chunkSegs   []segment
-	q0, partQ, sliceQ []int32
+	q0, partQ, sliceQ []int32 // queries; positions in q0 (partQ, sliceQ)
+	allPos, pos       []int32 // 0..len(q0)-1; each query's last position in a q0
+	bits              []uint64
+	chunkSlots        int // data offset of the current chunk's whole slot list, -1 before it is written
 	stamp             []uint32
 	stampGen          uint32
-	words             []uint32 // per-token mask word of the item being emitted
+	runs              []run      // token runs of the item being emitted
+	pairs             [][2]int32 // (position in q0, segment) seen
+	segStart, segList []int32    // each position's segments (CSR)
+	segFill, visit    []int32
+	segStamp          []uint32
+	segGen            uint32
 	data              []uint32 // slot, query and mask lists
 	recs              []kernels.ItemRecord
 	counts            []uint32
@@ -213,23 +221,6 @@ func (pl *Planner) index(t *Tree) {
 	}
 }
 
-// contains reports whether node n is on the path of a query at node qn.
-func (pl *Planner) contains(n, qn int32) bool {
-	return pl.tin[n] <= pl.tin[qn] && pl.tin[qn] < pl.tout[n]
-}
-
-// seesAny reports whether query q sees some token of segs.
-func (pl *Planner) seesAny(t *Tree, q int32, segs []segment) bool {
-	qu := t.Queries[q]
-	qn := int32(qu.Node)
-	for _, s := range segs {
-		if pl.contains(s.node, qn) && (qn != s.node || int32(qu.Offset) >= s.from) {
-			return true
-		}
-	}
-	return false
-}
-
 // seeing appends, in increasing order, the queries whose paths contain a
 // node of segs (whether or not they see the segment's tokens).
 func (pl *Planner) seeing(t *Tree, segs []segment, dst []int32) []int32 {
@@ -362,31 +353,48 @@ func (pl *Planner) perQuery(t *Tree, chunk int, emit func([]segment, []int32)) {
 // queries that see one of the chunk's tokens, unless it is the whole chunk;
 // dense (densemask) keeps every query. compact (flatten) drops the tokens
 // none of a slice's queries sees.
+//
+// Queries are handled by their position in q0: each chunk segment gets two
+// bitsets over those positions, the queries below its node (they see the
+// whole segment) and the queries at its node (they see it up to their
+// offset), so a slice's mask word costs a few shifts, not a path test per
+// query.
 func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, dense, compact bool) {
 	n := 0
 	for _, s := range segs {
 		n += int(s.to - s.from)
 	}
+	words := (len(q0) + 63) / 64
+	pl.pos = grow(pl.pos, len(t.Queries))
+	for i, q := range q0 {
+		pl.pos[q] = int32(i)
+	}
+	all := pl.allPos[:0]
+	for i := range q0 {
+		all = append(all, int32(i))
+	}
+	pl.allPos = all
 	for from := 0; from < n; from += chunk {
 		to := min(from+chunk, n)
-		// The chunk's segments.
 		cs := pl.chunkSegs[:0]
-		pos := 0
+		at := 0
 		for _, s := range segs {
 			l := int(s.to - s.from)
-			a, b := max(from, pos), min(to, pos+l)
+			a, b := max(from, at), min(to, at+l)
 			if a < b {
-				cs = append(cs, segment{s.node, s.from + int32(a-pos), s.from + int32(b-pos)})
+				cs = append(cs, segment{s.node, s.from + int32(a-at), s.from + int32(b-at)})
 			}
-			pos += l
+			at += l
 		}
 		pl.chunkSegs = cs
-		partQ := q0
+		pl.chunkSlots = -1
+		pl.segBits(t, cs, q0, words)
+		partQ := all
 		if from != 0 || to != n {
 			partQ = pl.partQ[:0]
-			for _, q := range q0 {
-				if dense || pl.seesAny(t, q, cs) {
-					partQ = append(partQ, q)
+			for p := range q0 {
+				if dense || pl.seesAny(t, q0, int32(p), cs, words) {
+					partQ = append(partQ, int32(p))
 				}
 			}
 			pl.partQ = partQ
@@ -396,119 +404,237 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 			sq := partQ[qs:qe]
 			if qs != 0 || qe != len(partQ) {
 				kept := pl.sliceQ[:0]
-				for _, q := range sq {
-					if dense || pl.seesAny(t, q, cs) {
-						kept = append(kept, q)
+				for _, p := range sq {
+					if dense || pl.seesAny(t, q0, p, cs, words) {
+						kept = append(kept, p)
 					}
 				}
 				pl.sliceQ = kept
 				sq = kept
 			}
 			if len(sq) > 0 {
-				pl.item(t, cs, sq, compact)
+				pl.item(t, cs, q0, sq, words, compact)
 			}
 		}
 	}
 }
 
+// segBits fills, for every segment, the bitsets (over positions in q0) of
+// the queries below its node and of those at its node.
+func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
+	bits := grow(pl.bits, 2*words*len(cs))
+	clear(bits)
+	pl.bits = bits
+	pairs := pl.pairs[:0]
+	for j, s := range cs {
+		below := bits[2*words*j : 2*words*j+words]
+		at := bits[2*words*j+words : 2*words*(j+1)]
+		lo, hi := pl.tin[s.node], pl.tout[s.node]
+		i, _ := slices.BinarySearchFunc(pl.queryByTin, lo, func(q int32, v int32) int {
+			return int(pl.tin[t.Queries[q].Node]) - int(v)
+		})
+		for ; i < len(pl.queryByTin); i++ {
+			q := pl.queryByTin[i]
+			qn := int32(t.Queries[q].Node)
+			if pl.tin[qn] >= hi {
+				break
+			}
+			p := pl.pos[q]
+			if p < 0 || int(p) >= len(q0) || q0[p] != q {
+				continue // not a query of this item
+			}
+			if qn == s.node {
+				at[p/64] |= 1 << (p % 64)
+			} else {
+				below[p/64] |= 1 << (p % 64)
+			}
+			pairs = append(pairs, [2]int32{p, int32(j)})
+		}
+	}
+	pl.pairs = pairs
+	// Each position's segments, ascending (pairs come in segment order).
+	start := grow(pl.segStart, len(q0)+1)
+	clear(start)
+	for _, pj := range pairs {
+		start[pj[0]+1]++
+	}
+	for i := range len(q0) {
+		start[i+1] += start[i]
+	}
+	list := grow(pl.segList, len(pairs))
+	fill := grow(pl.segFill, len(q0))
+	copy(fill, start[:len(q0)])
+	for _, pj := range pairs {
+		list[fill[pj[0]]] = pj[1]
+		fill[pj[0]]++
+	}
+	pl.segStart, pl.segList, pl.segFill = start, list, fill
+	pl.segStamp = grow(pl.segStamp, len(cs))
+	clear(pl.segStamp)
+	pl.segGen = 0
+}
+
+// seesAny reports whether the query at position p of q0 sees a token of cs.
+func (pl *Planner) seesAny(t *Tree, q0 []int32, p int32, cs []segment, words int) bool {
+	w, bit := int(p/64), uint64(1)<<(p%64)
+	for j, s := range cs {
+		base := 2 * words * j
+		if pl.bits[base+w]&bit != 0 {
+			return true
+		}
+		if pl.bits[base+words+w]&bit != 0 && int32(t.Queries[q0[p]].Offset) >= s.from {
+			return true
+		}
+	}
+	return false
+}
+
+// gather returns bit i set where position qs[i] is set in set.
+func gather(set []uint64, qs []int32) uint32 {
+	first := qs[0]
+	if last := qs[len(qs)-1]; int(last-first) == len(qs)-1 {
+		// Consecutive positions: one or two shifted words.
+		w, sh := first/64, uint(first%64)
+		v := set[w] >> sh
+		if sh != 0 && int(w)+1 < len(set) {
+			v |= set[w+1] << (64 - sh)
+		}
+		if len(qs) < 64 {
+			v &= 1<<len(qs) - 1
+		}
+		return uint32(v)
+	}
+	var out uint32
+	for i, p := range qs {
+		out |= uint32(set[p/64]>>(p%64)&1) << i
+	}
+	return out
+}
+
+// run is n consecutive tokens of segment seg, from token from of its
+// node, that the same queries see (mask word w).
+type run struct {
+	w            uint32
+	seg, from, n int32
+}
+
 // item appends one work item: tokens of segs (without those no query sees,
-// when compact) and queries qs (at most 32: one mask word per token), with
-// a mask unless every query sees every token.
-func (pl *Planner) item(t *Tree, segs []segment, qs []int32, compact bool) {
+// when compact) and the queries at positions qs of q0 (at most 32: one mask
+// word per token), with a mask unless every query sees every token. The
+// tokens are handled as runs that share a mask word, so a work item costs
+// per segment, not per token, unless it needs a mask.
+func (pl *Planner) item(t *Tree, segs []segment, q0, qs []int32, words int, compact bool) {
 	full := uint32(1)<<len(qs) - 1
 	if len(qs) == 32 {
 		full = ^uint32(0)
 	}
-	tokens := 0
+	runs := pl.runs[:0]
+	allFull := true
+	tokens, kept := 0, 0
 	for _, s := range segs {
 		tokens += int(s.to - s.from)
 	}
-	words := grow(pl.words, tokens)
-	pl.words = words
-	allFull, kept := true, 0
-	pos := 0
-	for _, s := range segs {
+	// Compact items need only the segments their queries see (a slice of
+	// a speculative tree's leaves sees a handful of its block's hundreds).
+	visit := pl.visit[:0]
+	if compact {
+		pl.segGen++
+		for _, p := range qs {
+			for _, j := range pl.segList[pl.segStart[p]:pl.segStart[p+1]] {
+				if pl.segStamp[j] != pl.segGen {
+					pl.segStamp[j] = pl.segGen
+					visit = append(visit, j)
+				}
+			}
+		}
+		slices.Sort(visit)
+		if len(visit) < len(segs) {
+			allFull = false
+		}
+	} else {
+		for j := range segs {
+			visit = append(visit, int32(j))
+		}
+	}
+	pl.visit = visit
+	for _, j := range visit {
+		s := segs[j]
 		// Queries below the node see the whole segment; queries at the
 		// node see its tokens up to their offset, so tokens up to the
 		// smallest such offset share one word.
-		var base, own uint32
-		minOwn := int32(math.MaxInt32)
-		for i, q := range qs {
-			qu := t.Queries[q]
-			qn := int32(qu.Node)
-			if qn == s.node {
-				own |= 1 << i
-				minOwn = min(minOwn, int32(qu.Offset))
-			} else if pl.contains(s.node, qn) {
-				base |= 1 << i
-			}
+		w0 := 2 * words * int(j)
+		base := gather(pl.bits[w0:w0+words], qs)
+		own := gather(pl.bits[w0+words:w0+2*words], qs)
+		if base|own == 0 {
+			allFull = false
+			runs = append(runs, run{0, j, s.from, s.to - s.from})
+			continue
 		}
 		uniformTo := s.to
 		if own != 0 {
+			minOwn := int32(math.MaxInt32)
+			for i, p := range qs {
+				if own>>i&1 != 0 {
+					minOwn = min(minOwn, int32(t.Queries[q0[p]].Offset))
+				}
+			}
 			uniformTo = max(s.from, min(s.to, minOwn+1))
 		}
-		if n := int(uniformTo - s.from); n > 0 {
-			w := base | own
-			fill := words[pos : pos+n]
-			for i := range fill {
-				fill[i] = w
-			}
-			pos += n
-			if w != full {
-				allFull = false
-			}
-			if w != 0 {
-				kept += n
-			}
+		if n := uniformTo - s.from; n > 0 {
+			runs = append(runs, run{base | own, j, s.from, n})
 		}
 		for off := uniformTo; off < s.to; off++ {
 			w := base
-			for i, q := range qs {
-				qu := t.Queries[q]
-				if int32(qu.Node) == s.node && off <= int32(qu.Offset) {
+			for i, p := range qs {
+				if own>>i&1 != 0 && off <= int32(t.Queries[q0[p]].Offset) {
 					w |= 1 << i
 				}
 			}
-			words[pos] = w
-			pos++
-			if w != full {
-				allFull = false
-			}
-			if w != 0 {
-				kept++
-			}
+			runs = append(runs, run{w, j, off, 1})
 		}
 	}
+	for _, r := range runs {
+		if r.w != full {
+			allFull = false
+		}
+		if r.w != 0 {
+			kept += int(r.n)
+		}
+	}
+	pl.runs = runs
 	if !compact || allFull {
 		kept = tokens
 	}
 	if kept == 0 {
 		return
 	}
-	rec := kernels.ItemRecord{SlotsOff: uint32(len(pl.data)), NumSlots: uint32(kept), PartialBase: 0}
-	pos = 0
-	for _, s := range segs {
-		slots := t.Nodes[s.node].Slots[s.from:s.to]
-		if kept == tokens {
-			pl.data = append(pl.data, asUint32(slots)...)
-			continue
+	rec := kernels.ItemRecord{SlotsOff: uint32(len(pl.data)), NumSlots: uint32(kept)}
+	// Slices that keep every token of their chunk share one slot list: a
+	// prompt block read by seven slices is listed once, not seven times.
+	switch {
+	case kept == tokens && pl.chunkSlots >= 0:
+		rec.SlotsOff = uint32(pl.chunkSlots)
+	case kept == tokens:
+		pl.chunkSlots = len(pl.data)
+		for _, s := range segs {
+			pl.data = append(pl.data, asUint32(t.Nodes[s.node].Slots[s.from:s.to])...)
 		}
-		for i, sl := range slots {
-			if words[pos+i] != 0 {
-				pl.data = append(pl.data, uint32(sl))
+	default:
+		for _, r := range runs {
+			if r.w != 0 {
+				pl.data = append(pl.data, asUint32(t.Nodes[segs[r.seg].node].Slots[r.from:r.from+r.n])...)
 			}
 		}
-		pos += len(slots)
 	}
 	rec.QueriesOff, rec.NumQueries = uint32(len(pl.data)), uint32(len(qs))
-	for _, q := range qs {
-		pl.data = append(pl.data, uint32(q))
+	for _, p := range qs {
+		pl.data = append(pl.data, uint32(q0[p]))
 	}
 	// After dropping unseen tokens the mask may have become full.
 	if kept != tokens {
 		allFull = true
-		for _, w := range words[:tokens] {
-			if w != 0 && w != full {
+		for _, r := range runs {
+			if r.w != 0 && r.w != full {
 				allFull = false
 				break
 			}
@@ -516,9 +642,11 @@ func (pl *Planner) item(t *Tree, segs []segment, qs []int32, compact bool) {
 	}
 	if !allFull {
 		rec.MaskOff, rec.MaskWords = uint32(len(pl.data)), 1
-		for _, w := range words[:tokens] {
-			if kept == tokens || w != 0 {
-				pl.data = append(pl.data, w)
+		for _, r := range runs {
+			if kept == tokens || r.w != 0 {
+				for range r.n {
+					pl.data = append(pl.data, r.w)
+				}
 			}
 		}
 	}

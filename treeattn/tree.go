@@ -77,14 +77,50 @@ func (t *Tree) Validate(numSlots int) error {
 }
 
 // validateSlots validates t against the smallest pool that holds its slots
-// and returns that pool's size, reusing *bitmap for the duplicate check.
+// and returns that pool's size. It checks slots in one pass, with *bitmap
+// (kept by the caller between calls) marking the slots seen: the planner's
+// validation of a step costs one read of each slot.
 func (t *Tree) validateSlots(bitmap *[]uint64) (int, error) {
-	numSlots := t.NumSlots()
-	return numSlots, t.validate(numSlots, bitmap)
+	seen := *bitmap
+	clear(seen)
+	maxSlot := int32(-1)
+	total := t.TotalTokens()
+	for i, nd := range t.Nodes {
+		if nd.Slots == nil || len(nd.Slots) != nd.Tokens {
+			continue // reported by validate below
+		}
+		for j, s := range nd.Slots {
+			if s < 0 {
+				return 0, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
+			}
+			w := int(s / 64)
+			if w >= len(seen) {
+				if (w+1)*8 > 4*total+4096 {
+					// Sparse, huge slot numbers: the general check sorts.
+					return t.NumSlots(), t.validate(t.NumSlots(), nil)
+				}
+				seen = append(seen, make([]uint64, w+1-len(seen))...)
+			}
+			b := uint64(1) << (s % 64)
+			if seen[w]&b != 0 {
+				*bitmap = seen
+				return 0, t.validate(t.NumSlots(), nil) // names both tokens
+			}
+			seen[w] |= b
+			maxSlot = max(maxSlot, s)
+		}
+	}
+	*bitmap = seen
+	numSlots := int(maxSlot) + 1
+	return numSlots, t.validate(numSlots, skipSlotChecks)
 }
 
+// skipSlotChecks tells validate that the slots were checked already.
+var skipSlotChecks = new([]uint64)
+
 // validate checks t; bitmap, when not nil, is scratch memory for the
-// duplicate-slot check that the caller keeps between calls.
+// duplicate-slot check that the caller keeps between calls, and
+// skipSlotChecks skips the checks of slot values.
 func (t *Tree) validate(numSlots int, bitmap *[]uint64) error {
 	n := len(t.Nodes)
 	switch {
@@ -118,12 +154,18 @@ func (t *Tree) validate(numSlots int, bitmap *[]uint64) error {
 		if len(nd.Slots) != nd.Tokens {
 			return fmt.Errorf("node %d: has %d slots for %d tokens", i, len(nd.Slots), nd.Tokens)
 		}
+		if bitmap == skipSlotChecks {
+			continue
+		}
 		for j, s := range nd.Slots {
 			if s < 0 || int(s) >= numSlots {
 				return fmt.Errorf("node %d token %d: slot %d outside the KV pool [0, %d)", i, j, s, numSlots)
 			}
 			maxSlot = max(maxSlot, s)
 		}
+	}
+	if bitmap == skipSlotChecks {
+		maxSlot = -1
 	}
 	if err := t.checkDuplicateSlots(total, maxSlot, bitmap); err != nil {
 		return err
