@@ -360,3 +360,33 @@ func TestPerformance(t *testing.T) {
 		t.Errorf("encoding %d bytes took %v (round trip ok: %v)", len(long), d, tok.Decode(ids) == long)
 	}
 }
+
+// A Tokenizer is shared by goroutines: each gets the same ids.
+func TestConcurrent(t *testing.T) {
+	for _, name := range []string{llama2Model, llama3Model} {
+		_, tok := loadTokenizer(t, name)
+		cases := readVectors(t, "llama3-bpe")
+		want := make([][]int32, len(cases))
+		for i, c := range cases {
+			want[i] = tok.Encode(c.text, true)
+		}
+		errs := make(chan string, 4)
+		for g := range 4 {
+			go func() {
+				for i := range cases {
+					c := cases[(i+g*31)%len(cases)]
+					if got := tok.Encode(c.text, true); !slices.Equal(got, want[(i+g*31)%len(cases)]) {
+						errs <- c.text
+						return
+					}
+				}
+				errs <- ""
+			}()
+		}
+		for range 4 {
+			if s := <-errs; s != "" {
+				t.Errorf("%s: concurrent Encode(%q) differs", name, s)
+			}
+		}
+	}
+}
