@@ -148,9 +148,9 @@ func TestPlannerRejectsBadSlots(t *testing.T) {
 	_, err := pl.Plan(good, cfg)
 	require.NoError(t, err)
 	cases := map[string][]int32{
-		"duplicate":       {5, 2},
-		"negative":        {-1, 7},
-		"huge duplicate":  {1<<31 - 1, 1<<31 - 1},
+		"duplicate":      {5, 2},
+		"negative":       {-1, 7},
+		"huge duplicate": {1<<31 - 1, 1<<31 - 1},
 	}
 	for name, slots := range cases {
 		bad := good.Clone()
