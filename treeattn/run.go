@@ -18,14 +18,17 @@ func LimitsOf(info vk.DeviceInfo) Limits {
 	}
 }
 
-// DevicePlan is a Plan uploaded to a device with its scratch buffers:
-// prepared once per decoding step, run once per layer.
+// DevicePlan is a Plan on a device with its metadata and partial-result
+// buffers: prepared once per decoding step, run once per layer. It keeps a
+// copy of the plan's figures, so the Planner may plan the next step while
+// this one runs.
 type DevicePlan struct {
-	*Plan
+	Plan
 	d        *vk.Device
 	meta     *vk.Buffer
 	partO    *vk.Buffer
 	partL    *vk.Buffer
+	owned    bool // made by Upload: Close frees the buffers
 	attn     *kernels.Pipeline
 	reduce   *kernels.Pipeline
 	attnGrid [3]uint32
@@ -53,67 +56,99 @@ func grid(n, y int, lim Limits) ([3]uint32, error) {
 	return [3]uint32{uint32(x), uint32(y), uint32(z)}, nil
 }
 
-// Upload copies the plan's metadata to d and prepares kernels and scratch.
-func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
-	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
-		return nil, fmt.Errorf("upload plan: planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
+// prepare checks p against d and sets the grids and pipelines of dp.
+func (dp *DevicePlan) prepare(d *vk.Device, p *Plan) error {
+	if err := dp.prepareGrids(d, p); err != nil {
+		return err
 	}
-	dp := &DevicePlan{Plan: p, d: d}
+	var err error
+	dp.attn, dp.reduce, err = pipelines(d, p)
+	return err
+}
+
+// prepareGrids copies the plan's figures and sets the grids.
+func (dp *DevicePlan) prepareGrids(d *vk.Device, p *Plan) error {
+	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
+		return fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
+	}
+	meta := dp.Plan.meta
+	dp.Plan, dp.d = *p, d
+	dp.Plan.meta = meta[:0] // the device copy is what runs
 	var err error
 	if dp.attnGrid, err = grid(p.Items, p.Shape.KVHeads, p.Limits); err != nil {
-		return nil, fmt.Errorf("upload plan: %w", err)
+		return err
 	}
-	if dp.redGrid, err = grid(p.NumQueries, p.Shape.QHeads, p.Limits); err != nil {
-		return nil, fmt.Errorf("upload plan: %w", err)
-	}
+	dp.redGrid, err = grid(p.NumQueries, p.Shape.QHeads, p.Limits)
+	return err
+}
+
+// pipelines returns the plan's two kernels.
+func pipelines(d *vk.Device, p *Plan) (attn, reduce *kernels.Pipeline, err error) {
 	s := p.Shape
 	f16 := uint32(0)
 	if p.KV == KVF16 {
 		f16 = 1
 	}
-	dp.attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
+	attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
 		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
 		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
 		"UNROLL": attnUnroll,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("upload plan: %w", err)
+		return nil, nil, err
 	}
-	dp.reduce, err = kernels.ReducePartials.Pipeline(d, kernels.SpecValues{
+	reduce, err = kernels.ReducePartials.Pipeline(d, kernels.SpecValues{
 		"local_size_x": reduceWorkgroup, "D": uint32(s.HeadDim), "QH": uint32(s.QHeads),
 	})
-	if err != nil {
+	return attn, reduce, err
+}
+
+// partialBytes is the size of the partial output and log-sum-exp buffers.
+func (p *Plan) partialBytes() (out, lse uint64) {
+	rows := uint64(p.Partials) * uint64(p.Shape.QHeads)
+	return rows * uint64(p.Shape.HeadDim) * 4, rows * 4
+}
+
+// Upload copies the plan's metadata to d into buffers of its own (Close
+// frees them); decoding steps reuse a Workspace instead.
+func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
+	dp := &DevicePlan{owned: true}
+	if err := dp.prepare(d, p); err != nil {
 		return nil, fmt.Errorf("upload plan: %w", err)
 	}
 	fail := func(err error) (*DevicePlan, error) {
 		dp.Close()
 		return nil, fmt.Errorf("upload plan: %w", err)
 	}
+	var err error
 	if dp.meta, err = d.NewBuffer(uint64(len(p.meta)) * 4); err != nil {
 		return fail(err)
 	}
 	if err := dp.meta.WriteU32(0, p.meta); err != nil {
 		return fail(err)
 	}
-	rows := uint64(p.Partials) * uint64(s.QHeads)
-	if dp.partO, err = d.NewBuffer(rows * uint64(s.HeadDim) * 4); err != nil {
+	outBytes, lseBytes := p.partialBytes()
+	if dp.partO, err = d.NewBuffer(outBytes); err != nil {
 		return fail(err)
 	}
-	if dp.partL, err = d.NewBuffer(rows * 4); err != nil {
+	if dp.partL, err = d.NewBuffer(lseBytes); err != nil {
 		return fail(err)
 	}
 	return dp, nil
 }
 
-// Close frees the plan's device buffers (kernels stay cached on the device).
+// Close frees the buffers of an uploaded plan (kernels stay cached on the
+// device); a workspace's plan only stops being usable.
 func (dp *DevicePlan) Close() {
-	for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL} {
-		b.Close()
+	if dp.owned {
+		for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL} {
+			b.Close()
+		}
 	}
 	dp.meta, dp.partO, dp.partL = nil, nil, nil
 }
 
-// Sizes the buffers Run takes must have, in bytes.
+// QueryBytes is the size Run needs of Q and of the output, in bytes.
 func (p *Plan) QueryBytes() uint64 {
 	return uint64(p.NumQueries) * uint64(p.Shape.QHeads) * uint64(p.Shape.HeadDim) * 4
 }

@@ -31,6 +31,7 @@ type Recorder struct {
 	results   []uint64
 	dispatchs int
 	barriers  int
+	inFlight  bool // submitted by Start and not yet waited for
 }
 
 const (
@@ -88,11 +89,12 @@ func (d *Device) NewRecorder() (*Recorder, error) {
 	return r, nil
 }
 
-// Close releases the recorder; its work must have finished.
+// Close waits for work in flight and releases the recorder.
 func (r *Recorder) Close() {
 	if r == nil || r.d == nil {
 		return
 	}
+	_ = r.Wait() // a lost device cannot be waited for; release anyway
 	d := r.d
 	for _, p := range r.descPools {
 		vk.DestroyDescriptorPool(d.handle, p, nil)
@@ -133,15 +135,22 @@ func (r *Recorder) begin() error {
 		vk.CmdResetQueryPool(r.cmd, r.queries, 0, maxTimestamps)
 	}
 	r.recording = true
-	r.written = map[vk.Buffer]bool{}
-	r.read = map[vk.Buffer]bool{}
+	if r.written == nil {
+		r.written, r.read = map[vk.Buffer]bool{}, map[vk.Buffer]bool{}
+	}
+	clear(r.written)
+	clear(r.read)
 	return nil
 }
 
-// Reset discards what was recorded; descriptor sets are recycled.
+// Reset discards what was recorded (after waiting for work in flight);
+// descriptor sets are recycled.
 func (r *Recorder) Reset() error {
 	if r.d == nil {
 		return fmt.Errorf("reset recorder: recorder is closed")
+	}
+	if err := r.Wait(); err != nil {
+		return fmt.Errorf("reset recorder: %w", err)
 	}
 	if r.recording && !r.ended {
 		vk.EndCommandBuffer(r.cmd)
@@ -182,10 +191,20 @@ func (r *Recorder) hazard(reads, writes []vk.Buffer) {
 	}
 }
 
+// hazard1 is hazard for one read and one written buffer, without slices.
+func (r *Recorder) hazard1(read, write vk.Buffer) {
+	if r.written[read] || r.written[write] || r.read[write] {
+		r.Barrier()
+	}
+	r.read[read] = true
+	r.written[write] = true
+}
+
 // Barrier makes all earlier compute and transfer writes visible to later
-// compute and transfer commands.
+// compute and transfer commands, those of earlier submissions included (a
+// step that reuses the buffers of the step before starts with one).
 func (r *Recorder) Barrier() {
-	if !r.recording {
+	if r.begin() != nil {
 		return
 	}
 	stages := vk.PipelineStageFlags(vk.PipelineStageComputeShaderBit | vk.PipelineStageTransferBit)
@@ -351,7 +370,7 @@ func (r *Recorder) CopyRange(dst *Buffer, dstOff uint64, src *Buffer, srcOff, n 
 	if err := r.begin(); err != nil {
 		return err
 	}
-	r.hazard([]vk.Buffer{src.handle}, []vk.Buffer{dst.handle})
+	r.hazard1(src.handle, dst.handle)
 	vk.CmdCopyBuffer(r.cmd, src.handle, dst.handle, 1, []vk.BufferCopy{{
 		SrcOffset: vk.DeviceSize(srcOff), DstOffset: vk.DeviceSize(dstOff), Size: vk.DeviceSize(n),
 	}})
@@ -391,8 +410,21 @@ func (r *Recorder) Timestamp(label string) error {
 // Submit ends recording (if needed), submits and waits for completion.
 // Submitting again replays the same commands.
 func (r *Recorder) Submit() error {
+	if err := r.Start(); err != nil {
+		return err
+	}
+	return r.Wait()
+}
+
+// Start ends recording (if needed) and submits without waiting: the host
+// can prepare the next step while the GPU runs this one. Wait (or Submit,
+// Reset, Close and reading timestamps, which wait first) completes it.
+func (r *Recorder) Start() error {
 	if r.d == nil {
 		return fmt.Errorf("submit: recorder is closed")
+	}
+	if err := r.Wait(); err != nil {
+		return err
 	}
 	if err := r.begin(); err != nil && !r.ended {
 		return err
@@ -427,10 +459,27 @@ func (r *Recorder) Submit() error {
 	if err := check("vkQueueSubmit", res); err != nil {
 		return fmt.Errorf("submit: %w", err)
 	}
+	r.inFlight = true
+	r.results = nil
+	return nil
+}
+
+// Busy reports whether work started with Start has not been waited for.
+func (r *Recorder) Busy() bool { return r.inFlight }
+
+// Wait blocks until the work started by Start completes (at most the
+// device's FenceTimeout); it returns at once when nothing is in flight.
+func (r *Recorder) Wait() error {
+	if !r.inFlight {
+		return nil
+	}
+	var a arena
+	defer a.free()
+	d := r.d
+	r.inFlight = false
 	if err := check("vkWaitForFences", vk.WaitForFences(d.handle, 1, cslice(&a, r.fence), vk.True, uint64(d.FenceTimeout/time.Nanosecond))); err != nil {
 		return fmt.Errorf("wait for GPU work (limit %s): %w", d.FenceTimeout, err)
 	}
-	r.results = nil
 	return nil
 }
 
@@ -450,6 +499,9 @@ func (r *Recorder) Timestamps() ([]uint64, error) {
 	}
 	if !r.ended {
 		return nil, fmt.Errorf("read timestamps: not submitted")
+	}
+	if err := r.Wait(); err != nil {
+		return nil, fmt.Errorf("read timestamps: %w", err)
 	}
 	n := len(r.labels)
 	var a arena

@@ -395,3 +395,48 @@ func TestKernelStats(t *testing.T) {
 	}
 	t.Logf("saxpy: %+v", stats)
 }
+
+// Start submits without waiting; Wait completes the work, and the results
+// are there afterwards; a recorder in flight waits before it is reused.
+func TestStartWait(t *testing.T) {
+	d := gputest.Device(t)
+	rng := gputest.Rand(t)
+	k := kernel(t, d, "saxpy", []vk.Access{vk.Read, vk.Write}, 8, map[uint32]uint32{0: 64})
+	const n = 4096
+	x, y := make([]float32, n), make([]float32, n)
+	for i := range x {
+		x[i], y[i] = rng.Float32(), rng.Float32()
+	}
+	bx, err := d.NewBuffer(4 * n)
+	require.NoError(t, err)
+	defer bx.Close()
+	by, err := d.NewBuffer(4 * n)
+	require.NoError(t, err)
+	defer by.Close()
+	require.NoError(t, bx.WriteF32(0, x))
+	require.NoError(t, by.WriteF32(0, y))
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Close()
+	require.NoError(t, rec.Dispatch(k, [3]uint32{n / 64, 1, 1}, push(uint32(n), float32(2)), bx.All(), by.All()))
+	require.False(t, rec.Busy())
+	require.NoError(t, rec.Start())
+	require.True(t, rec.Busy())
+	require.NoError(t, rec.Wait())
+	require.False(t, rec.Busy())
+	require.NoError(t, rec.Wait(), "waiting twice is harmless")
+	got := make([]float32, n)
+	require.NoError(t, by.ReadF32(0, got))
+	for i := range got {
+		require.Equal(t, 2*x[i]+y[i], got[i], "element %d", i)
+	}
+	// In flight again, then Reset waits before discarding.
+	require.NoError(t, rec.Start())
+	require.NoError(t, rec.Reset())
+	require.False(t, rec.Busy())
+	require.NoError(t, by.ReadF32(0, got))
+	for i := range got {
+		first := 2*x[i] + y[i]
+		require.Equal(t, 2*x[i]+first, got[i], "element %d after the second run", i)
+	}
+}
