@@ -61,14 +61,21 @@ func New(cfg llama.Config, f *gguf.File) (*Model, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	m.ropeTheta = make([]float64, cfg.RopeDims/2)
-	for i := range m.ropeTheta {
-		m.ropeTheta[i] = math.Pow(cfg.RopeBase, -2*float64(i)/float64(cfg.RopeDims))
+	m.ropeTheta = ropeThetas(cfg)
+	return m, nil
+}
+
+// ropeThetas returns the rotation frequency of each pair of rotated dims:
+// base^(-2i/RopeDims), divided by RopeFreqs[i] when the model has them.
+func ropeThetas(cfg llama.Config) []float64 {
+	th := make([]float64, cfg.RopeDims/2)
+	for i := range th {
+		th[i] = math.Pow(cfg.RopeBase, -2*float64(i)/float64(cfg.RopeDims))
 		if cfg.RopeFreqs != nil {
-			m.ropeTheta[i] /= cfg.RopeFreqs[i]
+			th[i] /= cfg.RopeFreqs[i]
 		}
 	}
-	return m, nil
+	return th
 }
 
 // Config returns the model's configuration.

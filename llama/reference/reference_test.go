@@ -196,3 +196,35 @@ func TestClone(t *testing.T) {
 	_, err = a.Eval(512)
 	assert.ErrorContains(t, err, "token 512 outside the vocabulary of 512")
 }
+
+// RoPE rotates adjacent pairs of the first RopeDims dims by pos*theta_i,
+// theta_i = base^(-2i/RopeDims) / RopeFreqs[i]; the rest of the head stays.
+func TestRope(t *testing.T) {
+	cfg := llama.Config{RopeDims: 4, RopeBase: 100}
+	assert.Equal(t, []float64{1, 0.1}, ropeThetas(cfg))
+	cfg.RopeFreqs = []float64{1, 2}
+	m := &Model{ropeTheta: ropeThetas(cfg)}
+	assert.Equal(t, []float64{1, 0.05}, m.ropeTheta)
+	v := []float64{1, 0, 0, 1, 5, -5}
+	m.rope(v, 3)
+	want := []float64{math.Cos(3), math.Sin(3), -math.Sin(0.15), math.Cos(0.15), 5, -5}
+	assert.InDeltaSlice(t, want, v, 1e-15)
+	v = []float64{0.3, -0.7, 2, 1, 5, -5}
+	m.rope(v, 0)
+	assert.Equal(t, []float64{0.3, -0.7, 2, 1, 5, -5}, v, "position 0 is the identity")
+}
+
+// The Llama 3 vocabulary model (GQA 2:1, base 500000) runs; there is no
+// golden data for it, so this checks shapes and finiteness.
+func TestLlama3Runs(t *testing.T) {
+	m, _ := load(t, testmodels.Path(t, "llama-3-tiny-random.gguf"))
+	s := m.NewSequence()
+	for _, tk := range []int32{m.Config().BOS, 9906, 1917} {
+		l, err := s.Eval(tk)
+		require.NoError(t, err)
+		require.Len(t, l, 128256)
+		for i, x := range l {
+			require.False(t, math.IsNaN(x) || math.IsInf(x, 0), "logit %d is %v", i, x)
+		}
+	}
+}
