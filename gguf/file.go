@@ -53,7 +53,8 @@ func (t Tensor) Rows() uint64 {
 	return t.Elements() / max(t.Dims[0], 1)
 }
 
-// File is an open GGUF file.
+// File is an open GGUF file. It is read-only: any number of goroutines may
+// read it at once, but none while it is being closed.
 type File struct {
 	name       string
 	version    uint32
