@@ -97,7 +97,11 @@ func upload(d *vk.Device, in *conformance.Inputs, kv treeattn.KVType, queryBytes
 		b.close()
 		return nil, err
 	}
-	if b.k, b.v, err = in.Upload(d, kv); err != nil {
+	if b.k, err = treeattn.UploadKV(d, kv, in.K, in.KBits); err != nil {
+		b.close()
+		return nil, err
+	}
+	if b.v, err = treeattn.UploadKV(d, kv, in.V, in.VBits); err != nil {
 		b.close()
 		return nil, err
 	}

@@ -139,7 +139,7 @@ func (s Source) ReasoningTree(rel string) (*replay.ReasoningTree, error) {
 }
 
 // SpecTree returns the DeFT speculative token tree of size tokens.
-func (s Source) SpecTree(size int) (*treeattn.SpecTree, error) {
+func (s Source) SpecTree(size int) (*replay.SpecTree, error) {
 	p, err := s.File(fmt.Sprintf(specFile, size))
 	if err != nil {
 		return nil, err
@@ -148,7 +148,7 @@ func (s Source) SpecTree(size int) (*treeattn.SpecTree, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := treeattn.ParseSpeculativeJSON(raw)
+	t, err := replay.ParseSpeculativeJSON(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
@@ -390,10 +390,10 @@ func ParseLayout(s string) (Layout, error) {
 	return "", fmt.Errorf("unknown KV layout %q (want %s or %s)", s, LayoutContiguous, LayoutPaged)
 }
 
-// pagedBudget sizes the bookkeeping-only pool of LayoutPaged: its pages
-// hold one fp32 value pair per slot, so this is 2^20 slots, far more than
-// any workload keeps live.
-const pagedBudget = 1 << 24
+// pagedBudget sizes the bookkeeping-only pool of LayoutPaged: its slots
+// hold the smallest row a pool takes (head dim 4, fp32: 32 bytes of K and
+// V), so this is 2^20 slots, far more than any workload keeps live.
+const pagedBudget = 1 << 25
 
 // Sample replays a workload twice (newW must return a fresh replay each
 // call): once to count its decode steps (steps that are not Prefill), then
@@ -458,7 +458,7 @@ func Sample(name, description string, newW func() (replay.Workload, error), n in
 // replayPaged drives w onto a host KV pool and hands take each step's tree
 // over the pool's slots (a copy: the pool's tree changes with later steps).
 func replayPaged(w replay.Workload, take func(replay.Step, func() (*treeattn.Tree, error)) error) error {
-	pool, err := kvpool.NewHost(kvpool.Config{Layers: 1, KVHeads: 1, HeadDim: 2, KV: treeattn.KVF32, BudgetBytes: pagedBudget})
+	pool, err := kvpool.NewHost(kvpool.Config{Layers: 1, KVHeads: 1, HeadDim: 4, KV: treeattn.KVF32, BudgetBytes: pagedBudget})
 	if err != nil {
 		return err
 	}

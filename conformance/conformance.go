@@ -17,17 +17,12 @@ import (
 
 // Tolerances on relative L2 error against the float64 reference.
 const (
-	TolF32 = 1e-5
-	TolF16 = 2e-3
+	TolF32 = treeattn.TolF32
+	TolF16 = treeattn.TolF16
 )
 
 // Tolerance returns the error bound for a KV type.
-func Tolerance(kv treeattn.KVType) float64 {
-	if kv == treeattn.KVF32 {
-		return TolF32
-	}
-	return TolF16
-}
+func Tolerance(kv treeattn.KVType) float64 { return kv.Tolerance() }
 
 // Case is one conformance check.
 type Case struct {
@@ -91,27 +86,10 @@ func normal(rng *rand.Rand, n int) []float32 {
 
 // Upload puts K and V on the device in the KV type's layout.
 func (in *Inputs) Upload(d *vk.Device, kv treeattn.KVType) (k, v *vk.Buffer, err error) {
-	put := func(f []float32, bits []uint16) (*vk.Buffer, error) {
-		size := uint64(len(f)) * uint64(kv.Bytes())
-		b, err := d.NewBuffer(size)
-		if err != nil {
-			return nil, err
-		}
-		if kv == treeattn.KVF16 {
-			err = b.WriteF16(0, bits)
-		} else {
-			err = b.WriteF32(0, f)
-		}
-		if err != nil {
-			b.Close()
-			return nil, err
-		}
-		return b, nil
-	}
-	if k, err = put(in.K, in.KBits); err != nil {
+	if k, err = treeattn.UploadKV(d, kv, in.K, in.KBits); err != nil {
 		return nil, nil, err
 	}
-	if v, err = put(in.V, in.VBits); err != nil {
+	if v, err = treeattn.UploadKV(d, kv, in.V, in.VBits); err != nil {
 		k.Close()
 		return nil, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/deft-vk/deft/replay"
 	"github.com/deft-vk/deft/treeattn"
 )
 
@@ -15,12 +16,12 @@ import (
 var specTrees embed.FS
 
 // SpecTree loads an embedded token tree by its size (5, 32, 64, 128, 256).
-func SpecTree(size int) (*treeattn.SpecTree, error) {
+func SpecTree(size int) (*replay.SpecTree, error) {
 	b, err := specTrees.ReadFile(fmt.Sprintf("trees/APPS_tree_size%d.json", size))
 	if err != nil {
 		return nil, fmt.Errorf("speculative tree of size %d: %w", size, err)
 	}
-	return treeattn.ParseSpeculativeJSON(b)
+	return replay.ParseSpeculativeJSON(b)
 }
 
 // SuiteOptions choose the suite's breadth.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/deft-vk/deft/conformance"
 	"github.com/deft-vk/deft/internal/half"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
@@ -563,7 +562,7 @@ func (m *model) checkGPU(methods []treeattn.Method, shape treeattn.Shape) {
 			got := make([]float32, len(qv))
 			require.NoError(t, out.ReadF32(0, got))
 			rel := treeattn.RelativeL2(got, want)
-			tol := conformance.Tolerance(cfg.KV)
+			tol := cfg.KV.Tolerance()
 			require.LessOrEqual(t, rel, tol, "%s layer %d: relative L2 error %.3g", method, l, rel)
 			m.t.Logf("%s %s layer %d: %d nodes, %d queries, %d tokens: relative L2 %.2g", method, cfg.KV, l,
 				len(step.Tree.Nodes), nq, step.Tree.TotalTokens(), rel)

@@ -96,7 +96,7 @@ const (
 type Config struct {
 	Layers  int // model layers, one K and one V buffer each
 	KVHeads int
-	HeadDim int // even (fp16 rows are packed two halves per 32-bit word)
+	HeadDim int // see treeattn.CheckHeadDim
 	KV      treeattn.KVType
 	// PageTokens is the number of slots per page; 0 means
 	// DefaultPageTokens.
@@ -132,8 +132,8 @@ func (c Config) validate() (int, error) {
 		return 0, fmt.Errorf("layers %d outside [1, %d]", c.Layers, MaxLayers)
 	case c.KVHeads < 1 || c.KVHeads > treeattn.MaxShapeValue:
 		return 0, fmt.Errorf("KV heads %d outside [1, %d]", c.KVHeads, treeattn.MaxShapeValue)
-	case c.HeadDim < 2 || c.HeadDim > treeattn.MaxShapeValue || c.HeadDim%2 != 0:
-		return 0, fmt.Errorf("head dim %d must be even and in [2, %d]", c.HeadDim, treeattn.MaxShapeValue)
+	case treeattn.CheckHeadDim(c.HeadDim) != nil:
+		return 0, treeattn.CheckHeadDim(c.HeadDim)
 	case c.KV != treeattn.KVF16 && c.KV != treeattn.KVF32:
 		return 0, fmt.Errorf("unknown KV type %d", c.KV)
 	case c.PageTokens < 0 || c.PageTokens > MaxPageTokens:

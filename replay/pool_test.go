@@ -88,7 +88,7 @@ func TestPoolDriverReasoning(t *testing.T) {
 func TestPoolDriverSpeculative(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("testdata", "deft", "APPS_tree_size32_2records.json"))
 	require.NoError(t, err)
-	spec, err := treeattn.ParseSpeculativeJSON(raw)
+	spec, err := ParseSpeculativeJSON(raw)
 	require.NoError(t, err)
 	w, err := NewSpeculative(spec, SpecOptions{Prefix: 100, Steps: 30})
 	require.NoError(t, err)

@@ -34,7 +34,7 @@ type SpecOptions struct {
 //
 // Node 0 is the committed sequence. Step 0 (Prefill) forks it, appends the
 // prefix and queries its last token. Each later step k builds the token
-// tree below node 0 (as in treeattn.SpecTree.TreeWithPrefix): token i is a
+// tree below node 0 (as in SpecTree.TreeWithPrefix): token i is a
 // new one-token node, forked from node 0 for token 0 (the implicit root,
 // the last accepted token, whose K/V the step computes) and from token
 // Parents[i] otherwise, and every token is a query at offset 0, in token
@@ -46,7 +46,7 @@ type SpecOptions struct {
 // committed tokens of node 0 and the rest of the token tree is released.
 // The last step's After also prunes node 0.
 type Speculative struct {
-	spec    *treeattn.SpecTree
+	spec    *SpecTree
 	opts    SpecOptions
 	accepts []int // clamped accept length of each speculative step
 	best    []int // token indices of the best-first path
@@ -61,10 +61,10 @@ type Speculative struct {
 }
 
 // NewSpeculative returns the speculative workload over token tree s (from
-// treeattn.ParseSpeculativeJSON), which must have at least one non-empty
+// ParseSpeculativeJSON), which must have at least one non-empty
 // accept-length record. The final sequence, prefix plus accepted tokens
 // plus a token tree, must fit treeattn.MaxTreeTokens.
-func NewSpeculative(s *treeattn.SpecTree, opts SpecOptions) (*Speculative, error) {
+func NewSpeculative(s *SpecTree, opts SpecOptions) (*Speculative, error) {
 	w, err := newSpeculative(s, opts)
 	if err != nil {
 		return nil, fmt.Errorf("speculative workload: %w", err)
@@ -72,7 +72,7 @@ func NewSpeculative(s *treeattn.SpecTree, opts SpecOptions) (*Speculative, error
 	return w, nil
 }
 
-func newSpeculative(s *treeattn.SpecTree, opts SpecOptions) (*Speculative, error) {
+func newSpeculative(s *SpecTree, opts SpecOptions) (*Speculative, error) {
 	if s == nil || s.Size() < 1 {
 		return nil, errors.New("empty token tree")
 	}
@@ -84,7 +84,7 @@ func newSpeculative(s *treeattn.SpecTree, opts SpecOptions) (*Speculative, error
 	for i, p := range s.Parents {
 		switch {
 		case i == 0 && p != -1, i > 0 && (p < 0 || p >= i), i > 0 && len(s.Paths) < i, i > 0 && len(s.Paths[i-1]) == 0:
-			return nil, fmt.Errorf("token %d: inconsistent token tree (not from treeattn.ParseSpeculativeJSON)", i)
+			return nil, fmt.Errorf("token %d: inconsistent token tree (not from ParseSpeculativeJSON)", i)
 		}
 		if i > 0 {
 			children[p] = append(children[p], i)

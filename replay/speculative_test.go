@@ -11,11 +11,11 @@ import (
 	"github.com/deft-vk/deft/treeattn"
 )
 
-func readSpec(t testing.TB, path string) *treeattn.SpecTree {
+func readSpec(t testing.TB, path string) *SpecTree {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
-	s, err := treeattn.ParseSpeculativeJSON(data)
+	s, err := ParseSpeculativeJSON(data)
 	require.NoError(t, err)
 	return s
 }
@@ -23,7 +23,7 @@ func readSpec(t testing.TB, path string) *treeattn.SpecTree {
 // checkSpeculative replays w over s and checks every step: a token tree of
 // s.Size() new one-token nodes below the committed sequence, all of them
 // queries, and the recorded accept length committed afterwards.
-func checkSpeculative(t *testing.T, s *treeattn.SpecTree, w *Speculative, prefix int, trees bool) *Simulator {
+func checkSpeculative(t *testing.T, s *SpecTree, w *Speculative, prefix int, trees bool) *Simulator {
 	t.Helper()
 	n := s.Size()
 	depths := s.Depths()
@@ -152,7 +152,7 @@ func TestSpeculativeSharedWorkloads(t *testing.T) {
 }
 
 func TestSpeculativeErrors(t *testing.T) {
-	s, err := treeattn.ParseSpeculativeJSON([]byte(`{"Tree_Structure": [[0], [1], [0, 0]], "Records": [{"Accept_length": [1, 0, 9]}, {"Accept_length": []}]}`))
+	s, err := ParseSpeculativeJSON([]byte(`{"Tree_Structure": [[0], [1], [0, 0]], "Records": [{"Accept_length": [1, 0, 9]}, {"Accept_length": []}]}`))
 	require.NoError(t, err)
 	w, err := NewSpeculative(s, SpecOptions{Prefix: 5})
 	require.NoError(t, err)
@@ -162,7 +162,7 @@ func TestSpeculativeErrors(t *testing.T) {
 
 	cases := []struct {
 		name string
-		spec *treeattn.SpecTree
+		spec *SpecTree
 		opts SpecOptions
 		msg  string
 	}{
@@ -173,9 +173,9 @@ func TestSpeculativeErrors(t *testing.T) {
 		{"empty record", s, SpecOptions{Record: 1}, "record 1 has no accept lengths"},
 		{"steps", s, SpecOptions{Steps: -1}, "steps -1"},
 		{"too long", s, SpecOptions{Prefix: treeattn.MaxTreeTokens - 3}, "more than the limit"},
-		{"no records", &treeattn.SpecTree{Parents: []int{-1}}, SpecOptions{}, "record 0 does not exist"},
-		{"bad parents", &treeattn.SpecTree{Parents: []int{-1, 1}, Paths: [][]int{{0}}}, SpecOptions{}, "inconsistent token tree"},
-		{"bad paths", &treeattn.SpecTree{Parents: []int{-1, 0}}, SpecOptions{}, "inconsistent token tree"},
+		{"no records", &SpecTree{Parents: []int{-1}}, SpecOptions{}, "record 0 does not exist"},
+		{"bad parents", &SpecTree{Parents: []int{-1, 1}, Paths: [][]int{{0}}}, SpecOptions{}, "inconsistent token tree"},
+		{"bad paths", &SpecTree{Parents: []int{-1, 0}}, SpecOptions{}, "inconsistent token tree"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,7 +2,7 @@
 // Writes rows of one layer's K/V pool (kvpool), K and V together. The pool
 // is bound as 32-bit words, [slot][kv_head][D] with ROW_WORDS words per slot:
 // fp16 packs two halves per word (KV_F16 = 1), fp32 is one float per word
-// (see include/kv.glsl).
+// (kernels.KVScatter is the Go side of this interface).
 //
 // MODE 0, scatter: row i of the dense float32 sources srcK/srcV
 // ([n][kv_head][D]) is stored at slot slots[i], converted to fp16 when the

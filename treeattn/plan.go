@@ -41,31 +41,6 @@ func ParseMethod(s string) (Method, error) {
 	return "", fmt.Errorf("unknown attention method %q (have %v)", s, Methods)
 }
 
-// KVType is the element type of the K/V pool.
-type KVType int
-
-const (
-	// KVF16 stores K and V as IEEE half floats.
-	KVF16 KVType = iota
-	// KVF32 stores K and V as 32-bit floats.
-	KVF32
-)
-
-func (k KVType) String() string {
-	if k == KVF32 {
-		return "f32"
-	}
-	return "f16"
-}
-
-// Bytes is the size of one element.
-func (k KVType) Bytes() int {
-	if k == KVF32 {
-		return 4
-	}
-	return 2
-}
-
 // Limits are the device limits planning depends on (from vk.DeviceInfo).
 type Limits struct {
 	SharedMemory      int
@@ -126,8 +101,8 @@ func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 	if err := s.Validate(); err != nil {
 		return Tiles{}, err
 	}
-	if s.HeadDim%4 != 0 || s.HeadDim > 512 {
-		return Tiles{}, fmt.Errorf("choose tiles: head dim %d must be a multiple of 4 and at most 512", s.HeadDim)
+	if err := CheckHeadDim(s.HeadDim); err != nil {
+		return Tiles{}, fmt.Errorf("choose tiles: %w", err)
 	}
 	if lim.MaxInvocations < 4 {
 		return Tiles{}, fmt.Errorf("choose tiles: device allows only %d invocations per workgroup", lim.MaxInvocations)
@@ -248,45 +223,4 @@ const itemWords = kernels.ItemRecordWords
 func putItem(dst []uint32, rec kernels.ItemRecord) {
 	dst[0], dst[1], dst[2], dst[3] = rec.SlotsOff, rec.NumSlots, rec.QueriesOff, rec.NumQueries
 	dst[4], dst[5], dst[6], dst[7] = rec.MaskOff, rec.MaskWords, rec.PartialBase, rec.Reserved
-}
-
-// item reads item i's record back from the metadata.
-func (p *Plan) item(i int) kernels.ItemRecord {
-	w := p.meta[i*itemWords : (i+1)*itemWords]
-	return kernels.ItemRecord{SlotsOff: w[0], NumSlots: w[1], QueriesOff: w[2], NumQueries: w[3],
-		MaskOff: w[4], MaskWords: w[5], PartialBase: w[6], Reserved: w[7]}
-}
-
-// Meta returns the plan's metadata words (for inspection and tests).
-func (p *Plan) Meta() []uint32 { return p.meta }
-
-// Coverage calls f for every (query, slot) pair the plan computes as
-// visible, once per time it is computed; tests use it to prove that every
-// path token is covered exactly once and nothing else is.
-func (p *Plan) Coverage(f func(query int, slot int32)) {
-	for i := 0; i < p.Items; i++ {
-		rec := p.item(i)
-		slots := p.meta[rec.SlotsOff : rec.SlotsOff+rec.NumSlots]
-		queries := p.meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
-		for t, sl := range slots {
-			for qi, q := range queries {
-				if rec.MaskWords != 0 {
-					word := p.meta[rec.MaskOff+uint32(t)*rec.MaskWords+uint32(qi/32)]
-					if word>>(qi%32)&1 == 0 {
-						continue
-					}
-				}
-				f(int(q), int32(sl))
-			}
-		}
-	}
-}
-
-// ItemTokens returns each work item's token count (tests check balance).
-func (p *Plan) ItemTokens() []int {
-	out := make([]int, p.Items)
-	for i := range out {
-		out[i] = int(p.item(i).NumSlots)
-	}
-	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deft-vk/deft/replay"
 	"github.com/deft-vk/deft/treeattn"
 )
 
@@ -370,11 +371,11 @@ func TestPlanIsDeterministic(t *testing.T) {
 	}
 }
 
-func planReadSpec(t *testing.T, name string) *treeattn.SpecTree {
+func planReadSpec(t *testing.T, name string) *replay.SpecTree {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "deft", name))
+	data, err := os.ReadFile(filepath.Join("..", "replay", "testdata", "deft", name))
 	require.NoError(t, err)
-	s, err := treeattn.ParseSpeculativeJSON(data)
+	s, err := replay.ParseSpeculativeJSON(data)
 	require.NoError(t, err, name)
 	return s
 }

@@ -9,46 +9,6 @@ import (
 	"sync/atomic"
 )
 
-// MaxShapeValue is the largest QHeads, KVHeads or HeadDim that
-// Shape.Validate accepts.
-const MaxShapeValue = 1 << 16
-
-// Shape gives the attention head layout: QHeads query heads and KVHeads
-// key/value heads of HeadDim elements each. With grouped-query attention
-// (QHeads > KVHeads) query head h reads KV head h / (QHeads / KVHeads).
-type Shape struct {
-	QHeads, KVHeads, HeadDim int
-}
-
-// Validate checks that all sizes are in [1, MaxShapeValue] and that KVHeads
-// divides QHeads.
-func (s Shape) Validate() error {
-	if s.QHeads < 1 || s.KVHeads < 1 || s.HeadDim < 1 {
-		return fmt.Errorf("validate shape %+v: head counts and head dim must be positive", s)
-	}
-	if s.QHeads > MaxShapeValue || s.KVHeads > MaxShapeValue || s.HeadDim > MaxShapeValue {
-		return fmt.Errorf("validate shape %+v: sizes must be at most %d", s, MaxShapeValue)
-	}
-	if s.QHeads%s.KVHeads != 0 {
-		return fmt.Errorf("validate shape %+v: q heads %d not a multiple of kv heads %d", s, s.QHeads, s.KVHeads)
-	}
-	return nil
-}
-
-// GroupSize returns QHeads / KVHeads, the number of query heads sharing one
-// KV head.
-func (s Shape) GroupSize() int {
-	if s.KVHeads <= 0 {
-		return 0
-	}
-	return s.QHeads / s.KVHeads
-}
-
-// DefaultScale returns the conventional softmax scale 1/sqrt(HeadDim).
-func (s Shape) DefaultScale() float64 {
-	return 1 / math.Sqrt(float64(s.HeadDim))
-}
-
 // Reference computes tree attention in float64 on the CPU. q is
 // [query][qhead][dim] with one row per t.Queries entry, k and v are the KV
 // pool [slot][kvhead][dim] (float32 values; fp16 inputs are converted by the

@@ -78,13 +78,9 @@ func benchAction(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	kv := treeattn.KVF16
-	switch c.String("kv") {
-	case "f16":
-	case "f32":
-		kv = treeattn.KVF32
-	default:
-		return fmt.Errorf("--kv %q: want f16 or f32", c.String("kv"))
+	kv, err := treeattn.ParseKVType(c.String("kv"))
+	if err != nil {
+		return fmt.Errorf("--kv: %w", err)
 	}
 	methods, err := parseMethods(c)
 	if err != nil {

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/deft-vk/deft/conformance"
+	"github.com/deft-vk/deft/internal/npy"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
 )
@@ -33,12 +33,14 @@ func runAttention(d *vk.Device, plan *treeattn.Plan, in *attentionInputs) ([]flo
 	if err := q.WriteF32(0, in.q); err != nil {
 		return nil, err
 	}
-	kvIn := conformance.Inputs{K: in.k.F32, V: in.v.F32, KBits: in.k.F16, VBits: in.v.F16}
-	k, v, err := kvIn.Upload(d, in.kv)
-	if err != nil {
-		return nil, err
+	for _, src := range []*npy.Array{in.k, in.v} {
+		b, err := treeattn.UploadKV(d, in.kv, src.F32, src.F16)
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, b)
 	}
-	bufs = append(bufs, k, v)
+	k, v := bufs[len(bufs)-2], bufs[len(bufs)-1]
 	out, err := newBuf(plan.QueryBytes())
 	if err != nil {
 		return nil, err

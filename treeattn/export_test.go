@@ -1,0 +1,46 @@
+package treeattn
+
+import "github.com/deft-vk/deft/kernels"
+
+// Test hooks for the external tests of this package.
+
+// item reads item i's record back from the metadata.
+func (p *Plan) item(i int) kernels.ItemRecord {
+	w := p.meta[i*itemWords : (i+1)*itemWords]
+	return kernels.ItemRecord{SlotsOff: w[0], NumSlots: w[1], QueriesOff: w[2], NumQueries: w[3],
+		MaskOff: w[4], MaskWords: w[5], PartialBase: w[6], Reserved: w[7]}
+}
+
+// Meta returns the plan's metadata words (for inspection and tests).
+func (p *Plan) Meta() []uint32 { return p.meta }
+
+// Coverage calls f for every (query, slot) pair the plan computes as
+// visible, once per time it is computed; tests use it to prove that every
+// path token is covered exactly once and nothing else is.
+func (p *Plan) Coverage(f func(query int, slot int32)) {
+	for i := 0; i < p.Items; i++ {
+		rec := p.item(i)
+		slots := p.meta[rec.SlotsOff : rec.SlotsOff+rec.NumSlots]
+		queries := p.meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
+		for t, sl := range slots {
+			for qi, q := range queries {
+				if rec.MaskWords != 0 {
+					word := p.meta[rec.MaskOff+uint32(t)*rec.MaskWords+uint32(qi/32)]
+					if word>>(qi%32)&1 == 0 {
+						continue
+					}
+				}
+				f(int(q), int32(sl))
+			}
+		}
+	}
+}
+
+// ItemTokens returns each work item's token count (tests check balance).
+func (p *Plan) ItemTokens() []int {
+	out := make([]int, p.Items)
+	for i := range out {
+		out[i] = int(p.item(i).NumSlots)
+	}
+	return out
+}
