@@ -1,6 +1,9 @@
 package treeattn
 
-import "github.com/deft-vk/deft/kernels"
+import (
+	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/vk"
+)
 
 // Test hooks for the external tests of this package.
 
@@ -44,3 +47,9 @@ func (p *Plan) ItemTokens() []int {
 	}
 	return out
 }
+
+// SharedBytes is the planner's figure of partial_attn's shared memory.
+func (t Tiles) SharedBytes(dim int) int { return t.sharedBytes(dim) }
+
+// Pipelines returns the plan's kernels.
+func (p *Plan) Pipelines(d *vk.Device) (attn, reduce *kernels.Pipeline, err error) { return pipelines(d, p) }

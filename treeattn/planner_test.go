@@ -169,3 +169,27 @@ func TestPlannerRejectsBadSlots(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1<<31, p.NumSlots)
 }
+
+// BenchmarkLegacyPlan times the planner this package had before the
+// Planner (the "before" column of docs/BENCHMARKS.md's planning table), on
+// the synthetic snapshot trees (BenchmarkPlan has the sorting trace too).
+func BenchmarkLegacyPlan(b *testing.B) {
+	trees := []struct {
+		name string
+		tree *Tree
+	}{{"fewshot-b50", FewShotTree(4000, 50, 400)}, {"fewshot-b20", FewShotTree(4000, 20, 400)}, {"spec-star-256", SpeculativeStar(1000, 256)}}
+	for _, tc := range trees {
+		if !tc.tree.SlotsAssigned() {
+			tc.tree.AssignContiguousSlots()
+		}
+		b.Run(tc.name+"/flatten", func(b *testing.B) {
+			cfg := Config{Method: MethodFlatten, Shape: Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: equivLimits[1]}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := legacyNewPlan(tc.tree, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,43 @@
+package treeattn_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/deft-vk/deft/treeattn"
+)
+
+// The planner's shared-memory figure (which decides the tiles a device can
+// take) equals what the driver reports for partial_attn, for the tiles
+// chosen at several head dims; it needs a device with compiler statistics
+// (VK_KHR_pipeline_executable_properties: NVIDIA reports "Shared Memory
+// Size"), which lavapipe lacks.
+func TestSharedMemoryMatchesDriver(t *testing.T) {
+	d := gputest.Device(t)
+	if !d.KernelStats() {
+		t.Skipf("%s reports no compiler statistics (VK_KHR_pipeline_executable_properties); run on the GPU to compare", d.Info.Name)
+	}
+	compared := 0
+	for _, dim := range []int{64, 128, 256} {
+		shape := treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: dim}
+		tree := treeattn.FewShotTree(64, 2, 8)
+		tree.AssignContiguousSlots()
+		plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: treeattn.MethodFlatten, Shape: shape, Limits: treeattn.LimitsOf(d.Info)})
+		require.NoError(t, err)
+		attn, _, err := plan.Pipelines(d)
+		require.NoError(t, err)
+		stats, err := attn.Stats()
+		require.NoError(t, err)
+		for _, s := range stats {
+			if strings.Contains(strings.ToLower(s.Name), "shared memory") {
+				require.Equal(t, float64(plan.Tiles.SharedBytes(dim)), s.Value, "head dim %d, tiles %+v: planner vs driver (%s)", dim, plan.Tiles, s.Name)
+				t.Logf("head dim %d, tiles %+v: %s %v bytes", dim, plan.Tiles, s.Name, s.Value)
+				compared++
+			}
+		}
+	}
+	require.Positive(t, compared, "the driver reports statistics but none about shared memory")
+}
