@@ -52,4 +52,6 @@ func (p *Plan) ItemTokens() []int {
 func (t Tiles) SharedBytes(dim int) int { return t.sharedBytes(dim) }
 
 // Pipelines returns the plan's kernels.
-func (p *Plan) Pipelines(d *vk.Device) (attn, reduce *kernels.Pipeline, err error) { return pipelines(d, p) }
+func (p *Plan) Pipelines(d *vk.Device) (attn, reduce *kernels.Pipeline, err error) {
+	return pipelines(d, p)
+}
