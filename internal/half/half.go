@@ -1,5 +1,6 @@
-// Package half converts between IEEE 754 binary16 ("half precision") values,
-// represented by their raw uint16 bit patterns, and float32.
+// Package half converts between float32 and the two 16-bit float formats of
+// model files, IEEE 754 binary16 ("half precision") and bfloat16, each held as
+// its raw uint16 bit pattern.
 //
 // ToFloat32 is exact: every binary16 value, including subnormals, infinities
 // and NaNs, is representable as a float32. FromFloat32 rounds to the nearest
