@@ -103,6 +103,39 @@ func (w *weight) bytes() uint64 {
 	return n
 }
 
+// ops records the model's kernels on one device, caching their pipelines
+// (creating one through its contract on every dispatch costs more than the
+// dispatch itself on a CPU device).
+type ops struct {
+	d     *vk.Device
+	pipes map[pipeKey]*kernels.Pipeline
+}
+
+type pipeKey struct {
+	c    *kernels.Contract
+	spec [5]uint32
+}
+
+func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.Pipeline{}} }
+
+// pipeline returns c's pipeline for the named constants in order (a
+// contract's constants are few; names are given in the contract's order).
+func (o *ops) pipeline(c *kernels.Contract, spec kernels.SpecValues) (*kernels.Pipeline, error) {
+	k := pipeKey{c: c}
+	for i, s := range c.Spec {
+		k.spec[i] = spec[s.Name]
+	}
+	if p := o.pipes[k]; p != nil {
+		return p, nil
+	}
+	p, err := c.Pipeline(o.d, spec)
+	if err != nil {
+		return nil, err
+	}
+	o.pipes[k] = p
+	return p, nil
+}
+
 // Workgroup sizes (powers of two: the reductions halve them).
 const (
 	matmulRows     = 4  // output rows per matmul workgroup
@@ -147,7 +180,7 @@ func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
 
 // matmul records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows: x is
 // float32 [n][w.cols], y float32 [n][w.rows].
-func matmul(rec *vk.Recorder, d *vk.Device, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
 	unit := 4
 	if w.wtype >= kernels.WeightQ8_0 {
 		unit = 32
@@ -164,13 +197,13 @@ func matmul(rec *vk.Recorder, d *vk.Device, w *weight, x *vk.Buffer, n int, y *v
 	if add {
 		addv = 1
 	}
-	p, err := kernels.Matmul.Pipeline(d, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
+	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
 		"ROWS": matmulRows, "NC": uint32(nc), "ADD": addv})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}
 	for _, part := range w.parts {
-		grid, err := spread(d, ceilDiv(part.rows, matmulRows), gy)
+		grid, err := spread(o.d, ceilDiv(part.rows, matmulRows), gy)
 		if err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
@@ -184,12 +217,12 @@ func matmul(rec *vk.Recorder, d *vk.Device, w *weight, x *vk.Buffer, n int, y *v
 }
 
 // embed records out[i][:] = row tokens[i] of w, as float32.
-func embed(rec *vk.Recorder, d *vk.Device, w *weight, tokens *vk.Buffer, n int, out *vk.Buffer) error {
-	p, err := kernels.EmbedGather.Pipeline(d, kernels.SpecValues{"local_size_x": elemGroup, "WTYPE": w.wtype})
+func (o *ops) embed(rec *vk.Recorder, w *weight, tokens *vk.Buffer, n int, out *vk.Buffer) error {
+	p, err := o.pipeline(kernels.EmbedGather, kernels.SpecValues{"local_size_x": elemGroup, "WTYPE": w.wtype})
 	if err != nil {
 		return fmt.Errorf("embed %s: %w", w.name, err)
 	}
-	grid, err := strideGrid(d, n*w.cols/4, elemGroup)
+	grid, err := strideGrid(o.d, n*w.cols/4, elemGroup)
 	if err != nil {
 		return fmt.Errorf("embed %s: %w", w.name, err)
 	}
@@ -204,15 +237,15 @@ func embed(rec *vk.Recorder, d *vk.Device, w *weight, tokens *vk.Buffer, n int, 
 }
 
 // rmsnorm records y = x / sqrt(mean(x²) + eps) * weight over n rows of dim.
-func rmsnorm(rec *vk.Recorder, d *vk.Device, x, weight *vk.Buffer, n, dim int, eps float64, y *vk.Buffer) error {
+func (o *ops) rmsnorm(rec *vk.Recorder, x, weight *vk.Buffer, n, dim int, eps float64, y *vk.Buffer) error {
 	if ceilDiv(dim, normGroup) > kernels.RMSNormMaxSteps {
 		return fmt.Errorf("rmsnorm: rows of %d elements are too long", dim)
 	}
-	p, err := kernels.RMSNorm.Pipeline(d, kernels.SpecValues{"local_size_x": normGroup})
+	p, err := o.pipeline(kernels.RMSNorm, kernels.SpecValues{"local_size_x": normGroup})
 	if err != nil {
 		return fmt.Errorf("rmsnorm: %w", err)
 	}
-	grid, err := spread(d, n, 1)
+	grid, err := spread(o.d, n, 1)
 	if err != nil {
 		return fmt.Errorf("rmsnorm: %w", err)
 	}
@@ -231,15 +264,15 @@ type ropeShape struct {
 // rope records the rotation of n tokens' Q ([n][qHeads][headDim]) and K
 // ([n][kvHeads][headDim]) by the positions in pos (int32 [n]) with the
 // inverse frequencies in freq (float32 [ropeDims/2]).
-func rope(rec *vk.Recorder, d *vk.Device, s ropeShape, q, k, pos, freq *vk.Buffer, n int) error {
+func (o *ops) rope(rec *vk.Recorder, s ropeShape, q, k, pos, freq *vk.Buffer, n int) error {
 	if s.ropeDims == 0 {
 		return nil
 	}
-	p, err := kernels.Rope.Pipeline(d, kernels.SpecValues{"local_size_x": elemGroup})
+	p, err := o.pipeline(kernels.Rope, kernels.SpecValues{"local_size_x": elemGroup})
 	if err != nil {
 		return fmt.Errorf("rope: %w", err)
 	}
-	grid, err := strideGrid(d, n*(s.qHeads+s.kvHeads)*s.ropeDims/2, elemGroup)
+	grid, err := strideGrid(o.d, n*(s.qHeads+s.kvHeads)*s.ropeDims/2, elemGroup)
 	if err != nil {
 		return fmt.Errorf("rope: %w", err)
 	}
@@ -252,12 +285,12 @@ func rope(rec *vk.Recorder, d *vk.Device, s ropeShape, q, k, pos, freq *vk.Buffe
 }
 
 // swiglu records g = silu(g) * u over n elements.
-func swiglu(rec *vk.Recorder, d *vk.Device, g, u *vk.Buffer, n int) error {
-	p, err := kernels.SwiGLU.Pipeline(d, kernels.SpecValues{"local_size_x": elemGroup})
+func (o *ops) swiglu(rec *vk.Recorder, g, u *vk.Buffer, n int) error {
+	p, err := o.pipeline(kernels.SwiGLU, kernels.SpecValues{"local_size_x": elemGroup})
 	if err != nil {
 		return fmt.Errorf("swiglu: %w", err)
 	}
-	grid, err := strideGrid(d, n, elemGroup)
+	grid, err := strideGrid(o.d, n, elemGroup)
 	if err != nil {
 		return fmt.Errorf("swiglu: %w", err)
 	}

@@ -182,7 +182,7 @@ func TestMatmul(t *testing.T) {
 							init = y0
 						}
 						got := runTwice(t, d, yb, n*rows, init, func(rec *vk.Recorder) error {
-							return matmul(rec, d, w, xb, n, yb, add)
+							return newOps(d).matmul(rec, w, xb, n, yb, add)
 						})
 						W := decodeTensor(t, wt)
 						want := make([]float64, n*rows)
@@ -227,7 +227,7 @@ func TestEmbedGather(t *testing.T) {
 				tb := newU32(t, d, tokens)
 				out := newF32(t, d, make([]float32, n*cols))
 				got := runTwice(t, d, out, n*cols, nil, func(rec *vk.Recorder) error {
-					return embed(rec, d, w, tb, n, out)
+					return newOps(d).embed(rec, w, tb, n, out)
 				})
 				W := decodeTensor(t, wt)
 				want := make([]float64, 0, n*cols)
@@ -254,7 +254,7 @@ func TestRMSNorm(t *testing.T) {
 			xb, wb := newF32(t, d, x), newF32(t, d, w)
 			yb := newF32(t, d, make([]float32, n*dim))
 			got := runTwice(t, d, yb, n*dim, nil, func(rec *vk.Recorder) error {
-				return rmsnorm(rec, d, xb, wb, n, dim, eps, yb)
+				return newOps(d).rmsnorm(rec, xb, wb, n, dim, eps, yb)
 			})
 			want := make([]float64, n*dim)
 			for i := range n {
@@ -283,7 +283,7 @@ func TestSwiGLU(t *testing.T) {
 	gb, ub := newF32(t, d, nil), newF32(t, d, u)
 	gb.Close()
 	gb = newF32(t, d, g)
-	got := runTwice(t, d, gb, n, g, func(rec *vk.Recorder) error { return swiglu(rec, d, gb, ub, n) })
+	got := runTwice(t, d, gb, n, g, func(rec *vk.Recorder) error { return newOps(d).swiglu(rec, gb, ub, n) })
 	want := make([]float64, n)
 	for i := range want {
 		v := float64(g[i])
@@ -364,7 +364,7 @@ func TestRope(t *testing.T) {
 			var gotK []float32
 			gotQ := runTwice(t, d, qb, len(q), q, func(rec *vk.Recorder) error {
 				require.NoError(t, kb.WriteF32(0, k))
-				return rope(rec, d, s, qb, kb, posb, fb, n)
+				return newOps(d).rope(rec, s, qb, kb, posb, fb, n)
 			})
 			gotK = readF32(t, kb, len(k))
 			eq := relL2(gotQ, ropeRef(q, c.qh, c.hd, c.ropeDims, pos, inv))
