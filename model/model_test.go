@@ -152,4 +152,170 @@ func TestLlama2TinyGoldenTop5(t *testing.T) {
 	checkGolden(t, "llama-2-tiny-random.gguf", "llama-2-tiny-random-top5.txt", 2, 1e-4)
 }
 
-var _ = kvpool.Last
+// Greedy decoding of stories260K from BOS reproduces the golden story.
+func TestStoriesGreedy(t *testing.T) {
+	d := gputest.Device(t)
+	f, m := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF32})
+	tok, err := TokenizerFrom(f)
+	require.NoError(t, err)
+	golden, err := os.ReadFile(testmodels.Path(t, "golden/stories260K-bos-greedy.txt"))
+	require.NoError(t, err)
+	const steps = 200
+	pool, err := NewPool(m, steps+1)
+	require.NoError(t, err)
+	defer pool.Close()
+	seq := pool.NewSequence()
+	ids := []int32{tok.BOS()}
+	start := time.Now()
+	for len(ids) <= steps {
+		logits, err := m.Eval(pool, seq, ids[len(ids)-1:])
+		require.NoError(t, err)
+		next := argmax(logits)
+		if next == tok.EOS() || next == tok.BOS() {
+			break
+		}
+		ids = append(ids, next)
+	}
+	t.Logf("%d tokens in %v", len(ids)-1, time.Since(start))
+	require.Equal(t, strings.TrimSuffix(string(golden), "\n"), tok.Decode(ids))
+}
+
+// runAlone evaluates prompt then tokens on a fresh pool, returning the
+// logits of every token of tokens.
+func runAlone(t *testing.T, m *Model, prompt, tokens []int32) [][]float32 {
+	pool, err := NewPool(m, len(prompt)+len(tokens))
+	require.NoError(t, err)
+	defer pool.Close()
+	seq := pool.NewSequence()
+	_, err = m.Eval(pool, seq, prompt)
+	require.NoError(t, err)
+	_, err = pool.Append(seq, len(tokens))
+	require.NoError(t, err)
+	var qs []kvpool.Query
+	rows := make([]int, len(tokens))
+	for i := range tokens {
+		qs = append(qs, kvpool.Query{Node: seq, Offset: len(prompt) + i})
+		rows[i] = i
+	}
+	step, err := pool.Tree(qs)
+	require.NoError(t, err)
+	out, err := m.Forward(pool, Batch{Tokens: tokens, Step: step, LogitRows: rows})
+	require.NoError(t, err)
+	return out
+}
+
+// One forward pass over two branches forked from a prompt gives each
+// branch's logits as running it alone does; so does a second step that
+// extends both branches by one token.
+func TestTreeStep(t *testing.T) {
+	d := gputest.Device(t)
+	_, m := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF32})
+	r := gputest.Rand(t)
+	rnd := func(n int) []int32 {
+		out := make([]int32, n)
+		for i := range out {
+			out[i] = int32(3 + r.IntN(m.Config().Vocab-3))
+		}
+		return out
+	}
+	prompt := append([]int32{1}, rnd(6)...)
+	a, b := rnd(3), rnd(2)
+	a2, b2 := rnd(1), rnd(1)
+
+	pool, err := NewPool(m, 64)
+	require.NoError(t, err)
+	defer pool.Close()
+	seq := pool.NewSequence()
+	_, err = m.Eval(pool, seq, prompt)
+	require.NoError(t, err)
+	A, err := pool.Fork(seq)
+	require.NoError(t, err)
+	B, err := pool.Fork(seq)
+	require.NoError(t, err)
+
+	// Step 1: A gets 3 tokens, B 2, in one pass; B's tokens first.
+	_, err = pool.Append(A, len(a))
+	require.NoError(t, err)
+	_, err = pool.Append(B, len(b))
+	require.NoError(t, err)
+	qs := []kvpool.Query{{Node: B, Offset: 0}, {Node: B, Offset: 1}, {Node: A, Offset: 0}, {Node: A, Offset: 1}, {Node: A, Offset: 2}}
+	step, err := pool.Tree(qs)
+	require.NoError(t, err)
+	got, err := m.Forward(pool, Batch{Tokens: append(append([]int32{}, b...), a...), Step: step, LogitRows: []int{4, 3, 2, 1, 0}})
+	require.NoError(t, err)
+	wantA := runAlone(t, m, prompt, a)
+	wantB := runAlone(t, m, prompt, b)
+	check := func(what string, got []float32, want []float32) {
+		e := relL2(got, f64(want))
+		t.Logf("%s: rel L2 %.2e", what, e)
+		require.Less(t, e, 1e-5, what)
+	}
+	for i := range a {
+		check(fmt.Sprintf("step 1 branch A token %d", i), got[2-i], wantA[i])
+	}
+	for i := range b {
+		check(fmt.Sprintf("step 1 branch B token %d", i), got[4-i], wantB[i])
+	}
+
+	// Step 2: one token on each branch (plain tree decoding).
+	_, err = pool.Append(A, 1)
+	require.NoError(t, err)
+	_, err = pool.Append(B, 1)
+	require.NoError(t, err)
+	step, err = pool.Tree([]kvpool.Query{kvpool.Last(A), kvpool.Last(B)})
+	require.NoError(t, err)
+	got, err = m.Forward(pool, Batch{Tokens: []int32{a2[0], b2[0]}, Step: step, LogitRows: []int{0, 1}})
+	require.NoError(t, err)
+	check("step 2 branch A", got[0], runAlone(t, m, prompt, append(append([]int32{}, a...), a2...))[len(a)])
+	check("step 2 branch B", got[1], runAlone(t, m, prompt, append(append([]int32{}, b...), b2...))[len(b)])
+}
+
+// A prompt longer than the chunk size runs in chunks with the same logits
+// as one token at a time; a batch out of order is refused when chunked.
+func TestChunkedPrefill(t *testing.T) {
+	d := gputest.Device(t)
+	f, _ := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF32})
+	m, err := Load(d, f, Options{KV: treeattn.KVF32, ChunkTokens: 8})
+	require.NoError(t, err)
+	defer m.Close()
+	r := gputest.Rand(t)
+	prompt := []int32{1}
+	for range 29 {
+		prompt = append(prompt, int32(3+r.IntN(500)))
+	}
+	pool, err := NewPool(m, 64)
+	require.NoError(t, err)
+	defer pool.Close()
+	seq := pool.NewSequence()
+	_, err = pool.Append(seq, len(prompt))
+	require.NoError(t, err)
+	var qs []kvpool.Query
+	rows := make([]int, len(prompt))
+	for i := range prompt {
+		qs = append(qs, kvpool.Query{Node: seq, Offset: i})
+		rows[i] = i
+	}
+	step, err := pool.Tree(qs)
+	require.NoError(t, err)
+	got, err := m.Forward(pool, Batch{Tokens: prompt, Step: step, LogitRows: rows})
+	require.NoError(t, err)
+
+	ref := newRef(t, f).newSeq()
+	worst := 0.0
+	for i, tk := range prompt {
+		e := relL2(got[i], ref.eval(tk))
+		worst = max(worst, e)
+		require.Less(t, e, 1e-4, "token %d", i)
+	}
+	t.Logf("%d tokens in chunks of 8: worst rel L2 %.2e against the float64 reference", len(prompt), worst)
+
+	// Reversed order: a chunk would see tokens not written yet.
+	rev := make([]kvpool.Query, len(qs))
+	for i, q := range qs {
+		rev[len(qs)-1-i] = q
+	}
+	step, err = pool.Tree(rev)
+	require.NoError(t, err)
+	_, err = m.Forward(pool, Batch{Tokens: prompt, Step: step})
+	require.ErrorContains(t, err, "before its predecessor")
+}
