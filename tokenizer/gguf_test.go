@@ -24,7 +24,8 @@ const (
 // loader does this for real.
 func vocabFromGGUF(t testing.TB, path string) Vocab {
 	t.Helper()
-	f, err := gguf.ParseGGUFFile(path)
+	// Memory-mapped: read(2) per value makes the 128k-token file slow.
+	f, err := gguf.ParseGGUFFile(path, gguf.UseMMap())
 	if err != nil {
 		t.Fatalf("parse %s: %v", path, err)
 	}

@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // spm is llama.cpp's SentencePiece tokenizer (llm_tokenizer_spm): start
@@ -55,21 +56,6 @@ func newSPM(t *Tokenizer, v Vocab) (*spm, error) {
 	return s, nil
 }
 
-// utf8Len is the sequence length a UTF-8 lead byte announces, as
-// llama.cpp's unicode_len_utf8 computes it: it never fails, so invalid
-// input still splits into symbols (which fall back to byte tokens).
-func utf8Len(b byte) int {
-	switch {
-	case b < 0xC0:
-		return 1
-	case b < 0xE0:
-		return 2
-	case b < 0xF0:
-		return 3
-	}
-	return 4
-}
-
 func (s *spm) encode(text string, out []int32) []int32 {
 	if s.addPrefix {
 		text = " " + text
@@ -78,7 +64,11 @@ func (s *spm) encode(text string, out []int32) []int32 {
 
 	syms := make([]symbol, 0, len(text))
 	for off := 0; off < len(text); {
-		n := min(utf8Len(text[off]), len(text)-off)
+		// llama.cpp takes as many bytes as the lead byte announces, so an
+		// invalid sequence swallows the start of the next character and
+		// Decode cannot give it back; Go's decoder makes each invalid byte
+		// a symbol of its own instead. Valid UTF-8 splits the same way.
+		_, n := utf8.DecodeRuneInString(text[off:])
 		i := len(syms)
 		next := i + 1
 		if off+n == len(text) {

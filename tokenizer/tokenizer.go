@@ -61,9 +61,7 @@ type Vocab struct {
 // Tokenizer encodes and decodes text for one vocabulary. It is immutable
 // after New and safe for concurrent use.
 type Tokenizer struct {
-	model      string
 	tokens     []string
-	types      []int32
 	toID       map[string]int32
 	pieces     [][]byte // Decode's bytes for each id
 	bos, eos   int32
@@ -119,9 +117,7 @@ func New(v Vocab) (*Tokenizer, error) {
 	}
 
 	t := &Tokenizer{
-		model:  v.Model,
 		tokens: v.Tokens,
-		types:  types,
 		toID:   make(map[string]int32, n),
 		bos:    v.BOS,
 		eos:    v.EOS,
