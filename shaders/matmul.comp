@@ -13,7 +13,7 @@
 // time, so a decoding step with at most NC tokens reads every weight once.
 // Larger batches make up to `passes` passes of NC columns over the same
 // weights (now in cache); the host spreads more columns over grid y. The
-// ROWS x NC partial sums are reduced through shared memory in a fixed tree
+// ROWS x NC partial sums are reduced through shared memory in a fixed order
 // (no subgroup operations, deterministic).
 //
 // ADD = 1 adds the product to y (the residual stream) instead of storing it.
@@ -47,7 +47,8 @@ const uint UNIT = 4u * QUADS;            // elements per unit
 const uint MAX_PASSES = 64u;
 const uint MAX_UNIT_STEPS = 4096u;       // bound of the unit loop (host-checked)
 
-shared float red[ROWS * NC * WG];
+const uint RS = WG + 1u; // row stride of red: padded so that the summing invocations hit distinct banks
+shared float red[ROWS * NC * RS];
 
 void main() {
     uint tid = gl_LocalInvocationID.x;
@@ -102,24 +103,22 @@ void main() {
         }
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
             [[unroll]] for (uint c = 0u; c < NC; c++) {
-                red[(r * NC + c) * WG + tid] = acc[r][c];
+                red[(r * NC + c) * RS + tid] = acc[r][c];
             }
         }
         barrier();
-        [[unroll]] for (uint h = WG / 2u; h > 0u; h >>= 1u) {
-            if (tid < h) {
-                [[unroll]] for (uint k = 0u; k < ROWS * NC; k++) {
-                    red[k * WG + tid] += red[k * WG + tid + h];
-                }
-            }
-            barrier();
-        }
+        // One invocation per (row, column) sums the WG partial sums in a
+        // fixed order: two barriers per pass (barriers are costly on CPU
+        // devices, where a tree reduction's log2(WG) of them dominated).
         for (uint k = tid; k < ROWS * NC; k += WG) {
             uint r = k / NC;
             uint c = k - r * NC;
             if (row0 + r < pc.outDim && col0 + c < pc.n) {
+                float v = 0.0;
+                for (uint j = 0u; j < WG; j++) {
+                    v += red[k * RS + j];
+                }
                 uint i = (col0 + c) * pc.yStride + pc.yOff + row0 + r;
-                float v = red[k * WG];
                 y[i] = ADD != 0u ? y[i] + v : v;
             }
         }
