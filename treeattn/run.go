@@ -55,6 +55,33 @@ func grid(n, y int, lim Limits) ([3]uint32, error) {
 
 // Upload copies the plan's metadata to d and prepares kernels and scratch.
 func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
+	dp, err := p.prepare(d)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*DevicePlan, error) {
+		dp.Close()
+		return nil, fmt.Errorf("upload plan: %w", err)
+	}
+	if dp.meta, err = d.NewBuffer(uint64(len(p.meta)) * 4); err != nil {
+		return fail(err)
+	}
+	if err := dp.meta.WriteU32(0, p.meta); err != nil {
+		return fail(err)
+	}
+	rows := uint64(p.Partials) * uint64(p.Shape.QHeads)
+	if dp.partO, err = d.NewBuffer(rows * uint64(p.Shape.HeadDim) * 4); err != nil {
+		return fail(err)
+	}
+	if dp.partL, err = d.NewBuffer(rows * 4); err != nil {
+		return fail(err)
+	}
+	return dp, nil
+}
+
+// prepare checks the device, sizes the grids and gets the kernels of a
+// DevicePlan, without its buffers.
+func (p *Plan) prepare(d *vk.Device) (*DevicePlan, error) {
 	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
 		return nil, fmt.Errorf("upload plan: planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
@@ -84,23 +111,6 @@ func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upload plan: %w", err)
-	}
-	fail := func(err error) (*DevicePlan, error) {
-		dp.Close()
-		return nil, fmt.Errorf("upload plan: %w", err)
-	}
-	if dp.meta, err = d.NewBuffer(uint64(len(p.meta)) * 4); err != nil {
-		return fail(err)
-	}
-	if err := dp.meta.WriteU32(0, p.meta); err != nil {
-		return fail(err)
-	}
-	rows := uint64(p.Partials) * uint64(s.QHeads)
-	if dp.partO, err = d.NewBuffer(rows * uint64(s.HeadDim) * 4); err != nil {
-		return fail(err)
-	}
-	if dp.partL, err = d.NewBuffer(rows * 4); err != nil {
-		return fail(err)
 	}
 	return dp, nil
 }
