@@ -52,6 +52,11 @@ type Model struct {
 	rec     *vk.Recorder
 	ops     *ops
 	s       scratch
+	// Reused across steps: the attention plan's device buffers and the
+	// slot list of the pool last used.
+	plan     *treeattn.DevicePlan
+	slots    *kvpool.SlotList
+	slotPool *kvpool.Pool
 }
 
 type layer struct {
@@ -226,6 +231,14 @@ func (m *Model) Close() {
 	m.outNorm.Close()
 	m.invFreq.Close()
 	m.s.close()
+	if m.plan != nil {
+		m.plan.Close()
+		m.plan = nil
+	}
+	if m.slots != nil {
+		m.slots.Close()
+		m.slots = nil
+	}
 	m.rec.Close()
 	m.rec = nil
 }
@@ -396,11 +409,10 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := s.pos.WriteU32(0, p32); err != nil {
 		return err
 	}
-	list, err := pool.NewSlotList(slots[c0:c1])
+	list, err := m.slotList(pool, slots[c0:c1])
 	if err != nil {
 		return err
 	}
-	defer list.Close()
 	tree := &treeattn.Tree{Nodes: b.Step.Tree.Nodes, Queries: b.Step.Tree.Queries[c0:c1]}
 	plan, err := treeattn.NewPlan(tree, treeattn.Config{
 		Method: m.opts.Method,
@@ -411,11 +423,11 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err != nil {
 		return err
 	}
-	dp, err := plan.Upload(m.d)
+	dp, err := plan.UploadReusing(m.d, m.plan)
+	m.plan = dp
 	if err != nil {
 		return err
 	}
-	defer dp.Close()
 
 	o, rec := m.ops, m.rec
 	if err := rec.Reset(); err != nil {
@@ -466,6 +478,26 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 		}
 	}
 	return rec.Submit()
+}
+
+// slotList returns the model's slot list for pool, set to slots.
+func (m *Model) slotList(pool *kvpool.Pool, slots []int32) (*kvpool.SlotList, error) {
+	if m.slots != nil && m.slotPool == pool {
+		if err := m.slots.Set(slots); err != nil {
+			return nil, err
+		}
+		return m.slots, nil
+	}
+	if m.slots != nil {
+		m.slots.Close()
+		m.slots = nil
+	}
+	list, err := pool.NewSlotList(slots)
+	if err != nil {
+		return nil, err
+	}
+	m.slots, m.slotPool = list, pool
+	return list, nil
 }
 
 // scratch holds the activations of one chunk and the logit rows, grown as
