@@ -3,6 +3,7 @@ package model
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -318,4 +319,31 @@ func TestChunkedPrefill(t *testing.T) {
 	require.NoError(t, err)
 	_, err = m.Forward(pool, Batch{Tokens: prompt, Step: step})
 	require.ErrorContains(t, err, "before its predecessor")
+}
+
+// Two evaluations of the same tokens in fresh pools give bit-identical
+// logits (no float atomics, fixed reduction orders).
+func TestForwardDeterministic(t *testing.T) {
+	d := gputest.Device(t)
+	_, m := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF16})
+	r := gputest.Rand(t)
+	prompt := []int32{1}
+	for range 20 {
+		prompt = append(prompt, int32(3+r.IntN(500)))
+	}
+	var runs [2][]float32
+	for i := range runs {
+		pool, err := NewPool(m, len(prompt))
+		require.NoError(t, err)
+		seq := pool.NewSequence()
+		_, err = m.Eval(pool, seq, prompt[:15])
+		require.NoError(t, err)
+		runs[i], err = m.Eval(pool, seq, prompt[15:])
+		require.NoError(t, err)
+		pool.Close()
+	}
+	require.Len(t, runs[0], m.Config().Vocab)
+	for i := range runs[0] {
+		require.Equal(t, math.Float32bits(runs[0][i]), math.Float32bits(runs[1][i]), "logit %d", i)
+	}
 }

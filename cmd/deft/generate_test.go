@@ -119,3 +119,29 @@ func TestGenerateBadInput(t *testing.T) {
 		})
 	}
 }
+
+// --model with the F16 llama-2-tiny-random: the prompt "Hello world"
+// encodes to the golden file's forced ids and greedy decoding follows its
+// inputs.
+func TestGenerateLlama2Tiny(t *testing.T) {
+	setupCLITest(t)
+	stdout, stderr, err := runDeft(t, "generate", "--validation", "--model", testmodels.Path(t, "llama-2-tiny-random.gguf"),
+		"--prompt", "Hello world", "--temp", "0", "--n", "8", "--json")
+	require.NoError(t, err, stderr)
+	var out generateJSON
+	require.NoError(t, json.Unmarshal([]byte(stdout), &out), stdout)
+	raw, err := os.ReadFile(testmodels.Path(t, "golden/llama-2-tiny-random-top5.txt"))
+	require.NoError(t, err)
+	var ins []int32
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var pos, in int32
+		_, err := fmt.Sscanf(line, "pos %d in %d", &pos, &in)
+		require.NoError(t, err, line)
+		ins = append(ins, in)
+	}
+	require.Equal(t, ins[:3], out.PromptTokens)
+	require.Len(t, out.Tokens, 8)
+	for i, tk := range out.Tokens {
+		require.Equal(t, ins[3+i], tk.ID, "token %d", i)
+	}
+}
