@@ -1,5 +1,6 @@
 // Command deft is DeFT-VK's command line: device listing, the rooflines
-// probe, tree attention from files, conformance and benchmarks.
+// probe, tree attention from files, conformance, benchmarks and text
+// generation with GGUF Llama models.
 package main
 
 import (
@@ -47,6 +48,7 @@ func newApp() *cli.App {
 			conformanceCommand(),
 			attentionCommand(),
 			benchCommand(),
+			generateCommand(),
 		},
 	}
 }

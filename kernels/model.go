@@ -1,0 +1,127 @@
+package kernels
+
+import "github.com/deft-vk/deft/vk"
+
+// Weight encodings of include/weights.glsl (the WTYPE specialization
+// constant of matmul and embed_gather).
+const (
+	WeightF32  = 0
+	WeightF16  = 1
+	WeightBF16 = 2
+	WeightQ8_0 = 3
+	WeightQ4_0 = 4
+)
+
+// MatmulMaxPasses is matmul.comp's MAX_PASSES: passes of NC activation rows
+// one workgroup makes at most.
+const MatmulMaxPasses = 64
+
+// MatmulMaxUnitSteps is matmul.comp's MAX_UNIT_STEPS: units (blocks or
+// quads) of a weight row one invocation handles at most.
+const MatmulMaxUnitSteps = 4096
+
+// MatmulPush is matmul.comp's push block.
+type MatmulPush struct {
+	N        uint32 // activation rows
+	InDim    uint32 // elements per row
+	OutDim   uint32 // weight rows bound
+	RowBytes uint32 // bytes per weight row
+	YStride  uint32 // floats per output row
+	YOff     uint32 // output column of weight row 0
+	GridX    uint32 // workgroups along x; row group = x + z*GridX
+	Passes   uint32 // passes of NC activation rows per workgroup
+}
+
+// Matmul multiplies activation rows by the transpose of a weight matrix in
+// its GGUF encoding, dequantizing inside the kernel (see shaders/matmul.comp).
+var Matmul = register(&Contract{
+	Name:     "matmul",
+	Doc:      "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0) dequantized in the kernel",
+	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}},
+	Push:     MatmulPush{},
+	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}},
+	Variants: []Variant{{Name: "scalar", Module: "matmul"}},
+})
+
+// GridStrideSteps is the loop bound of the grid-stride kernels below
+// (embed_gather, swiglu, rope): the host sizes their grids so that no
+// invocation needs more steps.
+const GridStrideSteps = 1024
+
+// EmbedGatherPush is embed_gather.comp's push block.
+type EmbedGatherPush struct {
+	N        uint32 // tokens
+	Dim      uint32 // elements per row
+	RowBase  uint32 // first matrix row of the bound part
+	Rows     uint32 // rows of the bound part
+	RowBytes uint32
+}
+
+// EmbedGather copies token-embedding rows, dequantized, into float32
+// activations (see shaders/embed_gather.comp).
+var EmbedGather = register(&Contract{
+	Name:     "embed_gather",
+	Doc:      "token-embedding rows (any weight type) to float32 activations",
+	Bindings: []Binding{{"Wbuf", vk.Read}, {"Tokens", vk.Read}, {"Out", vk.Write}},
+	Push:     EmbedGatherPush{},
+	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}},
+	Variants: []Variant{{Name: "scalar", Module: "embed_gather"}},
+})
+
+// RMSNormMaxSteps is rmsnorm.comp's MAX_STEPS: a row has at most this many
+// elements per invocation.
+const RMSNormMaxSteps = 4096
+
+// RMSNormPush is rmsnorm.comp's push block.
+type RMSNormPush struct {
+	N     uint32 // rows
+	Dim   uint32
+	Eps   float32
+	GridX uint32 // row = x + z*GridX
+}
+
+// RMSNorm normalises rows by their root mean square and scales them by a
+// weight vector (see shaders/rmsnorm.comp).
+var RMSNorm = register(&Contract{
+	Name:     "rmsnorm",
+	Doc:      "y = x / sqrt(mean(x^2) + eps) * w, one workgroup per row",
+	Bindings: []Binding{{"X", vk.Read}, {"Weight", vk.Read}, {"Y", vk.Write}},
+	Push:     RMSNormPush{},
+	Spec:     []Spec{{0, "local_size_x"}},
+	Variants: []Variant{{Name: "scalar", Module: "rmsnorm"}},
+})
+
+// RopePush is rope.comp's push block.
+type RopePush struct {
+	N        uint32 // tokens
+	QHeads   uint32
+	KvHeads  uint32
+	HeadDim  uint32
+	RopeDims uint32
+}
+
+// Rope rotates adjacent pairs of Q and K heads by position (llama.cpp's
+// normal mode; see shaders/rope.comp).
+var Rope = register(&Contract{
+	Name:     "rope",
+	Doc:      "rotary position embedding of Q and K, adjacent pairs, positions from a buffer",
+	Bindings: []Binding{{"Q", vk.Write}, {"K", vk.Write}, {"Pos", vk.Read}, {"Freq", vk.Read}},
+	Push:     RopePush{},
+	Spec:     []Spec{{0, "local_size_x"}},
+	Variants: []Variant{{Name: "scalar", Module: "rope"}},
+})
+
+// SwiGLUPush is swiglu.comp's push block.
+type SwiGLUPush struct {
+	N uint32 // elements
+}
+
+// SwiGLU computes g = silu(g) * u in place (see shaders/swiglu.comp).
+var SwiGLU = register(&Contract{
+	Name:     "swiglu",
+	Doc:      "g = silu(g) * u, in place",
+	Bindings: []Binding{{"Gate", vk.Write}, {"Up", vk.Read}},
+	Push:     SwiGLUPush{},
+	Spec:     []Spec{{0, "local_size_x"}},
+	Variants: []Variant{{Name: "scalar", Module: "swiglu"}},
+})

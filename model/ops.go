@@ -1,0 +1,301 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/deft-vk/deft/gguf"
+	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/vk"
+)
+
+// weight is a weight matrix on the device in its GGUF encoding: rows of
+// Cols elements, possibly split into parts of consecutive rows, each in its
+// own buffer, so that no binding exceeds the device's maxStorageBufferRange.
+type weight struct {
+	name     string
+	typ      gguf.TensorType
+	wtype    uint32
+	cols     int
+	rows     int
+	rowBytes int
+	parts    []weightPart
+}
+
+type weightPart struct {
+	buf  *vk.Buffer
+	row0 int
+	rows int
+}
+
+// wordPad is the padding after a weight's last row: block types read their
+// unaligned words as two aligned ones (include/weights.glsl).
+const wordPad = 4
+
+// uploadWeight copies a 2-D tensor to the device as it is encoded.
+func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
+	return uploadWeightParts(d, t, 0)
+}
+
+// uploadWeightParts is uploadWeight with parts of at most maxRows rows (0:
+// as many as a binding holds); tests split small tensors with it.
+func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
+	wt, ok := weightType(t.Type)
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0)", t.Name, t.Type)
+	}
+	if len(t.Dims) != 2 {
+		return nil, fmt.Errorf("%s: %d dims, want 2", t.Name, len(t.Dims))
+	}
+	cols, rows := t.Dims[0], t.Dims[1]
+	if cols == 0 || rows == 0 || cols > maxDim || rows > 1<<31-1 {
+		return nil, fmt.Errorf("%s: dims %v out of range", t.Name, t.Dims)
+	}
+	if cols%4 != 0 {
+		return nil, fmt.Errorf("%s: rows of %d elements; the kernels need a multiple of 4", t.Name, cols)
+	}
+	rb, err := t.Type.RowBytes(cols)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.Name, err)
+	}
+	if uint64(len(t.Data)) < rb*rows {
+		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), rows, rb)
+	}
+	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb)}
+	limit := uint64(d.Info.MaxStorageBufferRange)
+	perPart := (limit - wordPad) / rb
+	if perPart == 0 {
+		return nil, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", t.Name, rb, limit)
+	}
+	// Byte offsets inside the kernels are 32-bit.
+	perPart = min(perPart, (1<<32-1-wordPad)/rb)
+	if maxRows > 0 {
+		perPart = min(perPart, maxRows)
+	}
+	for r0 := uint64(0); r0 < rows; r0 += perPart {
+		n := min(perPart, rows-r0)
+		buf, err := d.NewBuffer(n*rb + wordPad)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("%s: %w", t.Name, err)
+		}
+		w.parts = append(w.parts, weightPart{buf: buf, row0: int(r0), rows: int(n)})
+		if err := buf.Write(0, t.Data[r0*rb:(r0+n)*rb]); err != nil {
+			w.close()
+			return nil, fmt.Errorf("%s: %w", t.Name, err)
+		}
+	}
+	return w, nil
+}
+
+func (w *weight) close() {
+	for _, p := range w.parts {
+		p.buf.Close()
+	}
+	w.parts = nil
+}
+
+// bytes is the weight's device memory.
+func (w *weight) bytes() uint64 {
+	var n uint64
+	for _, p := range w.parts {
+		n += p.buf.Size()
+	}
+	return n
+}
+
+// ops records the model's kernels on one device, caching their pipelines
+// (creating one through its contract on every dispatch costs more than the
+// dispatch itself on a CPU device).
+type ops struct {
+	d     *vk.Device
+	pipes map[pipeKey]*kernels.Pipeline
+}
+
+type pipeKey struct {
+	c    *kernels.Contract
+	spec [5]uint32
+}
+
+func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.Pipeline{}} }
+
+// pipeline returns c's pipeline for the named constants in order (a
+// contract's constants are few; names are given in the contract's order).
+func (o *ops) pipeline(c *kernels.Contract, spec kernels.SpecValues) (*kernels.Pipeline, error) {
+	k := pipeKey{c: c}
+	for i, s := range c.Spec {
+		k.spec[i] = spec[s.Name]
+	}
+	if p := o.pipes[k]; p != nil {
+		return p, nil
+	}
+	p, err := c.Pipeline(o.d, spec)
+	if err != nil {
+		return nil, err
+	}
+	o.pipes[k] = p
+	return p, nil
+}
+
+// Workgroup sizes (powers of two: the reductions halve them).
+const (
+	matmulRows     = 4  // output rows per matmul workgroup
+	matmulMaxCols  = 8  // activation rows per pass (NC) at most
+	maxMatmulGroup = 64 // matmul invocations at most
+	normGroup      = 64
+	elemGroup      = 64
+)
+
+func nextPow2(v int) int {
+	p := 1
+	for p < v {
+		p <<= 1
+	}
+	return p
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// spread lays n workgroups over x and z within the device's limits.
+func spread(d *vk.Device, n, y int) ([3]uint32, error) {
+	lim := d.Info.MaxWorkgroupCount
+	if n < 1 {
+		n = 1
+	}
+	x := min(n, int(lim[0]))
+	z := ceilDiv(n, x)
+	if z > int(lim[2]) || y > int(lim[1]) {
+		return [3]uint32{}, fmt.Errorf("%d x %d workgroups exceed the device's limits %v", n, y, lim)
+	}
+	return [3]uint32{uint32(x), uint32(y), uint32(z)}, nil
+}
+
+// strideGrid sizes a grid-stride dispatch over total items.
+func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
+	groups := min(ceilDiv(max(total, 1), group), int(d.Info.MaxWorkgroupCount[0]))
+	if ceilDiv(total, groups*group) > kernels.GridStrideSteps {
+		return [3]uint32{}, fmt.Errorf("%d items exceed a grid-stride dispatch", total)
+	}
+	return [3]uint32{uint32(groups), 1, 1}, nil
+}
+
+// matmul records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows: x is
+// float32 [n][w.cols], y float32 [n][w.rows].
+func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+	unit := 4
+	if w.wtype >= kernels.WeightQ8_0 {
+		unit = 32
+	}
+	units := w.cols / unit
+	group := min(maxMatmulGroup, nextPow2(units))
+	if ceilDiv(units, group) > kernels.MatmulMaxUnitSteps {
+		return fmt.Errorf("matmul %s: rows of %d elements are too long", w.name, w.cols)
+	}
+	nc := min(matmulMaxCols, nextPow2(n))
+	passes := min(ceilDiv(n, nc), kernels.MatmulMaxPasses)
+	gy := ceilDiv(n, nc*passes)
+	addv := uint32(0)
+	if add {
+		addv = 1
+	}
+	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
+		"ROWS": matmulRows, "NC": uint32(nc), "ADD": addv})
+	if err != nil {
+		return fmt.Errorf("matmul %s: %w", w.name, err)
+	}
+	for _, part := range w.parts {
+		grid, err := spread(o.d, ceilDiv(part.rows, matmulRows), gy)
+		if err != nil {
+			return fmt.Errorf("matmul %s: %w", w.name, err)
+		}
+		push := kernels.MatmulPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
+			YStride: uint32(w.rows), YOff: uint32(part.row0), GridX: grid[0], Passes: uint32(passes)}
+		if err := p.Dispatch(rec, grid, push, part.buf.All(), x.All(), y.All()); err != nil {
+			return fmt.Errorf("matmul %s: %w", w.name, err)
+		}
+	}
+	return nil
+}
+
+// embed records out[i][:] = row tokens[i] of w, as float32.
+func (o *ops) embed(rec *vk.Recorder, w *weight, tokens *vk.Buffer, n int, out *vk.Buffer) error {
+	p, err := o.pipeline(kernels.EmbedGather, kernels.SpecValues{"local_size_x": elemGroup, "WTYPE": w.wtype})
+	if err != nil {
+		return fmt.Errorf("embed %s: %w", w.name, err)
+	}
+	grid, err := strideGrid(o.d, n*w.cols/4, elemGroup)
+	if err != nil {
+		return fmt.Errorf("embed %s: %w", w.name, err)
+	}
+	for _, part := range w.parts {
+		push := kernels.EmbedGatherPush{N: uint32(n), Dim: uint32(w.cols), RowBase: uint32(part.row0), Rows: uint32(part.rows),
+			RowBytes: uint32(w.rowBytes)}
+		if err := p.Dispatch(rec, grid, push, part.buf.All(), tokens.All(), out.All()); err != nil {
+			return fmt.Errorf("embed %s: %w", w.name, err)
+		}
+	}
+	return nil
+}
+
+// rmsnorm records y = x / sqrt(mean(x²) + eps) * weight over n rows of dim.
+func (o *ops) rmsnorm(rec *vk.Recorder, x, weight *vk.Buffer, n, dim int, eps float64, y *vk.Buffer) error {
+	if ceilDiv(dim, normGroup) > kernels.RMSNormMaxSteps {
+		return fmt.Errorf("rmsnorm: rows of %d elements are too long", dim)
+	}
+	p, err := o.pipeline(kernels.RMSNorm, kernels.SpecValues{"local_size_x": normGroup})
+	if err != nil {
+		return fmt.Errorf("rmsnorm: %w", err)
+	}
+	grid, err := spread(o.d, n, 1)
+	if err != nil {
+		return fmt.Errorf("rmsnorm: %w", err)
+	}
+	push := kernels.RMSNormPush{N: uint32(n), Dim: uint32(dim), Eps: float32(eps), GridX: grid[0]}
+	if err := p.Dispatch(rec, grid, push, x.All(), weight.All(), y.All()); err != nil {
+		return fmt.Errorf("rmsnorm: %w", err)
+	}
+	return nil
+}
+
+// ropeShape is what rope needs of a model.
+type ropeShape struct {
+	qHeads, kvHeads, headDim, ropeDims int
+}
+
+// rope records the rotation of n tokens' Q ([n][qHeads][headDim]) and K
+// ([n][kvHeads][headDim]) by the positions in pos (int32 [n]) with the
+// inverse frequencies in freq (float32 [ropeDims/2]).
+func (o *ops) rope(rec *vk.Recorder, s ropeShape, q, k, pos, freq *vk.Buffer, n int) error {
+	if s.ropeDims == 0 {
+		return nil
+	}
+	p, err := o.pipeline(kernels.Rope, kernels.SpecValues{"local_size_x": elemGroup})
+	if err != nil {
+		return fmt.Errorf("rope: %w", err)
+	}
+	grid, err := strideGrid(o.d, n*(s.qHeads+s.kvHeads)*s.ropeDims/2, elemGroup)
+	if err != nil {
+		return fmt.Errorf("rope: %w", err)
+	}
+	push := kernels.RopePush{N: uint32(n), QHeads: uint32(s.qHeads), KvHeads: uint32(s.kvHeads), HeadDim: uint32(s.headDim),
+		RopeDims: uint32(s.ropeDims)}
+	if err := p.Dispatch(rec, grid, push, q.All(), k.All(), pos.All(), freq.All()); err != nil {
+		return fmt.Errorf("rope: %w", err)
+	}
+	return nil
+}
+
+// swiglu records g = silu(g) * u over n elements.
+func (o *ops) swiglu(rec *vk.Recorder, g, u *vk.Buffer, n int) error {
+	p, err := o.pipeline(kernels.SwiGLU, kernels.SpecValues{"local_size_x": elemGroup})
+	if err != nil {
+		return fmt.Errorf("swiglu: %w", err)
+	}
+	grid, err := strideGrid(o.d, n, elemGroup)
+	if err != nil {
+		return fmt.Errorf("swiglu: %w", err)
+	}
+	if err := p.Dispatch(rec, grid, kernels.SwiGLUPush{N: uint32(n)}, g.All(), u.All()); err != nil {
+		return fmt.Errorf("swiglu: %w", err)
+	}
+	return nil
+}

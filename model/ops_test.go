@@ -1,0 +1,384 @@
+package model
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/deft-vk/deft/gguf"
+	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/deft-vk/deft/internal/half"
+	"github.com/deft-vk/deft/vk"
+	"github.com/stretchr/testify/require"
+)
+
+// relL2 is ||got - want|| / ||want||.
+func relL2(got []float32, want []float64) float64 {
+	var num, den float64
+	for i := range want {
+		e := float64(got[i]) - want[i]
+		num += e * e
+		den += want[i] * want[i]
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+func randFloats(r *rand.Rand, n int, scale float64) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32((2*r.Float64() - 1) * scale)
+	}
+	return out
+}
+
+// randTensor makes a random rows x cols tensor of typ with its GGUF
+// encoding: floats uniform in ±1, blocks with random quants and scales.
+func randTensor(r *rand.Rand, typ gguf.TensorType, cols, rows int) gguf.Tensor {
+	t := gguf.Tensor{Name: fmt.Sprintf("rand.%s", typ), Type: typ, Dims: []uint64{uint64(cols), uint64(rows)}}
+	n := cols * rows
+	switch typ {
+	case gguf.F32:
+		for _, v := range randFloats(r, n, 1) {
+			t.Data = binary.LittleEndian.AppendUint32(t.Data, math.Float32bits(v))
+		}
+	case gguf.F16:
+		for _, v := range randFloats(r, n, 1) {
+			t.Data = binary.LittleEndian.AppendUint16(t.Data, half.FromFloat32(v))
+		}
+	case gguf.BF16:
+		for _, v := range randFloats(r, n, 1) {
+			t.Data = binary.LittleEndian.AppendUint16(t.Data, half.BF16FromFloat32(v))
+		}
+	case gguf.Q8_0, gguf.Q4_0:
+		qbytes := 32
+		if typ == gguf.Q4_0 {
+			qbytes = 16
+		}
+		for range n / 32 {
+			d := float32(0.01 + 0.05*r.Float64())
+			if r.IntN(4) == 0 {
+				d = -d
+			}
+			t.Data = binary.LittleEndian.AppendUint16(t.Data, half.FromFloat32(d))
+			for range qbytes {
+				t.Data = append(t.Data, byte(r.IntN(256)))
+			}
+		}
+	}
+	return t
+}
+
+// decodeTensor is the CPU float64 view of a tensor's rows.
+func decodeTensor(t *testing.T, w gguf.Tensor) [][]float64 {
+	cols, rows := int(w.Dims[0]), int(w.Dims[1])
+	rb, err := w.Type.RowBytes(uint64(cols))
+	require.NoError(t, err)
+	out := make([][]float64, rows)
+	for i := range out {
+		f, err := decodeFloats(w.Type, w.Data[i*int(rb):], cols)
+		require.NoError(t, err)
+		out[i] = make([]float64, cols)
+		for j, v := range f {
+			out[i][j] = float64(v)
+		}
+	}
+	return out
+}
+
+func newF32(t *testing.T, d *vk.Device, v []float32) *vk.Buffer {
+	t.Helper()
+	b, err := d.NewBuffer(uint64(4 * max(len(v), 1)))
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	require.NoError(t, b.WriteF32(0, v))
+	return b
+}
+
+func newU32(t *testing.T, d *vk.Device, v []uint32) *vk.Buffer {
+	t.Helper()
+	b, err := d.NewBuffer(uint64(4 * max(len(v), 1)))
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	require.NoError(t, b.WriteU32(0, v))
+	return b
+}
+
+func readF32(t *testing.T, b *vk.Buffer, n int) []float32 {
+	t.Helper()
+	out := make([]float32, n)
+	require.NoError(t, b.ReadF32(0, out))
+	return out
+}
+
+// runTwice resets out (to NaN, or to init when given), records and submits
+// the kernel, and does it again; the two results must be bit-identical and
+// free of NaN. It returns the result.
+func runTwice(t *testing.T, d *vk.Device, out *vk.Buffer, n int, init []float32, record func(rec *vk.Recorder) error) []float32 {
+	t.Helper()
+	var results [2][]float32
+	for run := range results {
+		if init != nil {
+			require.NoError(t, out.WriteF32(0, init))
+		} else {
+			require.NoError(t, out.FillF32(0, out.Size()/4, float32(math.NaN())))
+		}
+		rec, err := d.NewRecorder()
+		require.NoError(t, err)
+		require.NoError(t, record(rec))
+		require.NoError(t, rec.Submit())
+		rec.Close()
+		results[run] = readF32(t, out, n)
+	}
+	for i, v := range results[0] {
+		require.False(t, math.IsNaN(float64(v)), "output %d is NaN (not written)", i)
+		require.Equal(t, math.Float32bits(v), math.Float32bits(results[1][i]), "output %d differs between two runs", i)
+	}
+	return results[0]
+}
+
+// Bounds of the kernels' fp32 arithmetic against float64 on the same
+// (decoded) inputs.
+const (
+	kernelTol = 2e-6 // matmul, rmsnorm, swiglu
+	// rope: theta = pos * invFreq is rounded to float32 (relative 6e-8:
+	// up to 2.4e-4 rad for the fastest pair at position 4096).
+	ropeTol = 1e-5
+)
+
+var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0}
+
+func TestMatmul(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	for _, typ := range weightTypes {
+		for _, n := range []int{1, 3, 21} {
+			for _, add := range []bool{false, true} {
+				for _, split := range []uint64{0, 10} {
+					name := fmt.Sprintf("%s/n=%d/add=%v/parts=%d", typ, n, add, split)
+					t.Run(name, func(t *testing.T) {
+						cols, rows := 96, 37
+						if typ == gguf.F32 && n == 3 {
+							cols = 44 // not a multiple of the 32-element block
+						}
+						wt := randTensor(r, typ, cols, rows)
+						w, err := uploadWeightParts(d, wt, split)
+						require.NoError(t, err)
+						defer w.close()
+						if split > 0 {
+							require.Len(t, w.parts, 4)
+						}
+						x := randFloats(r, n*cols, 1)
+						y0 := randFloats(r, n*rows, 1)
+						xb := newF32(t, d, x)
+						yb := newF32(t, d, make([]float32, n*rows))
+						var init []float32
+						if add {
+							init = y0
+						}
+						got := runTwice(t, d, yb, n*rows, init, func(rec *vk.Recorder) error {
+							return newOps(d).matmul(rec, w, xb, n, yb, add)
+						})
+						W := decodeTensor(t, wt)
+						want := make([]float64, n*rows)
+						for i := range n {
+							for o := range rows {
+								s := 0.0
+								if add {
+									s = float64(y0[i*rows+o])
+								}
+								for j := range cols {
+									s += float64(x[i*cols+j]) * W[o][j]
+								}
+								want[i*rows+o] = s
+							}
+						}
+						e := relL2(got, want)
+						t.Logf("rel L2 %.2e", e)
+						require.Less(t, e, kernelTol)
+					})
+				}
+			}
+		}
+	}
+}
+
+func TestEmbedGather(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	for _, typ := range weightTypes {
+		for _, split := range []uint64{0, 7} {
+			t.Run(fmt.Sprintf("%s/parts=%d", typ, split), func(t *testing.T) {
+				cols, rows, n := 64, 29, 13
+				wt := randTensor(r, typ, cols, rows)
+				w, err := uploadWeightParts(d, wt, split)
+				require.NoError(t, err)
+				defer w.close()
+				tokens := make([]uint32, n)
+				for i := range tokens {
+					tokens[i] = uint32(r.IntN(rows))
+				}
+				tokens[0], tokens[n-1] = 0, uint32(rows-1)
+				tb := newU32(t, d, tokens)
+				out := newF32(t, d, make([]float32, n*cols))
+				got := runTwice(t, d, out, n*cols, nil, func(rec *vk.Recorder) error {
+					return newOps(d).embed(rec, w, tb, n, out)
+				})
+				W := decodeTensor(t, wt)
+				want := make([]float64, 0, n*cols)
+				for _, tok := range tokens {
+					want = append(want, W[tok]...)
+				}
+				e := relL2(got, want)
+				t.Logf("rel L2 %.2e", e)
+				require.Zero(t, e, "a gather of decoded weights is exact")
+			})
+		}
+	}
+}
+
+func TestRMSNorm(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	for _, dim := range []int{8, 64, 100, 300} {
+		t.Run(fmt.Sprint(dim), func(t *testing.T) {
+			n := 5
+			eps := 1e-5
+			x := randFloats(r, n*dim, 3)
+			w := randFloats(r, dim, 1)
+			xb, wb := newF32(t, d, x), newF32(t, d, w)
+			yb := newF32(t, d, make([]float32, n*dim))
+			got := runTwice(t, d, yb, n*dim, nil, func(rec *vk.Recorder) error {
+				return newOps(d).rmsnorm(rec, xb, wb, n, dim, eps, yb)
+			})
+			want := make([]float64, n*dim)
+			for i := range n {
+				ss := 0.0
+				for j := range dim {
+					ss += float64(x[i*dim+j]) * float64(x[i*dim+j])
+				}
+				s := 1 / math.Sqrt(ss/float64(dim)+eps)
+				for j := range dim {
+					want[i*dim+j] = float64(x[i*dim+j]) * s * float64(w[j])
+				}
+			}
+			e := relL2(got, want)
+			t.Logf("rel L2 %.2e", e)
+			require.Less(t, e, kernelTol)
+		})
+	}
+}
+
+func TestSwiGLU(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	n := 1000
+	g := randFloats(r, n, 8)
+	u := randFloats(r, n, 2)
+	gb, ub := newF32(t, d, nil), newF32(t, d, u)
+	gb.Close()
+	gb = newF32(t, d, g)
+	got := runTwice(t, d, gb, n, g, func(rec *vk.Recorder) error { return newOps(d).swiglu(rec, gb, ub, n) })
+	want := make([]float64, n)
+	for i := range want {
+		v := float64(g[i])
+		want[i] = v / (1 + math.Exp(-v)) * float64(u[i])
+	}
+	e := relL2(got, want)
+	t.Logf("rel L2 %.2e", e)
+	require.Less(t, e, kernelTol)
+}
+
+// ropeRef rotates adjacent pairs of each head in float64.
+func ropeRef(x []float32, heads, headDim, ropeDims int, pos []int32, inv []float64) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v)
+	}
+	n := len(pos)
+	for tk := range n {
+		for h := range heads {
+			base := (tk*heads + h) * headDim
+			for i := 0; i < ropeDims/2; i++ {
+				th := float64(pos[tk]) * inv[i]
+				c, s := math.Cos(th), math.Sin(th)
+				a, b := out[base+2*i], out[base+2*i+1]
+				out[base+2*i], out[base+2*i+1] = a*c-b*s, a*s+b*c
+			}
+		}
+	}
+	return out
+}
+
+func TestRope(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	cases := []struct {
+		name                  string
+		qh, kvh, hd, ropeDims int
+		base                  float64
+		freqs                 bool
+		maxPos                int
+	}{
+		{"full", 8, 4, 8, 8, 10000, false, 512},
+		{"partial", 4, 2, 16, 8, 500000, false, 4096},
+		{"freqs", 2, 1, 12, 12, 10000, true, 2000},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n := 9
+			cfg := Config{RopeBase: c.base, RopeDims: c.ropeDims}
+			if c.freqs {
+				for range c.ropeDims / 2 {
+					cfg.RopeFreqs = append(cfg.RopeFreqs, 1+7*r.Float64())
+				}
+			}
+			inv := invFreqs(cfg)
+			inv32 := make([]float32, len(inv))
+			for i, v := range inv {
+				inv32[i] = float32(v)
+				inv[i] = float64(inv32[i]) // the kernel's frequencies; positions are exact
+			}
+			pos := make([]int32, n)
+			for i := range pos {
+				pos[i] = int32(r.IntN(c.maxPos))
+			}
+			q := randFloats(r, n*c.qh*c.hd, 1)
+			k := randFloats(r, n*c.kvh*c.hd, 1)
+			qb, kb := newF32(t, d, q), newF32(t, d, k)
+			posb := newU32(t, d, func() []uint32 {
+				u := make([]uint32, n)
+				for i, p := range pos {
+					u[i] = uint32(p)
+				}
+				return u
+			}())
+			fb := newF32(t, d, inv32)
+			s := ropeShape{qHeads: c.qh, kvHeads: c.kvh, headDim: c.hd, ropeDims: c.ropeDims}
+			// Q and K are rotated in place: reset both, compare both.
+			var gotK []float32
+			gotQ := runTwice(t, d, qb, len(q), q, func(rec *vk.Recorder) error {
+				require.NoError(t, kb.WriteF32(0, k))
+				return newOps(d).rope(rec, s, qb, kb, posb, fb, n)
+			})
+			gotK = readF32(t, kb, len(k))
+			eq := relL2(gotQ, ropeRef(q, c.qh, c.hd, c.ropeDims, pos, inv))
+			ek := relL2(gotK, ropeRef(k, c.kvh, c.hd, c.ropeDims, pos, inv))
+			t.Logf("rel L2 Q %.2e K %.2e", eq, ek)
+			require.Less(t, eq, ropeTol)
+			require.Less(t, ek, ropeTol)
+			// Dims past ropeDims are untouched.
+			for i := range n * c.qh {
+				for j := c.ropeDims; j < c.hd; j++ {
+					require.Equal(t, q[i*c.hd+j], gotQ[i*c.hd+j])
+				}
+			}
+			require.False(t, slices.Equal(q, gotQ))
+		})
+	}
+}
