@@ -223,3 +223,54 @@ func TestKernelCapsPoison(t *testing.T) {
 		assert.True(t, allNaN(got), "output has numbers")
 	})
 }
+
+// TestScoresBeyondFloat32 uses queries and keys near 1e20 (finite), whose
+// scores near 1e40 overflow fp32. Without a score bound, every row whose
+// scores overflow must come out NaN, never as numbers (they used to be
+// zeros); with SetScoreBound(ScoreBound(...)) the kernels count scores in a
+// power-of-two unit and match the float64 reference.
+func TestScoresBeyondFloat32(t *testing.T) {
+	d := gputest.Device(t)
+	rng := gputest.Rand(t)
+	tree := treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: 6, MaxNodeTokens: 40, MaxQueries: 6, Kind: treeattn.KindRandom, ShuffleSlots: true})
+	shape := treeattn.Shape{QHeads: 4, KVHeads: 2, HeadDim: 8}
+	for _, m := range []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodNode} {
+		plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: m, Shape: shape, KV: treeattn.KVF32, Limits: treeattn.LimitsOf(d.Info)})
+		require.NoError(t, err)
+		in := conformance.NewInputs(rng, tree, shape, treeattn.KVF32)
+		for i := range in.Q {
+			in.Q[i] *= 1e20
+		}
+		for i := range in.K {
+			in.K[i] *= 1e20
+		}
+		want, err := treeattn.Reference(tree, shape, in.Q, in.K, in.V, plan.Scale)
+		require.NoError(t, err)
+		dp, err := plan.Upload(d)
+		require.NoError(t, err)
+
+		got, _ := runTwice(t, dp, in)
+		nanRows := 0
+		for r := 0; r < len(got); r += shape.HeadDim {
+			row := got[r : r+shape.HeadDim]
+			if allNaN(row) {
+				nanRows++
+				continue
+			}
+			// A row of numbers had finite scores only: it must be right.
+			wantRow := want[r : r+shape.HeadDim]
+			assert.LessOrEqual(t, treeattn.RelativeL2(row, wantRow), conformance.TolF32, "%s row %d: %v, want %v", m, r/shape.HeadDim, row, wantRow)
+		}
+		assert.Positive(t, nanRows, "%s: no row overflowed", m)
+
+		bound := treeattn.ScoreBound(shape, in.Q, in.K, plan.Scale)
+		require.NoError(t, dp.SetScoreBound(bound))
+		assert.Greater(t, dp.ScoreUnit(), 1.0)
+		got, again := runTwice(t, dp, in)
+		dp.Close()
+		rel := treeattn.RelativeL2(got, want)
+		t.Logf("%s: %d of %d rows overflow; bound %.3g, unit %g: relative L2 %.3g", m, nanRows, len(got)/shape.HeadDim, bound, dp.ScoreUnit(), rel)
+		assert.LessOrEqual(t, rel, conformance.TolF32, m)
+		assert.True(t, bitsEqual(got, again), "two runs differ")
+	}
+}

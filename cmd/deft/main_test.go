@@ -408,6 +408,7 @@ func TestAttentionBadInputs(t *testing.T) {
 				assert.Contains(t, err.Error(), w)
 			}
 			assert.NoFileExists(t, out, "no output may be written for bad inputs")
+			assertNoTempFiles(t, b.dir)
 		})
 	}
 
@@ -417,6 +418,119 @@ func TestAttentionBadInputs(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `"out"`)
 	})
+}
+
+// assertNoTempFiles fails when a failed command left its temporary output
+// behind in dir.
+func assertNoTempFiles(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.False(t, strings.HasSuffix(e.Name(), ".tmp"), "temporary file %s left in %s", e.Name(), dir)
+	}
+}
+
+// TestAttentionOutCheckedFirst: a bad --out fails before any input is read
+// or any device is opened (it used to fail only after the GPU work), and
+// --device 99 names the devices there are instead of claiming there is none.
+func TestAttentionOutCheckedFirst(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	b := newTestBadInputs(t, rng)
+	args := func(out string, extra ...string) []string {
+		return append([]string{"attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v, "--out", out}, extra...)
+	}
+	// The device selection would fail too: the --out error must come first.
+	missing := filepath.Join(b.dir, "no-such-dir", "out.npy")
+	_, _, err := runDeft(t, args(missing, "--device", "no-such-gpu-xyzzy")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--out "+missing)
+	assert.Contains(t, err.Error(), "no such file or directory")
+
+	_, _, err = runDeft(t, args(b.dir, "--device", "no-such-gpu-xyzzy")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--out "+b.dir+": is a directory")
+
+	out := filepath.Join(b.dir, "out.npy")
+	_, _, err = runDeft(t, args(out, "--device", "99")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "index 99 out of range")
+	assert.Contains(t, err.Error(), gputest.Device(t).Info.Name, "the error lists the devices there are")
+	assert.NotContains(t, err.Error(), "no Vulkan device")
+	assert.NoFileExists(t, out)
+	assertNoTempFiles(t, b.dir)
+}
+
+// TestAttentionCheckTolerance: --check states its tolerance and fails above
+// it (it used to exit 0 whatever the error); --tol sets it.
+func TestAttentionCheckTolerance(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	b := newTestBadInputs(t, rng)
+	out := filepath.Join(b.dir, "out.npy")
+	base := []string{"attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v, "--out", out, "--check"}
+
+	stdout, stderr, err := runDeft(t, base...)
+	require.NoError(t, err, stderr)
+	assert.Regexp(t, `relative L2 error against the float64 reference: \S+ \(tolerance 1e-05\)`, stdout, "f32 K/V: conformance's tolerance")
+
+	// No fp32 result is that exact: the check must fail, after writing the output.
+	require.NoError(t, os.Remove(out))
+	stdout, _, err = runDeft(t, append(base, "--tol", "1e-12")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "exceeds the tolerance 1e-12 (--tol)")
+	assert.Contains(t, stdout, "(tolerance 1e-12)")
+	assert.FileExists(t, out, "the output is written before the check fails")
+
+	_, _, err = runDeft(t, append(base, "--tol", "0.5")...)
+	require.NoError(t, err)
+
+	for _, bad := range []string{"0", "-1", "NaN", "+Inf"} {
+		_, _, err = runDeft(t, append(base, "--tol", bad)...)
+		require.Error(t, err, "--tol %s", bad)
+		assert.Contains(t, err.Error(), "want a positive finite number")
+	}
+	_, _, err = runDeft(t, append(base[:len(base)-1], "--tol", "1e-3")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "add --check")
+}
+
+// TestAttentionScoresBeyondFloat32 is the issue's overflow case: Q and K
+// near 1e20 (finite) make scores near 1e40. The output used to be all
+// zeros with exit status 0; now it matches the float64 reference and
+// --check passes.
+func TestAttentionScoresBeyondFloat32(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	b := newTestBadInputs(t, rng)
+	big := func(n int) []float32 {
+		x := testRandn(rng, n)
+		for i := range x {
+			x[i] *= 1e20
+		}
+		return x
+	}
+	q, k := big(tbQueries*tbQHeads*tbDim), big(tbSlots*tbKVHeads*tbDim)
+	v := testRandn(rng, tbSlots*tbKVHeads*tbDim)
+	testWriteNpyF32(t, b.q, []int{tbQueries, tbQHeads, tbDim}, q)
+	testWriteNpyF32(t, b.k, []int{tbSlots, tbKVHeads, tbDim}, k)
+	testWriteNpyF32(t, b.v, []int{tbSlots, tbKVHeads, tbDim}, v)
+	tree, err := treeattn.ParseTreeJSON([]byte(testBaseTree))
+	require.NoError(t, err)
+	want, err := treeattn.Reference(tree, treeattn.Shape{QHeads: tbQHeads, KVHeads: tbKVHeads, HeadDim: tbDim}, q, k, v, 1/math.Sqrt(tbDim))
+	require.NoError(t, err)
+	for _, m := range []string{"flatten", "node"} {
+		out := filepath.Join(b.dir, "out-"+m+".npy")
+		stdout, stderr, err := runDeft(t, "attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v,
+			"--out", out, "--method", m, "--check")
+		require.NoError(t, err, "%s: %s", m, stderr)
+		assert.Contains(t, stdout, "relative L2 error")
+		got := testReadNpy(t, out).F32
+		rel := treeattn.RelativeL2(got, want)
+		t.Logf("%s: relative L2 %.3g", m, rel)
+		assert.LessOrEqual(t, rel, 1e-5, m)
+	}
 }
 
 func TestConformanceCommand(t *testing.T) {
