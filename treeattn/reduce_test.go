@@ -1,6 +1,7 @@
 package treeattn
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -104,5 +105,17 @@ func TestScoreUnit(t *testing.T) {
 		assert.Equal(t, tc.unit, unit, "bound %g", tc.bound)
 		assert.Equal(t, float32(tc.scale/unit), scaled)
 		assert.LessOrEqual(t, tc.bound/unit, math.Ldexp(1, scoreExpLimit), "scores in units stay below 2^%d", scoreExpLimit)
+	}
+}
+
+// The documented head-dim limit is the one the kernels' tiles enforce.
+func TestMaxHeadDim(t *testing.T) {
+	lim := Limits{SharedMemory: 1 << 16, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{65535, 65535, 65535}}
+	_, err := ChooseTiles(Shape{QHeads: 8, KVHeads: 2, HeadDim: MaxHeadDim}, lim)
+	require.NoError(t, err)
+	for _, dim := range []int{MaxHeadDim + 4, 6, 130} {
+		_, err := ChooseTiles(Shape{QHeads: 8, KVHeads: 2, HeadDim: dim}, lim)
+		require.Error(t, err, "head dim %d", dim)
+		assert.Contains(t, err.Error(), fmt.Sprintf("must be a multiple of 4 and at most %d", MaxHeadDim))
 	}
 }

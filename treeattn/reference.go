@@ -13,6 +13,10 @@ import (
 // Shape.Validate accepts.
 const MaxShapeValue = 1 << 16
 
+// MaxHeadDim is the largest head dim the kernels run (ChooseTiles), which
+// must also be a multiple of 4: Q, K and V rows are read as vec4s.
+const MaxHeadDim = 512
+
 // Shape gives the attention head layout: QHeads query heads and KVHeads
 // key/value heads of HeadDim elements each. With grouped-query attention
 // (QHeads > KVHeads) query head h reads KV head h / (QHeads / KVHeads).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
 
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/internal/half"
@@ -566,9 +568,10 @@ var testGBPS = regexp.MustCompile(`copy\s+([0-9.]+) GB/s median`)
 func TestProbeCommand(t *testing.T) {
 	d := setupCLITest(t)
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	// 8 MiB buffers may sit in a cache: measured and printed, but not saved
+	// as the roofline (`--mib 1` used to replace it silently).
 	stdout, stderr, err := runDeft(t, "probe", "--validation", "--mib", "8", "--runs", "3")
 	require.NoError(t, err, stderr)
-	assert.NotContains(t, stderr, "warning", "saving the probe result failed")
 	m := testGBPS.FindStringSubmatch(stdout)
 	require.NotNil(t, m, "no copy bandwidth in:\n%s", stdout)
 	bw, err := strconv.ParseFloat(m[1], 64)
@@ -576,15 +579,27 @@ func TestProbeCommand(t *testing.T) {
 	assert.Greater(t, bw, 0.0)
 	assert.Contains(t, stdout, "3 runs, 2 x 8 MiB")
 	assert.Contains(t, stdout, d.Info.Name)
+	assert.Contains(t, stderr, "not saved as the roofline: 2 x 8 MiB buffers may fit in the device's caches")
+	_, err = probe.Load(d.Info.UUID)
+	assert.ErrorIs(t, err, fs.ErrNotExist, "an in-cache figure was saved")
 
-	// The result was saved under the (temporary) user cache dir.
+	// The default size is saved under the (temporary) user cache dir.
+	def := probe.DefaultBytes(&d.Info)
+	stdout, stderr, err = runDeft(t, "probe", "--validation", "--runs", "1")
+	require.NoError(t, err, stderr)
+	assert.NotContains(t, stderr, "warning", "saving the probe result failed")
+	assert.NotContains(t, stderr, "not saved")
+	m = testGBPS.FindStringSubmatch(stdout)
+	require.NotNil(t, m, "no copy bandwidth in:\n%s", stdout)
+	bw, err = strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
 	path, err := probe.CachePath(d.Info.UUID)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(path, os.Getenv("XDG_CACHE_HOME")), "cache path %s", path)
 	saved, err := probe.Load(d.Info.UUID)
 	require.NoError(t, err)
-	assert.Equal(t, uint64(8<<20), saved.BufferBytes)
-	assert.Equal(t, 3, saved.Runs)
+	assert.Equal(t, def, saved.BufferBytes)
+	assert.Equal(t, 1, saved.Runs)
 	assert.InDelta(t, bw, saved.BytesPerSec/1e9, 0.051)
 
 	stdout, stderr, err = runDeft(t, "probe", "--json", "--validation", "--mib", "8", "--runs", "3")
@@ -594,6 +609,31 @@ func TestProbeCommand(t *testing.T) {
 	assert.Greater(t, res.BytesPerSec, 0.0)
 	assert.GreaterOrEqual(t, res.MedianNs, res.BestNs)
 	assert.Equal(t, d.Info.UUID, res.UUID)
+	again, err := probe.Load(d.Info.UUID)
+	require.NoError(t, err)
+	assert.Equal(t, saved.BytesPerSec, again.BytesPerSec, "the 8 MiB run replaced the saved roofline")
+}
+
+// TestProbeFlagRanges: --runs 0 and -5 used to run 20 silently and 1000 to
+// fail on an internal timestamp limit; out-of-range values are refused.
+func TestProbeFlagRanges(t *testing.T) {
+	setupCLITest(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--runs", "0"}, fmt.Sprintf("--runs 0: want 1..%d", probe.MaxRuns)},
+		{[]string{"--runs=-5"}, fmt.Sprintf("--runs -5: want 1..%d", probe.MaxRuns)},
+		{[]string{"--runs", "1000"}, fmt.Sprintf("--runs 1000: want 1..%d", probe.MaxRuns)},
+		{[]string{"--mib", "0"}, "--mib 0: want 1..1048576"},
+		{[]string{"--mib", "2000000"}, "--mib 2000000: want 1..1048576"},
+	} {
+		_, _, err := runDeft(t, append([]string{"probe"}, tc.args...)...)
+		require.Error(t, err, "%v", tc.args)
+		assert.Contains(t, err.Error(), tc.want)
+		assert.NotContains(t, err.Error(), "timestamp \"", "an internal limit leaked")
+	}
 }
 
 func TestConformanceJSONIsOneDocument(t *testing.T) {
@@ -614,4 +654,38 @@ func TestDevicesJSONBadSelection(t *testing.T) {
 	_, _, err := runDeft(t, "devices", "--json", "--device", "99")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "out of range")
+}
+
+// TestFlagHelp checks every command's flags: a default is printed once
+// (flags used to say "(default 1/sqrt(dim)) (default: 0)"), required flags
+// say so, and a one-letter name means the same flag in every command (-v
+// was the values file in `attention` but verbose in `conformance`).
+func TestFlagHelp(t *testing.T) {
+	app := newApp()
+	letters := map[string]string{} // -x -> the flag's name
+	for _, cmd := range app.Commands {
+		stdout, _, err := runDeft(t, cmd.Name, "--help")
+		require.NoError(t, err)
+		for _, line := range strings.Split(stdout, "\n") {
+			assert.LessOrEqual(t, strings.Count(line, "(default"), 1, "deft %s: %q", cmd.Name, line)
+		}
+		for _, f := range cmd.Flags {
+			names := f.Names()
+			if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
+				re := regexp.MustCompile(`(?m)^\s+-{1,2}` + regexp.QuoteMeta(names[0]) + ` .*\(required\)`)
+				assert.Regexp(t, re, stdout, "deft %s --%s is required but its help does not say so", cmd.Name, names[0])
+			}
+			for _, n := range names {
+				if len(n) != 1 {
+					continue
+				}
+				if prev, ok := letters[n]; ok {
+					assert.Equal(t, prev, names[0], "-%s means --%s in one command and --%s in deft %s", n, prev, names[0], cmd.Name)
+				} else {
+					letters[n] = names[0]
+				}
+			}
+		}
+	}
+	assert.Equal(t, "v", letters["v"], "-v is attention's values file")
 }
