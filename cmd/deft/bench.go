@@ -172,9 +172,16 @@ func benchAction(c *cli.Context) (err error) {
 		total += len(s.Steps) * len(methods)
 	}
 	bar := newProgress(c.App.ErrWriter, total, c.Bool("quiet"))
-	cfg.Progress = func() {
-		if bar != nil {
+	done := 0
+	cfg.Progress = func(p bench.Progress) {
+		done++
+		switch {
+		case bar != nil:
 			bar.Add(1)
+		case !c.Bool("quiet"):
+			// No terminal for a bar (stderr redirected): a line per
+			// finished method, so a long run is not silent for minutes.
+			fmt.Fprintln(c.App.ErrWriter, progressLine(p, done, total))
 		}
 	}
 	w := c.App.Writer
@@ -259,6 +266,15 @@ func snapshotOrFile(name string, src bench.Source) (*bench.Sampled, error) {
 		return nil, fmt.Errorf("--tree %s: %w", name, err)
 	}
 	return bench.SingleStep(name, "tree file", t), nil
+}
+
+// progressLine describes one finished (step, method) of a benchmark.
+func progressLine(p bench.Progress, done, total int) string {
+	what := "failed: " + p.Error
+	if p.Result != nil {
+		what = fmt.Sprintf("%v per layer", p.Result.Layer)
+	}
+	return fmt.Sprintf("bench: [%d/%d] %s step %d/%d %s: %s", done, total, p.Workload, p.Step, p.Steps, p.Method, what)
 }
 
 // newProgress returns a progress bar on w, or nil when quiet or when w is

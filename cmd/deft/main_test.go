@@ -689,3 +689,25 @@ func TestFlagHelp(t *testing.T) {
 	}
 	assert.Equal(t, "v", letters["v"], "-v is attention's values file")
 }
+
+// TestBenchProgressLines: with stderr not a terminal (as here: a buffer),
+// `deft bench` prints a line per finished method instead of staying silent
+// until the table; --quiet silences them.
+func TestBenchProgressLines(t *testing.T) {
+	setupCLITest(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	b := newTestBadInputs(t, gputest.Rand(t))
+	args := []string{"bench", "--validation", "--tree", b.tree, "--method", "flatten", "--method", "node",
+		"--q-heads", "8", "--kv-heads", "2", "--head-dim", "64", "--kv", "f32", "--runs", "1", "--flush-mib", "1", "--warm-up", "0"}
+	stdout, stderr, err := runDeft(t, args...)
+	require.NoError(t, err, stderr)
+	lines := regexp.MustCompile(`(?m)^bench: \[(\d)/2\] \S+tree\.json step 1/1 (\w+): \S+ per layer$`).FindAllStringSubmatch(stderr, -1)
+	require.Len(t, lines, 2, "stderr:\n%s", stderr)
+	assert.Equal(t, []string{"1", "flatten"}, lines[0][1:])
+	assert.Equal(t, []string{"2", "node"}, lines[1][1:])
+	assert.Contains(t, stdout, "flatten")
+
+	_, stderr, err = runDeft(t, append(args, "--quiet")...)
+	require.NoError(t, err)
+	assert.NotContains(t, stderr, "bench: [")
+}
