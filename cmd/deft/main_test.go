@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/urfave/cli/v2"
 
+	"github.com/deft-vk/deft/conformance"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/internal/half"
 	"github.com/deft-vk/deft/internal/npy"
@@ -710,4 +711,29 @@ func TestBenchProgressLines(t *testing.T) {
 	_, stderr, err = runDeft(t, append(args, "--quiet")...)
 	require.NoError(t, err)
 	assert.NotContains(t, stderr, "bench: [")
+}
+
+// TestReadmeFigures ties the README's statements of limits and defaults to
+// the constants that enforce them.
+func TestReadmeFigures(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	readme := strings.Join(strings.Fields(string(raw)), " ") // line breaks as spaces
+	for _, want := range []string{
+		"run `go install ./cmd/deft` in a clone of this repository",
+		fmt.Sprintf("must be a multiple of 4 and at most %d (`treeattn.MaxHeadDim`", treeattn.MaxHeadDim),
+		fmt.Sprintf("median of 1..%d runs", probe.MaxRuns),
+		fmt.Sprintf("merges at most %d partials per workgroup (`treeattn.MaxReduceFanIn`)", treeattn.MaxReduceFanIn),
+		fmt.Sprintf("token chunks of at most %d shared-memory passes", treeattn.MaxTilePasses),
+		"about 4 minutes on lavapipe",
+	} {
+		assert.Contains(t, readme, want)
+	}
+	m := regexp.MustCompile("default (\\S+) with f32 K/V, (\\S+) with f16, as `deft conformance`").FindStringSubmatch(readme)
+	require.NotNil(t, m, "the README states --check's default tolerances")
+	for i, want := range []float64{conformance.TolF32, conformance.TolF16} {
+		got, err := strconv.ParseFloat(m[i+1], 64)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+	}
 }
