@@ -86,12 +86,12 @@ type Tiles struct {
 // sharedBytes is partial_attn.comp's shared memory for the tiles: Q rows
 // and the K/V tile (vec4 rows padded by one), scores and probabilities
 // ([token][row], padded), mask words, two tiles' slot lists, softmax
-// scratch and row state.
+// scratch and row state (six words per row, sBad included).
 func (t Tiles) sharedBytes(dim int) int {
 	rowVec4s := dim/4 + 1
 	scoreVec4s := t.Rows/4 + 1
 	maskWords := (t.Rows-1)/32 + 2
-	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*t.Workgroup + 5*4*t.Rows
+	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*t.Workgroup + 6*4*t.Rows
 }
 
 func isPow2(v int) bool { return v > 0 && v&(v-1) == 0 }
