@@ -32,7 +32,7 @@
 // output is NaN instead of a plausible wrong number. An item of more than
 // MAX_PASSES shared-memory passes (row tiles x token tiles; the planner
 // never makes one) is not computed, so a bad plan cannot loop unboundedly:
-// it poisons the log-sum-exps of its first MAX_PASSES row tiles.
+// it poisons the partials of its first MAX_PASSES row tiles.
 //
 // Sizes are specialization constants chosen by the host from the device's
 // limits (treeattn.ChooseTiles mirrors the derived constants below);
@@ -217,19 +217,19 @@ void main() {
     float qScale = pc.scale * LOG2E;
 
     // Passes = row tiles x token tiles (an item without tokens still runs
-    // its row tiles), compared without overflowing.
+    // its row tiles), compared without overflowing. An item over the cap
+    // runs no token tiles and at most MAX_PASSES row tiles, all poisoned:
+    // no loop of its own, so the common path keeps its code.
+    uint rows = min(qCount, MAX_PASSES * R) * G;
     bool overCap = qCount > MAX_PASSES * R || tokCount > MAX_PASSES * B;
     if (!overCap) {
-        uint rowTiles = (qCount * G + R - 1u) / R;
+        uint rowTiles = (rows + R - 1u) / R;
         uint tokTiles = max((tokCount + B - 1u) / B, 1u);
         overCap = rowTiles * tokTiles > MAX_PASSES;
     }
     if (overCap) {
-        uint poison = min(qCount, MAX_PASSES * R) * G;
-        for (uint row = tid; row < poison; row += WG) {
-            pl[(partialBase + row / G) * QH + head * G + row % G] = NAN;
-        }
-        return;   // uniform: the whole workgroup leaves
+        rows = min(rows, MAX_PASSES * R);
+        tokCount = 0u;
     }
 
     uint tok = tid % B;            // scores: token and first row
@@ -240,7 +240,6 @@ void main() {
     uint smRow = tid % R;          // softmax: row and part
     uint smPart = tid / R;
 
-    uint rows = qCount * G;
     for (uint rowTile = 0u; rowTile < rows; rowTile += R) {
         uint tileRows = min(R, rows - rowTile);
         uint word0 = (rowTile / G) >> 5u;   // first mask word of the tile's queries
@@ -249,7 +248,7 @@ void main() {
             sRowQuery[tid] = tid < tileRows ? row / G : ~0u;
             sM[tid] = NEG_INF;
             sL[tid] = 0.0;
-            sBad[tid] = 0u;
+            sBad[tid] = overCap ? 1u : 0u;
         }
         for (uint idx = tid; idx < R * D4; idx += WG) {
             uint r = idx / D4;

@@ -40,6 +40,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
+#define POS_INF uintBitsToFloat(0x7f800000u)
 #define NAN uintBitsToFloat(0x7fc00000u)
 
 // NaN or +Inf: a log-sum-exp that cannot be weighed (-Inf is an empty
@@ -49,8 +50,8 @@ bool poisoned(float lse) {
     return b == 0x7f800000u || (b & 0x7fffffffu) > 0x7f800000u;
 }
 
-shared uint sPart[WG];    // partial indices of the current chunk; first the threads' poison flags
-shared float sW[WG];      // their weights exp((lse - max) * unit)
+shared uint sPart[WG];    // partial indices of the current chunk
+shared float sW[WG];      // their weights exp((lse - max) * unit); first the threads' maxima
 
 void main() {
     uint group = gl_WorkGroupID.x + gl_WorkGroupID.z * pc.gridX;
@@ -69,24 +70,21 @@ void main() {
     }
     // The maximum log-sum-exp: one partial per thread, so the loads of a
     // list's partials overlap instead of forming one dependent chain.
-    float m = NEG_INF;
+    // A poisoned partial makes a thread's maximum +Inf, which no finite
+    // log-sum-exp reaches: the workgroup's maximum carries the flag.
+    float m = bad ? POS_INF : NEG_INF;
     for (uint i = begin + tid; i < end; i += WG) {
         float lse = pl[meta[pc.listOff + i] * QH + h];
-        if (poisoned(lse)) {
-            bad = true;
-        } else {
-            m = max(m, lse);
-        }
+        m = max(m, poisoned(lse) ? POS_INF : lse);
     }
     sW[tid] = m;
-    sPart[tid] = bad ? 1u : 0u;
     barrier();
     m = NEG_INF;
     for (uint i = 0u; i < WG; i++) {
         m = max(m, sW[i]);
-        bad = bad || sPart[i] != 0u;
     }
     barrier();
+    bad = m == POS_INF;
     // Weighted sums in chunks of WG partials, in a fixed order: bit-identical reruns.
     float num[(D + WG - 1u) / WG];
     for (uint c = 0u; c < (D + WG - 1u) / WG; c++) {

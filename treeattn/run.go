@@ -63,25 +63,23 @@ func grid(n, y int, lim Limits) ([3]uint32, error) {
 
 // Upload copies the plan's metadata to d and prepares kernels and scratch.
 func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
-	return p.upload(d, uploadOptions{fanIn: MaxReduceFanIn, kernelFanIn: MaxReduceFanIn})
+	return p.upload(d, uploadOptions{fanIn: MaxReduceFanIn, kernelFanIn: MaxReduceFanIn, kernelMaxPasses: MaxTilePasses})
 }
 
-// uploadOptions let tests run small reduction levels and plans that break
-// the kernels' caps.
+// uploadOptions let tests run small reduction levels and kernels whose caps
+// the plan breaks.
 type uploadOptions struct {
-	fanIn       int  // partials per group the reduction is scheduled with
-	kernelFanIn int  // reduce_partials' FANIN
-	unchecked   bool // skip checkPasses
+	fanIn           int // partials per group the reduction is scheduled with
+	kernelFanIn     int // reduce_partials' FANIN
+	kernelMaxPasses int // partial_attn's MAX_PASSES
 }
 
 func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
 		return nil, fmt.Errorf("upload plan: planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
-	if !opts.unchecked {
-		if err := p.checkPasses(); err != nil {
-			return nil, fmt.Errorf("upload plan: %w", err)
-		}
+	if err := p.checkPasses(); err != nil {
+		return nil, fmt.Errorf("upload plan: %w", err)
 	}
 	dp := &DevicePlan{Plan: p, d: d, unit: 1, scale: float32(p.Scale)}
 	var err error
@@ -108,7 +106,7 @@ func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 	dp.attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
 		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
 		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
-		"UNROLL": attnUnroll, "MAX_PASSES": MaxTilePasses,
+		"UNROLL": attnUnroll, "MAX_PASSES": uint32(opts.kernelMaxPasses),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upload plan: %w", err)
