@@ -46,7 +46,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "plot", Usage: "draw time per step and IO per method to this .png or .svg file"},
 			&cli.StringFlag{Name: "load", Usage: "print (and with --plot, draw) a report saved by --json instead of measuring; no device is opened"},
 			// No -q alias: in `deft attention` -q is the queries file.
-			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar"},
+			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar (on a terminal) or progress lines (otherwise)"},
 			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes", DefaultText: "chosen from the device"},
 			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens", DefaultText: "chosen per tree"},
 			&cli.IntFlag{Name: "passes", Usage: "most shared-memory passes per workgroup", DefaultText: fmt.Sprintf("%d, also the cap", treeattn.MaxTilePasses)},
