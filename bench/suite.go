@@ -27,7 +27,18 @@ type Config struct {
 	FMAPeak float64
 	// Progress, when set, is called once per (sampled step, method),
 	// measured, skipped or failed.
-	Progress func()
+	Progress func(Progress)
+}
+
+// Progress is one finished (sampled step, method) of Measure.
+type Progress struct {
+	Workload    string
+	Step, Steps int // 1-based among the sampled steps, and their number
+	Method      treeattn.Method
+	// Result is the step's measurement; nil when the method failed (Error)
+	// on this or an earlier step.
+	Result *StepResult
+	Error  string
 }
 
 // StepResult is one method's measurement of one sampled step. Times and
@@ -202,7 +213,11 @@ func Measure(d *vk.Device, rng *rand.Rand, w *Sampled, cfg Config) (*WorkloadRes
 				}
 			}
 			if cfg.Progress != nil {
-				cfg.Progress()
+				p := Progress{Workload: w.Name, Step: si + 1, Steps: len(w.Steps), Method: mr.Method, Error: mr.Error}
+				if mr.Error == "" {
+					p.Result = &mr.Steps[len(mr.Steps)-1]
+				}
+				cfg.Progress(p)
 			}
 		}
 		b.close()

@@ -24,7 +24,7 @@ func tinyConfig(progress *int) Config {
 		Methods:  treeattn.Methods,
 		Options:  Options{Runs: 3, FlushBytes: 1 << 20, WarmUp: -1},
 		Roofline: 1e9,
-		Progress: func() { *progress++ },
+		Progress: func(Progress) { *progress++ },
 	}
 }
 

@@ -8,7 +8,10 @@ type PartialAttnPush struct {
 	ItemsOff uint32  // metadata word offset of the item table (a multiple of ItemRecordWords)
 	GridX    uint32  // workgroups along x; item = x + z*GridX
 	NumSlots uint32  // slots in the KV pool (bounds check)
-	Scale    float32 // multiplies q·k
+	Scale    float32 // multiplies q·k: the softmax scale divided by Unit
+	// Unit is the unit of scores, a power of two: 1, or larger when the
+	// host scales scores down so that they stay finite in fp32.
+	Unit float32
 }
 
 // ItemRecord is one work item of a tree-attention plan in the metadata
@@ -40,6 +43,7 @@ var PartialAttn = register(&Contract{
 	Push: PartialAttnPush{},
 	Spec: []Spec{
 		{0, "local_size_x"}, {1, "D"}, {2, "B"}, {3, "R"}, {4, "G"}, {5, "KVH"}, {6, "KV_F16"}, {7, "UNROLL"},
+		{8, "MAX_PASSES"}, // items of more passes are not computed but poisoned
 	},
 	Records:  map[string]any{"ItemRecord": ItemRecord{}},
 	Variants: []Variant{{Name: "scalar", Module: "partial_attn"}},
@@ -47,21 +51,27 @@ var PartialAttn = register(&Contract{
 
 // ReducePartialsPush is reduce_partials.comp's push block.
 type ReducePartialsPush struct {
-	NQueries   uint32
-	OffsetsOff uint32 // metadata offset of NQueries+1 offsets into the list
+	NGroups    uint32 // lists of partials to merge (queries in the final pass)
+	OffsetsOff uint32 // metadata offset of NGroups+1 offsets into the list
 	ListOff    uint32 // metadata offset of the partial indices
-	GridX      uint32 // query = x + z*GridX
+	GridX      uint32 // group = x + z*GridX
+	// ToPartials 0: group g is query g, merged into the output; 1: merged
+	// into the intermediate partial OutBase+g (a level of a deep query).
+	ToPartials uint32
+	OutBase    uint32
+	Unit       float32 // score unit of the log-sum-exps (PartialAttnPush.Unit)
 }
 
-// ReducePartials merges each query's partial results (see
+// ReducePartials merges lists of partial results: each query's, or chunks
+// of at most FANIN of a deep query's into intermediate partials (see
 // shaders/reduce_partials.comp).
 var ReducePartials = register(&Contract{
 	Name: "reduce_partials",
-	Doc:  "merges each query's partial attention results, in a fixed order",
+	Doc:  "merges each query's partial attention results (in levels of at most FANIN), in a fixed order",
 	Bindings: []Binding{
-		{"PartO", vk.Read}, {"PartL", vk.Read}, {"Meta", vk.Read}, {"Out", vk.Write},
+		{"PartO", vk.Write}, {"PartL", vk.Write}, {"Meta", vk.Read}, {"Out", vk.Write},
 	},
 	Push:     ReducePartialsPush{},
-	Spec:     []Spec{{0, "local_size_x"}, {1, "D"}, {2, "QH"}},
+	Spec:     []Spec{{0, "local_size_x"}, {1, "D"}, {2, "QH"}, {3, "FANIN"}},
 	Variants: []Variant{{Name: "scalar", Module: "reduce_partials"}},
 })

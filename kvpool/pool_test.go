@@ -39,7 +39,7 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"layers", func(c *Config) { c.Layers = 0 }, "layers 0"},
-		{"odd head dim", func(c *Config) { c.HeadDim = 63 }, "head dim 63 must be a multiple of 4"},
+		{"odd head dim", func(c *Config) { c.HeadDim = 63 }, "head dim 63 must be a multiple of 4 and at most 512"},
 		{"page size", func(c *Config) { c.PageTokens = -1 }, "page size -1"},
 		{"kv type", func(c *Config) { c.KV = 7 }, "unknown KV type"},
 		{"budget below a page", func(c *Config) { c.BudgetBytes = c.PageBytes() - 1 }, "less than one page"},

@@ -17,10 +17,10 @@ import (
 
 // Options size the measurement.
 type Options struct {
-	// Bytes per buffer (source and destination each); 0 picks 256 MiB, less
-	// when the device's memory is small. Far larger than any cache.
+	// Bytes per buffer (source and destination each); 0 picks DefaultBytes.
 	Bytes uint64
-	// Runs is how many timed copies to take the median of (default 20).
+	// Runs is how many timed copies to take the median of (0: 20; at most
+	// MaxRuns).
 	Runs int
 	// Workgroup is the copy kernel's workgroup size (default 256).
 	Workgroup uint32
@@ -45,25 +45,43 @@ type Result struct {
 	TimingSource   string    `json:"timing_source"`
 }
 
+// MaxRuns is the most timed runs of one probe: each kernel's runs, one
+// untimed run and a final timestamp share one command buffer's
+// vk.MaxTimestamps timestamps.
+const MaxRuns = vk.MaxTimestamps - 2
+
+// DefaultBytes is the buffer size Run uses by default on a device: 256 MiB,
+// far larger than any GPU cache, or less when device memory (an eighth of
+// it) or the storage buffer range is smaller. A roofline saved for
+// benchmarks needs buffers at least this large: smaller ones may be served
+// from a cache.
+func DefaultBytes(info *vk.DeviceInfo) uint64 {
+	b := uint64(256 << 20)
+	var local uint64
+	for _, h := range info.MemoryHeaps {
+		if h.DeviceLocal {
+			local = max(local, h.Size)
+		}
+	}
+	if local > 0 && b > local/8 {
+		b = local / 8
+	}
+	return min(b, uint64(info.MaxStorageBufferRange)) &^ 15
+}
+
 // Run measures d's bandwidth.
 func Run(d *vk.Device, opts Options) (*Result, error) {
-	if opts.Runs <= 0 {
+	if opts.Runs == 0 {
 		opts.Runs = 20
+	}
+	if opts.Runs < 0 || opts.Runs > MaxRuns {
+		return nil, fmt.Errorf("probe: %d runs: want 1..%d", opts.Runs, MaxRuns)
 	}
 	if opts.Workgroup == 0 {
 		opts.Workgroup = 256
 	}
 	if opts.Bytes == 0 {
-		opts.Bytes = 256 << 20
-		var local uint64
-		for _, h := range d.Info.MemoryHeaps {
-			if h.DeviceLocal {
-				local = max(local, h.Size)
-			}
-		}
-		if local > 0 && opts.Bytes > local/8 {
-			opts.Bytes = local / 8
-		}
+		opts.Bytes = DefaultBytes(&d.Info)
 	}
 	opts.Bytes = min(opts.Bytes, uint64(d.Info.MaxStorageBufferRange)) &^ 15
 	if opts.Bytes < 1<<20 {

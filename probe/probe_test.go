@@ -2,6 +2,7 @@ package probe_test
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -135,4 +136,24 @@ func TestLoadRejectsBadFiles(t *testing.T) {
 			assert.Contains(t, err.Error(), path)
 		})
 	}
+}
+
+// Runs beyond MaxRuns are refused with a clear message before any work
+// (they used to fail on an internal timestamp limit).
+func TestRunRejectsRuns(t *testing.T) {
+	d := gputest.Device(t)
+	for _, runs := range []int{probe.MaxRuns + 1, -1} {
+		_, err := probe.Run(d, probe.Options{Bytes: 1 << 20, Runs: runs})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), fmt.Sprintf("%d runs: want 1..%d", runs, probe.MaxRuns))
+	}
+}
+
+func TestDefaultBytes(t *testing.T) {
+	d := gputest.Device(t)
+	def := probe.DefaultBytes(&d.Info)
+	assert.LessOrEqual(t, def, uint64(256<<20))
+	assert.LessOrEqual(t, def, uint64(d.Info.MaxStorageBufferRange))
+	assert.Zero(t, def%16)
+	assert.GreaterOrEqual(t, def, uint64(1<<20), "the default must be measurable")
 }

@@ -24,6 +24,16 @@
 // Four barriers per tile; each row's normalised output and log-sum-exp are
 // written once as a partial result for reduce_partials.
 //
+// Scores are in units of pc.unit (a power of two, 1 unless the host scaled
+// them down to stay finite; the host passes scale / unit): probabilities
+// are exp2((x - max) * unit) and log-sum-exps are divided by unit. A row
+// whose visible scores are not finite (fp32 overflow, NaN inputs) is
+// poisoned: its partial output and log-sum-exp are NaN, so the merged
+// output is NaN instead of a plausible wrong number. An item of more than
+// MAX_PASSES shared-memory passes (row tiles x token tiles; the planner
+// never makes one) is not computed, so a bad plan cannot loop unboundedly:
+// it poisons the partials of its first MAX_PASSES row tiles.
+//
 // Sizes are specialization constants chosen by the host from the device's
 // limits (treeattn.ChooseTiles mirrors the derived constants below);
 // nothing here assumes a subgroup size.
@@ -57,6 +67,7 @@ const bool PV4 = (RV % 4u == 0u) && (RGV * RV == R);   // P rows as aligned vec4
 // only: fully unrolled, the kernel took all 255 registers a thread can have
 // on the H100 (the driver's statistics), and far fewer workgroups fit.
 layout(constant_id = 7) const uint UNROLL = 4;   // power of two
+layout(constant_id = 8) const uint MAX_PASSES = 48;   // treeattn.MaxTilePasses
 const uint JU = D4 % UNROLL == 0u ? UNROLL : 1u;
 const uint TU = UNROLL < B ? UNROLL : B;
 // Softmax: PARTS threads per row, TPP tokens each.
@@ -96,7 +107,8 @@ layout(push_constant) uniform Push {
     uint itemsOff;   // meta offset of the item table, a multiple of 8 words
     uint gridX;      // workgroups along x; items = x + z * gridX
     uint numSlots;   // slots in the pool (bounds check)
-    float scale;
+    float scale;     // multiplies q·k: the softmax scale / unit
+    float unit;      // score unit
 } pc;
 
 shared vec4 sQ[R * KS];
@@ -111,8 +123,15 @@ shared float sL[R];
 shared float sMNew[R];
 shared float sAlpha[R];
 shared uint sRowQuery[R];      // item-local query index of each row, ~0u when unused
+shared uint sBad[R];           // the row saw a non-finite score
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
+#define NAN uintBitsToFloat(0x7fc00000u)
+
+// Inf or NaN, by bits so that no fast-math assumption can drop the test.
+bool nonFinite(float x) {
+    return (floatBitsToUint(x) & 0x7f800000u) == 0x7f800000u;
+}
 const float LOG2E = 1.4426950408889634;
 const float LN2 = 0.6931471805599453;
 
@@ -197,6 +216,22 @@ void main() {
     uint tid = gl_LocalInvocationIndex;
     float qScale = pc.scale * LOG2E;
 
+    // Passes = row tiles x token tiles (an item without tokens still runs
+    // its row tiles), compared without overflowing. An item over the cap
+    // runs no token tiles and at most MAX_PASSES row tiles, all poisoned:
+    // no loop of its own, so the common path keeps its code.
+    uint rows = min(qCount, MAX_PASSES * R) * G;
+    bool overCap = qCount > MAX_PASSES * R || tokCount > MAX_PASSES * B;
+    if (!overCap) {
+        uint rowTiles = (rows + R - 1u) / R;
+        uint tokTiles = max((tokCount + B - 1u) / B, 1u);
+        overCap = rowTiles * tokTiles > MAX_PASSES;
+    }
+    if (overCap) {
+        rows = min(rows, MAX_PASSES * R);
+        tokCount = 0u;
+    }
+
     uint tok = tid % B;            // scores: token and first row
     uint sr0 = (tid / B) * RT;
     uint dg = tid % DG;            // output: column group and first row
@@ -205,7 +240,6 @@ void main() {
     uint smRow = tid % R;          // softmax: row and part
     uint smPart = tid / R;
 
-    uint rows = qCount * G;
     for (uint rowTile = 0u; rowTile < rows; rowTile += R) {
         uint tileRows = min(R, rows - rowTile);
         uint word0 = (rowTile / G) >> 5u;   // first mask word of the tile's queries
@@ -214,6 +248,7 @@ void main() {
             sRowQuery[tid] = tid < tileRows ? row / G : ~0u;
             sM[tid] = NEG_INF;
             sL[tid] = 0.0;
+            sBad[tid] = overCap ? 1u : 0u;
         }
         for (uint idx = tid; idx < R * D4; idx += WG) {
             uint r = idx / D4;
@@ -294,6 +329,10 @@ void main() {
                         seen = w < MW && ((sMask[tok * MW + w] >> (qi & 31u)) & 1u) != 0u;
                     }
                     float x = (s4[i].x + s4[i].y) + (s4[i].z + s4[i].w);
+                    if (seen && nonFinite(x)) {
+                        atomicOr(sBad[r], 1u);   // rare; an atomic keeps it race-free
+                        x = NEG_INF;             // keeps the row's softmax free of NaN
+                    }
                     sP[tok * PS + r / 4u][r % 4u] = seen ? x : NEG_INF;
                 }
             }
@@ -311,13 +350,13 @@ void main() {
                     }
                     [[unroll]] for (uint t = t0; t < t0 + TPP; t++) {
                         float x = score(t, smRow);
-                        float p = x == NEG_INF ? 0.0 : exp2(x - mNew);
+                        float p = x == NEG_INF ? 0.0 : exp2((x - mNew) * pc.unit);
                         sPr[t * PS + smRow / 4u][smRow % 4u] = p;
                         partSum += p;
                     }
                     if (smPart == 0u) {
                         sMNew[smRow] = mNew;
-                        sAlpha[smRow] = mOld == NEG_INF ? 0.0 : exp2(mOld - mNew);
+                        sAlpha[smRow] = mOld == NEG_INF ? 0.0 : exp2((mOld - mNew) * pc.unit);
                     }
                 } else {
                     [[unroll]] for (uint t = t0; t < t0 + TPP; t++) {
@@ -395,14 +434,17 @@ void main() {
                 uint g = (rowTile + r) % G;
                 uint p = (partialBase + qi) * QH + head * G + g;
                 float l = sL[r];
+                float lse = l > 0.0 ? (sM[r] + log2(l) / pc.unit) * LN2 : NEG_INF;
+                // +Inf: finite scores so large that the log-sum-exp overflows.
+                bool bad = sBad[r] != 0u || (nonFinite(lse) && lse != NEG_INF);
                 [[unroll]] for (uint c = 0u; c < DV; c++) {
                     uint col = dg + c * DG;
                     if (DG * DV == D4 || col < D4) {
-                        po4[p * D4 + col] = l > 0.0 ? acc[i * DV + c] / l : vec4(0.0);
+                        po4[p * D4 + col] = bad ? vec4(NAN) : (l > 0.0 ? acc[i * DV + c] / l : vec4(0.0));
                     }
                 }
                 if (dg == 0u) {
-                    pl[p] = l > 0.0 ? (sM[r] + log2(l)) * LN2 : NEG_INF;
+                    pl[p] = bad ? NAN : lse;
                 }
             }
         }

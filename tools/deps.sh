@@ -6,9 +6,12 @@
 #   tools/deps.sh --shaders  additionally the shader toolchain used by tools/glslc.sh
 #                            (spirv-tools, and what is needed to build glslang)
 #
-# As root, missing packages are installed with apt-get; otherwise the exact sudo command
-# is printed and the script exits 1. Go itself is not installed from apt (the distro
-# versions are too old): the script fails with instructions if `go` is missing.
+# As root, missing packages are installed with apt-get, whose output is shown, and their
+# versions are listed; otherwise the exact sudo command is printed and the script exits 1.
+# When another process holds the package manager's lock (unattended upgrades, a parallel
+# CI job), apt-get waits for it up to $DEFT_APT_LOCK_TIMEOUT seconds (default 600)
+# instead of failing at once. Go itself is not installed from apt (the distro versions are
+# too old): the script fails with instructions if `go` is missing.
 set -euo pipefail
 
 pkgs=(libvulkan1 mesa-vulkan-drivers vulkan-validationlayers gcc libc6-dev ca-certificates)
@@ -20,6 +23,31 @@ case ${1:-} in
 esac
 
 die() { echo "deps.sh: error: $*" >&2; exit 1; }
+
+lock_wait=${DEFT_APT_LOCK_TIMEOUT:-600}
+[[ $lock_wait =~ ^[0-9]+$ ]] || die "DEFT_APT_LOCK_TIMEOUT=$lock_wait: want whole seconds"
+
+# apt_get ARGS...: apt-get, waiting up to $lock_wait seconds for locks another process
+# holds. DPkg::Lock::Timeout makes apt wait for dpkg's lock itself; the retries cover the
+# locks older apt releases do not wait for (the package lists' during update).
+apt_get() {
+  local deadline=$((SECONDS + lock_wait)) log rc
+  log=$(mktemp "${TMPDIR:-/tmp}/deft-deps.XXXXXX")
+  while :; do
+    set +e
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$lock_wait" "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    if ((rc != 0)) && ((SECONDS < deadline)) &&
+      grep -qE 'Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock' "$log"; then
+      echo "deps.sh: another process holds the package manager's lock; retrying (waiting up to ${lock_wait}s in all)" >&2
+      sleep "${DEFT_APT_LOCK_POLL:-5}"
+      continue
+    fi
+    rm -f "$log"
+    return "$rc"
+  done
+}
 
 command -v dpkg-query >/dev/null ||
   die "not a Debian/Ubuntu system; install the equivalents of: ${pkgs[*]}"
@@ -33,8 +61,10 @@ done
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "deps.sh: installing ${missing[*]}" >&2
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    apt_get update -q || die "apt-get update failed"
+    apt_get install -y -q --no-install-recommends "${missing[@]}" || die "apt-get install ${missing[*]} failed"
+    echo "deps.sh: installed:" >&2
+    dpkg-query -W -f='  ${Package} ${Version}\n' "${missing[@]}" >&2
   else
     echo "deps.sh: missing packages: ${missing[*]}" >&2
     echo "run: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2

@@ -15,7 +15,7 @@ go build -o .bin/deft ./cmd/deft
 # heads, which keeps the benchmark to about half a minute.
 type=$(awk '/\(selected\)/ {s = 1} s && $1 == "type" {print $2; exit}' .bin/devices.txt)
 if [[ $type == cpu ]]; then
-  .bin/deft bench -q --tree spec-star-256 --model llama3-8b --q-heads 4 --kv-heads 1 --runs 3 --warm-up 0 "$@"
+  .bin/deft bench --quiet --tree spec-star-256 --model llama3-8b --q-heads 4 --kv-heads 1 --runs 3 --warm-up 0 "$@"
 else
-  .bin/deft bench -q --tree fewshot-b50 --tree spec-star-256 --runs 20 "$@"
+  .bin/deft bench --quiet --tree fewshot-b50 --tree spec-star-256 --runs 20 "$@"
 fi

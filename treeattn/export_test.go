@@ -7,13 +7,6 @@ import (
 
 // Test hooks for the external tests of this package.
 
-// item reads item i's record back from the metadata.
-func (p *Plan) item(i int) kernels.ItemRecord {
-	w := p.meta[i*itemWords : (i+1)*itemWords]
-	return kernels.ItemRecord{SlotsOff: w[0], NumSlots: w[1], QueriesOff: w[2], NumQueries: w[3],
-		MaskOff: w[4], MaskWords: w[5], PartialBase: w[6], Reserved: w[7]}
-}
-
 // Meta returns the plan's metadata words (for inspection and tests).
 func (p *Plan) Meta() []uint32 { return p.meta }
 
@@ -53,5 +46,13 @@ func (t Tiles) SharedBytes(dim int) int { return t.sharedBytes(dim) }
 
 // Pipelines returns the plan's kernels.
 func (p *Plan) Pipelines(d *vk.Device) (attn, reduce *kernels.Pipeline, err error) {
-	return pipelines(d, p)
+	return pipelines(d, p, defaultUpload)
+}
+
+// UploadWithCaps uploads p with its reduction scheduled in groups of at
+// most fanIn partials, reduce_partials specialised to kernelFanIn and
+// partial_attn to kernelMaxPasses (tests of deep reductions at small sizes,
+// and of the kernels' own caps).
+func UploadWithCaps(p *Plan, d *vk.Device, fanIn, kernelFanIn, kernelMaxPasses int) (*DevicePlan, error) {
+	return p.upload(d, uploadOptions{fanIn: fanIn, kernelFanIn: kernelFanIn, kernelMaxPasses: kernelMaxPasses})
 }

@@ -59,12 +59,12 @@ type Tiles struct {
 // sharedBytes is partial_attn.comp's shared memory for the tiles: Q rows
 // and the K/V tile (vec4 rows padded by one), scores and probabilities
 // ([token][row], padded), mask words, two tiles' slot lists, softmax
-// scratch and row state.
+// scratch and row state (six words per row, sBad included).
 func (t Tiles) sharedBytes(dim int) int {
 	rowVec4s := dim/4 + 1
 	scoreVec4s := t.Rows/4 + 1
 	maskWords := (t.Rows-1)/32 + 2
-	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*t.Workgroup + 5*4*t.Rows
+	return 16*(t.Rows+t.Tokens)*rowVec4s + 2*16*t.Tokens*scoreVec4s + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*t.Workgroup + 6*4*t.Rows
 }
 
 func isPow2(v int) bool { return v > 0 && v&(v-1) == 0 }
@@ -223,4 +223,11 @@ const itemWords = kernels.ItemRecordWords
 func putItem(dst []uint32, rec kernels.ItemRecord) {
 	dst[0], dst[1], dst[2], dst[3] = rec.SlotsOff, rec.NumSlots, rec.QueriesOff, rec.NumQueries
 	dst[4], dst[5], dst[6], dst[7] = rec.MaskOff, rec.MaskWords, rec.PartialBase, rec.Reserved
+}
+
+// item reads item i's record back from the metadata.
+func (p *Plan) item(i int) kernels.ItemRecord {
+	w := p.meta[i*itemWords : (i+1)*itemWords]
+	return kernels.ItemRecord{SlotsOff: w[0], NumSlots: w[1], QueriesOff: w[2], NumQueries: w[3],
+		MaskOff: w[4], MaskWords: w[5], PartialBase: w[6], Reserved: w[7]}
 }

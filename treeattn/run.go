@@ -32,7 +32,15 @@ type DevicePlan struct {
 	attn     *kernels.Pipeline
 	reduce   *kernels.Pipeline
 	attnGrid [3]uint32
-	redGrid  [3]uint32
+	// passes of the reduction, each with its grid: one, or levels of
+	// intermediate partials first for queries with more than
+	// MaxReduceFanIn partials.
+	passes   []reducePass
+	redGrids [][3]uint32
+	// unit is the scores' unit and scale the push constant scale/unit
+	// (SetScoreBound).
+	unit  float32
+	scale float32
 }
 
 const reduceWorkgroup = 64
@@ -56,78 +64,44 @@ func grid(n, y int, lim Limits) ([3]uint32, error) {
 	return [3]uint32{uint32(x), uint32(y), uint32(z)}, nil
 }
 
-// prepare checks p against d and sets the grids and pipelines of dp.
-func (dp *DevicePlan) prepare(d *vk.Device, p *Plan) error {
-	if err := dp.prepareGrids(d, p); err != nil {
-		return err
-	}
-	var err error
-	dp.attn, dp.reduce, err = pipelines(d, p)
-	return err
-}
-
-// prepareGrids copies the plan's figures and sets the grids.
-func (dp *DevicePlan) prepareGrids(d *vk.Device, p *Plan) error {
-	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
-		return fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
-	}
-	meta := dp.Plan.meta
-	dp.Plan, dp.d = *p, d
-	dp.Plan.meta = meta[:0] // the device copy is what runs
-	var err error
-	if dp.attnGrid, err = grid(p.Items, p.Shape.KVHeads, p.Limits); err != nil {
-		return err
-	}
-	dp.redGrid, err = grid(p.NumQueries, p.Shape.QHeads, p.Limits)
-	return err
-}
-
-// pipelines returns the plan's two kernels.
-func pipelines(d *vk.Device, p *Plan) (attn, reduce *kernels.Pipeline, err error) {
-	s := p.Shape
-	f16 := uint32(0)
-	if p.KV == KVF16 {
-		f16 = 1
-	}
-	attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
-		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
-		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
-		"UNROLL": attnUnroll,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	reduce, err = kernels.ReducePartials.Pipeline(d, kernels.SpecValues{
-		"local_size_x": reduceWorkgroup, "D": uint32(s.HeadDim), "QH": uint32(s.QHeads),
-	})
-	return attn, reduce, err
-}
-
-// partialBytes is the size of the partial output and log-sum-exp buffers.
-func (p *Plan) partialBytes() (out, lse uint64) {
-	rows := uint64(p.Partials) * uint64(p.Shape.QHeads)
-	return rows * uint64(p.Shape.HeadDim) * 4, rows * 4
-}
-
 // Upload copies the plan's metadata to d into buffers of its own (Close
 // frees them); decoding steps reuse a Workspace instead.
 func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
+	return p.upload(d, defaultUpload)
+}
+
+// uploadOptions let tests run small reduction levels and kernels whose caps
+// the plan breaks.
+type uploadOptions struct {
+	fanIn           int // partials per group the reduction is scheduled with
+	kernelFanIn     int // reduce_partials' FANIN
+	kernelMaxPasses int // partial_attn's MAX_PASSES
+}
+
+var defaultUpload = uploadOptions{fanIn: MaxReduceFanIn, kernelFanIn: MaxReduceFanIn, kernelMaxPasses: MaxTilePasses}
+
+func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 	dp := &DevicePlan{owned: true}
-	if err := dp.prepare(d, p); err != nil {
+	extra, partials, err := dp.prepare(d, p, opts, true)
+	if err != nil {
 		return nil, fmt.Errorf("upload plan: %w", err)
 	}
 	fail := func(err error) (*DevicePlan, error) {
 		dp.Close()
 		return nil, fmt.Errorf("upload plan: %w", err)
 	}
-	var err error
-	if dp.meta, err = d.NewBuffer(uint64(len(p.meta)) * 4); err != nil {
+	if dp.meta, err = d.NewBuffer(uint64(len(p.meta)+len(extra)) * 4); err != nil {
 		return fail(err)
 	}
 	if err := dp.meta.WriteU32(0, p.meta); err != nil {
 		return fail(err)
 	}
-	outBytes, lseBytes := p.partialBytes()
+	if len(extra) > 0 {
+		if err := dp.meta.WriteU32(uint64(len(p.meta)), extra); err != nil {
+			return fail(err)
+		}
+	}
+	outBytes, lseBytes := p.partialBytes(partials)
 	if dp.partO, err = d.NewBuffer(outBytes); err != nil {
 		return fail(err)
 	}
@@ -136,6 +110,114 @@ func (p *Plan) Upload(d *vk.Device) (*DevicePlan, error) {
 	}
 	return dp, nil
 }
+
+// prepare checks p against d, copies its figures into dp and sets the
+// grids, the reduction's passes and (with kernels) the pipelines. It
+// returns the reduction's extra metadata (placed after the plan's) and the
+// number of partial results including intermediate ones.
+func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKernels bool) ([]uint32, int, error) {
+	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
+		return nil, 0, fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
+	}
+	if err := p.checkPasses(); err != nil {
+		return nil, 0, err
+	}
+	meta := dp.Plan.meta
+	dp.Plan, dp.d = *p, d
+	dp.Plan.meta = meta[:0] // the device copy is what runs
+	dp.unit, dp.scale = 1, float32(p.Scale)
+	var err error
+	if dp.attnGrid, err = grid(p.Items, p.Shape.KVHeads, p.Limits); err != nil {
+		return nil, 0, err
+	}
+	passes, extra, partials := p.reduceSchedule(opts.fanIn, dp.passes)
+	if uint64(len(p.meta))+uint64(len(extra)) > math.MaxUint32/2 {
+		return nil, 0, fmt.Errorf("metadata of %d words is too large", len(p.meta)+len(extra))
+	}
+	dp.passes = passes
+	dp.redGrids = dp.redGrids[:0]
+	for _, pass := range passes {
+		g, err := grid(pass.groups, p.Shape.QHeads, p.Limits)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reduction: %w", err)
+		}
+		dp.redGrids = append(dp.redGrids, g)
+	}
+	if withKernels {
+		if dp.attn, dp.reduce, err = pipelines(d, p, opts); err != nil {
+			return nil, 0, err
+		}
+	}
+	return extra, partials, nil
+}
+
+// pipelines returns the plan's two kernels.
+func pipelines(d *vk.Device, p *Plan, opts uploadOptions) (attn, reduce *kernels.Pipeline, err error) {
+	s := p.Shape
+	f16 := uint32(0)
+	if p.KV == KVF16 {
+		f16 = 1
+	}
+	attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
+		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
+		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
+		"UNROLL": attnUnroll, "MAX_PASSES": uint32(opts.kernelMaxPasses),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	reduce, err = kernels.ReducePartials.Pipeline(d, kernels.SpecValues{
+		"local_size_x": reduceWorkgroup, "D": uint32(s.HeadDim), "QH": uint32(s.QHeads), "FANIN": uint32(opts.kernelFanIn),
+	})
+	return attn, reduce, err
+}
+
+// partialBytes is the size of the partial output and log-sum-exp buffers
+// for partials partial results.
+func (p *Plan) partialBytes(partials int) (out, lse uint64) {
+	rows := uint64(partials) * uint64(p.Shape.QHeads)
+	return rows * uint64(p.Shape.HeadDim) * 4, rows * 4
+}
+
+// checkPasses verifies that no item needs more shared-memory passes than
+// partial_attn's MAX_PASSES, which would poison its results instead.
+func (p *Plan) checkPasses() error {
+	for i := 0; i < p.Items; i++ {
+		rec := p.item(i)
+		rowTiles := ceilDiv(int(rec.NumQueries)*p.Shape.GroupSize(), p.Tiles.Rows)
+		passes := rowTiles * max(ceilDiv(int(rec.NumSlots), p.Tiles.Tokens), 1)
+		if passes > MaxTilePasses {
+			return fmt.Errorf("item %d needs %d shared-memory passes (%d queries x %d tokens), more than the kernel's %d",
+				i, passes, rec.NumQueries, rec.NumSlots, MaxTilePasses)
+		}
+	}
+	return nil
+}
+
+// SetScoreBound prepares the kernels for scores scale·q·k up to bound in
+// magnitude (ScoreBound computes one from the inputs). Up to 2^100, the
+// default, nothing changes. Above, fp32 scores could overflow, so the
+// kernels count scores in units of a power of two 2^e (scale/2^e on q·k,
+// probabilities exp((s-max)·2^e)): the same softmax, finite. Scores too
+// large even so, or a scale that would underflow, are an error. Without
+// a bound, rows with non-finite scores come out NaN, never as a plausible
+// number.
+func (dp *DevicePlan) SetScoreBound(bound float64) error {
+	unit, scale, err := scoreUnit(bound, dp.Scale)
+	if err != nil {
+		return fmt.Errorf("set score bound: %w", err)
+	}
+	dp.unit, dp.scale = float32(unit), scale
+	return nil
+}
+
+// ScoreUnit is the unit the kernels count scores in (1 unless SetScoreBound
+// raised it).
+func (dp *DevicePlan) ScoreUnit() float64 { return float64(dp.unit) }
+
+// ReducePasses is the number of reduce_partials dispatches per run: 1, or
+// more when some query has more than MaxReduceFanIn partials.
+func (dp *DevicePlan) ReducePasses() int { return len(dp.passes) }
 
 // Close frees the buffers of an uploaded plan (kernels stay cached on the
 // device); a workspace's plan only stops being usable.
@@ -192,11 +274,12 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	}
 	slots = min(slots, math.MaxUint32)
 	push := kernels.PartialAttnPush{NItems: uint32(dp.Items), ItemsOff: 0, GridX: dp.attnGrid[0],
-		NumSlots: uint32(slots), Scale: float32(dp.Scale)}
+		NumSlots: uint32(slots), Scale: dp.scale, Unit: dp.unit}
 	return dp.attn.Dispatch(rec, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All())
 }
 
-// RunReduce records the reduction of the partial results into out.
+// RunReduce records the reduction of the partial results into out: one
+// dispatch per level (see MaxReduceFanIn), the recorder's barriers between.
 func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 	if dp.meta == nil {
 		return fmt.Errorf("run %s: plan is closed", dp.Method)
@@ -204,9 +287,17 @@ func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 	if out == nil || out.Size() < dp.QueryBytes() {
 		return fmt.Errorf("run %s: output buffer missing or smaller than %d bytes", dp.Method, dp.QueryBytes())
 	}
-	push := kernels.ReducePartialsPush{NQueries: uint32(dp.NumQueries), OffsetsOff: dp.offsetsOff, ListOff: dp.listOff,
-		GridX: dp.redGrid[0]}
-	return dp.reduce.Dispatch(rec, dp.redGrid, push, dp.partO.All(), dp.partL.All(), dp.meta.All(), out.All())
+	for i, pass := range dp.passes {
+		push := kernels.ReducePartialsPush{NGroups: uint32(pass.groups), OffsetsOff: pass.offsetsOff, ListOff: pass.listOff,
+			GridX: dp.redGrids[i][0], OutBase: pass.outBase, Unit: dp.unit}
+		if pass.toPartials {
+			push.ToPartials = 1
+		}
+		if err := dp.reduce.Dispatch(rec, dp.redGrids[i], push, dp.partO.All(), dp.partL.All(), dp.meta.All(), out.All()); err != nil {
+			return fmt.Errorf("run %s: reduce pass %d of %d: %w", dp.Method, i+1, len(dp.passes), err)
+		}
+	}
+	return nil
 }
 
 // KernelStats returns the driver's compiler statistics (registers, spills,

@@ -57,7 +57,7 @@ const MaxHeadDim = 512
 // accepts can be planned.
 func CheckHeadDim(d int) error {
 	if d < 4 || d%4 != 0 || d > MaxHeadDim {
-		return fmt.Errorf("head dim %d must be a multiple of 4 in [4, %d]", d, MaxHeadDim)
+		return fmt.Errorf("head dim %d must be a multiple of 4 and at most %d", d, MaxHeadDim)
 	}
 	return nil
 }

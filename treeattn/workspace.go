@@ -49,19 +49,21 @@ func (ws *Workspace) Load(rec *vk.Recorder, p *Plan) (*DevicePlan, error) {
 	dp := &ws.dp
 	key := pipelineKey{p.Shape, p.Tiles, p.KV}
 	attn, reduce := dp.attn, dp.reduce
-	if err := dp.prepareGrids(ws.d, p); err != nil {
+	extra, partials, err := dp.prepare(ws.d, p, defaultUpload, false)
+	if err != nil {
 		return nil, fmt.Errorf("load plan: %w", err)
 	}
+	// Pipelines are looked up only when the shapes change (the lookup
+	// formats a cache key).
 	if attn == nil || key != ws.lastKey {
-		var err error
-		if attn, reduce, err = pipelines(ws.d, p); err != nil {
+		if attn, reduce, err = pipelines(ws.d, p, defaultUpload); err != nil {
 			return nil, fmt.Errorf("load plan: %w", err)
 		}
 		ws.lastKey = key
 	}
 	dp.attn, dp.reduce = attn, reduce
-	metaBytes := uint64(len(p.meta)) * 4
-	outBytes, lseBytes := p.partialBytes()
+	metaBytes := uint64(len(p.meta)+len(extra)) * 4
+	outBytes, lseBytes := p.partialBytes(partials)
 	i := ws.next
 	// The staging buffer's previous upload must have run before the host
 	// overwrites it.
@@ -108,6 +110,11 @@ func (ws *Workspace) Load(rec *vk.Recorder, p *Plan) (*DevicePlan, error) {
 	}
 	if err := ws.staging[i].WriteU32(0, p.meta); err != nil {
 		return nil, fmt.Errorf("load plan: %w", err)
+	}
+	if len(extra) > 0 {
+		if err := ws.staging[i].WriteU32(uint64(len(p.meta)), extra); err != nil {
+			return nil, fmt.Errorf("load plan: %w", err)
+		}
 	}
 	// The previous step may still read the metadata and partial buffers.
 	rec.Barrier()

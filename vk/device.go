@@ -70,9 +70,16 @@ func SelectDevice(devices []DeviceInfo, sel string) (int, error) {
 		return -1, ErrNoDevice
 	}
 	sel = strings.TrimSpace(sel)
+	have := func() string {
+		names := make([]string, len(devices))
+		for i, d := range devices {
+			names[i] = fmt.Sprintf("%d: %s", d.Index, d.Name)
+		}
+		return strings.Join(names, "; ")
+	}
 	if n, err := strconv.Atoi(sel); err == nil {
 		if n < 0 || n >= len(devices) {
-			return -1, fmt.Errorf("select device: index %d out of range (%d devices: 0..%d): %w", n, len(devices), len(devices)-1, ErrNoDevice)
+			return -1, &noMatch{fmt.Sprintf("select device: index %d out of range 0..%d (have %s)", n, len(devices)-1, have())}
 		}
 		return n, nil
 	}
@@ -83,15 +90,19 @@ func SelectDevice(devices []DeviceInfo, sel string) (int, error) {
 		}
 	}
 	if len(cands) == 0 {
-		names := make([]string, len(devices))
-		for i, d := range devices {
-			names[i] = fmt.Sprintf("%d: %s", d.Index, d.Name)
-		}
-		return -1, fmt.Errorf("select device: no device name contains %q (have %s): %w", sel, strings.Join(names, "; "), ErrNoDevice)
+		return -1, &noMatch{fmt.Sprintf("select device: no device name contains %q (have %s)", sel, have())}
 	}
 	sort.SliceStable(cands, func(a, b int) bool { return cands[a].Type.rank() < cands[b].Type.rank() })
 	return cands[0].Index, nil
 }
+
+// noMatch is a selection that matches none of the devices present. It is
+// an ErrNoDevice for callers, but its message lists the devices there are
+// instead of ending in "no Vulkan device", which misled when one exists.
+type noMatch struct{ msg string }
+
+func (e *noMatch) Error() string        { return e.msg }
+func (e *noMatch) Is(target error) bool { return target == ErrNoDevice }
 
 // Open opens the device chosen by sel (see SelectDevice).
 func (i *Instance) Open(sel string) (*Device, error) {

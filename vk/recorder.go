@@ -34,10 +34,10 @@ type Recorder struct {
 	inFlight  bool // submitted by Start and not yet waited for
 }
 
-const (
-	maxTimestamps = 512
-	setsPerPool   = 256
-)
+// MaxTimestamps is the most timestamps one Recorder holds.
+const MaxTimestamps = 512
+
+const setsPerPool = 256
 
 // NewRecorder creates a recorder with its own command pool.
 func (d *Device) NewRecorder() (*Recorder, error) {
@@ -76,7 +76,7 @@ func (d *Device) NewRecorder() (*Recorder, error) {
 		if err := check("vkCreateQueryPool", vk.CreateQueryPool(d.handle, &vk.QueryPoolCreateInfo{
 			SType:      vk.StructureTypeQueryPoolCreateInfo,
 			QueryType:  vk.QueryTypeTimestamp,
-			QueryCount: maxTimestamps,
+			QueryCount: MaxTimestamps,
 		}, nil, &queries)); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("create recorder: %w", err)
@@ -132,7 +132,7 @@ func (r *Recorder) begin() error {
 		return fmt.Errorf("record: %w", err)
 	}
 	if r.queries != nil {
-		vk.CmdResetQueryPool(r.cmd, r.queries, 0, maxTimestamps)
+		vk.CmdResetQueryPool(r.cmd, r.queries, 0, MaxTimestamps)
 	}
 	r.recording = true
 	if r.written == nil {
@@ -396,8 +396,8 @@ func (r *Recorder) Timestamp(label string) error {
 	if r.queries == nil {
 		return fmt.Errorf("timestamp %q: device %q has no compute timestamps", label, r.d.Info.Name)
 	}
-	if len(r.labels) >= maxTimestamps {
-		return fmt.Errorf("timestamp %q: more than %d timestamps in one command buffer", label, maxTimestamps)
+	if len(r.labels) >= MaxTimestamps {
+		return fmt.Errorf("timestamp %q: more than %d timestamps in one command buffer", label, MaxTimestamps)
 	}
 	if err := r.begin(); err != nil {
 		return err

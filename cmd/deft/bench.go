@@ -27,27 +27,29 @@ func benchCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tree", Usage: fmt.Sprintf("single-step trees: a snapshot %v, 'all' of them, or a tree JSON file (repeatable)", bench.SnapshotNames())},
 			&cli.StringSliceFlag{Name: "workload", Usage: fmt.Sprintf("multi-step workloads %v, or 'all' (repeatable)", bench.WorkloadNames())},
 			&cli.IntFlag{Name: "sample", Value: 4, Usage: "decode steps timed per workload, evenly spaced with the first and last (0: every step)"},
-			&cli.StringFlag{Name: "workloads", EnvVars: []string{"DEFT_WORKLOADS"}, Usage: "the shared workloads folder with deft/reasoning and deft/speculative (default: ../shared/workloads next to the working directory or the repository)"},
+			&cli.StringFlag{Name: "workloads", EnvVars: []string{"DEFT_WORKLOADS"}, Usage: "the shared workloads folder with deft/reasoning and deft/speculative",
+				DefaultText: "../shared/workloads next to the working directory or the repository"},
 			&cli.StringFlag{Name: "kv-layout", Value: string(bench.LayoutContiguous), Usage: "where workload K/V slots come from: contiguous (per node, creation order) or paged (replayed onto a kvpool: pages of 8 slots)"},
 			&cli.IntFlag{Name: "trace-tree", Usage: "which complete tree of a reasoning trace the sorting and set workloads replay (0: the first)"},
 			&cli.StringFlag{Name: "model", Value: "llama3-8b", Usage: "attention shape preset (llama3-8b, llama2-7b), overridden by the shape flags; 'custom', or --q-heads/--kv-heads/--head-dim without --model, takes the shape from the flags alone"},
-			&cli.IntFlag{Name: "q-heads", Usage: "query heads (overrides the preset)"},
-			&cli.IntFlag{Name: "kv-heads", Usage: "KV heads (overrides the preset)"},
-			&cli.IntFlag{Name: "head-dim", Usage: "head dimension, a multiple of 4 (overrides the preset)"},
-			&cli.IntFlag{Name: "layers", Usage: "layers per decoding step (overrides the preset; 1 for a custom model)"},
+			&cli.IntFlag{Name: "q-heads", Usage: "query heads (overrides the preset)", DefaultText: "the preset's"},
+			&cli.IntFlag{Name: "kv-heads", Usage: "KV heads (overrides the preset)", DefaultText: "the preset's"},
+			&cli.IntFlag{Name: "head-dim", Usage: fmt.Sprintf("head dimension, a multiple of 4 up to %d (overrides the preset)", treeattn.MaxHeadDim), DefaultText: "the preset's"},
+			&cli.IntFlag{Name: "layers", Usage: "layers per decoding step (overrides the preset)", DefaultText: "the preset's; 1 for a custom model"},
 			&cli.StringFlag{Name: "kv", Value: "f16", Usage: "KV type: f16 or f32"},
-			&cli.StringSliceFlag{Name: "method", Usage: "methods to time (default all)"},
+			&cli.StringSliceFlag{Name: "method", Usage: "methods to time (repeatable)", DefaultText: "all"},
 			&cli.IntFlag{Name: "runs", Value: 20, Usage: fmt.Sprintf("timed runs per step and method, median reported (at most %d)", bench.MaxRuns)},
 			&cli.IntFlag{Name: "flush-mib", Value: bench.DefaultFlushBytes >> 20, Usage: "L2 flush buffer in MiB, written before each timed run (capped by the device's storage buffer range)"},
 			&cli.DurationFlag{Name: "warm-up", Value: bench.DefaultWarmUp, Usage: "replay the recorded runs this long before timing them"},
-			&cli.Uint64Flag{Name: "seed", Usage: "random seed of the inputs (default: from the clock)"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed of the inputs", DefaultText: "from the clock"},
 			&cli.StringFlag{Name: "json", Usage: "also write the report (device, driver, versions, configuration, every result) to this JSON file"},
 			&cli.StringFlag{Name: "plot", Usage: "draw time per step and IO per method to this .png or .svg file"},
 			&cli.StringFlag{Name: "load", Usage: "print (and with --plot, draw) a report saved by --json instead of measuring; no device is opened"},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
-			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes (default: chosen from the device)"},
-			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens (default: chosen per tree)"},
-			&cli.IntFlag{Name: "passes", Usage: fmt.Sprintf("most shared-memory passes per workgroup (default and cap %d)", treeattn.MaxTilePasses)},
+			// No -q alias: in `deft attention` -q is the queries file.
+			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar (on a terminal) or progress lines (otherwise)"},
+			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes", DefaultText: "chosen from the device"},
+			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens", DefaultText: "chosen per tree"},
+			&cli.IntFlag{Name: "passes", Usage: "most shared-memory passes per workgroup", DefaultText: fmt.Sprintf("%d, also the cap", treeattn.MaxTilePasses)},
 		},
 		Action: benchAction,
 	}
@@ -166,9 +168,16 @@ func benchAction(c *cli.Context) (err error) {
 		total += len(s.Steps) * len(methods)
 	}
 	bar := newProgress(c.App.ErrWriter, total, c.Bool("quiet"))
-	cfg.Progress = func() {
-		if bar != nil {
+	done := 0
+	cfg.Progress = func(p bench.Progress) {
+		done++
+		switch {
+		case bar != nil:
 			bar.Add(1)
+		case !c.Bool("quiet"):
+			// No terminal for a bar (stderr redirected): a line per
+			// finished method, so a long run is not silent for minutes.
+			fmt.Fprintln(c.App.ErrWriter, progressLine(p, done, total))
 		}
 	}
 	w := c.App.Writer
@@ -253,6 +262,15 @@ func snapshotOrFile(name string, src bench.Source) (*bench.Sampled, error) {
 		return nil, fmt.Errorf("--tree %s: %w", name, err)
 	}
 	return bench.SingleStep(name, "tree file", t), nil
+}
+
+// progressLine describes one finished (step, method) of a benchmark.
+func progressLine(p bench.Progress, done, total int) string {
+	what := "failed: " + p.Error
+	if p.Result != nil {
+		what = fmt.Sprintf("%v per layer", p.Result.Layer)
+	}
+	return fmt.Sprintf("bench: [%d/%d] %s step %d/%d %s: %s", done, total, p.Workload, p.Step, p.Steps, p.Method, what)
 }
 
 // newProgress returns a progress bar on w, or nil when quiet or when w is

@@ -20,8 +20,9 @@ func conformanceCommand() *cli.Command {
 		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag, jsonFlag,
 			&cli.BoolFlag{Name: "full", Usage: "large trees and every speculative tree (minutes on a CPU device)"},
 			&cli.StringSliceFlag{Name: "method", Usage: "only these methods (repeatable)"},
-			&cli.Uint64Flag{Name: "seed", Usage: "random seed (default: from the clock)"},
-			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print every case"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed", DefaultText: "from the clock"},
+			// No -v alias: in `deft attention` -v is the values file.
+			&cli.BoolFlag{Name: "verbose", Usage: "print every case"},
 		},
 		Action: func(c *cli.Context) (err error) {
 			methods, err := parseMethods(c)

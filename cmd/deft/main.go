@@ -21,9 +21,10 @@ func main() {
 
 var (
 	deviceFlag = &cli.StringFlag{
-		Name:    "device",
-		Usage:   "Vulkan device: an index from 'deft devices' or a name substring (default: the best by type)",
-		EnvVars: []string{"DEFT_DEVICE"},
+		Name:        "device",
+		Usage:       "Vulkan device: an index from 'deft devices' or a name substring",
+		DefaultText: "the best by type",
+		EnvVars:     []string{"DEFT_DEVICE"},
 	}
 	validationFlag = &cli.BoolFlag{
 		Name:    "validation",
@@ -32,9 +33,10 @@ var (
 	}
 	jsonFlag    = &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
 	variantFlag = &cli.StringFlag{
-		Name:    "variant",
-		Usage:   "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,... (default: chosen from the device's features)",
-		EnvVars: []string{kernels.VariantEnv},
+		Name:        "variant",
+		Usage:       "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,...",
+		DefaultText: "chosen from the device's features",
+		EnvVars:     []string{kernels.VariantEnv},
 	}
 )
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
 
+	"github.com/deft-vk/deft/conformance"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/internal/half"
 	"github.com/deft-vk/deft/internal/npy"
@@ -408,6 +411,7 @@ func TestAttentionBadInputs(t *testing.T) {
 				assert.Contains(t, err.Error(), w)
 			}
 			assert.NoFileExists(t, out, "no output may be written for bad inputs")
+			assertNoTempFiles(t, b.dir)
 		})
 	}
 
@@ -417,6 +421,119 @@ func TestAttentionBadInputs(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `"out"`)
 	})
+}
+
+// assertNoTempFiles fails when a failed command left its temporary output
+// behind in dir.
+func assertNoTempFiles(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		assert.False(t, strings.HasSuffix(e.Name(), ".tmp"), "temporary file %s left in %s", e.Name(), dir)
+	}
+}
+
+// TestAttentionOutCheckedFirst: a bad --out fails before any input is read
+// or any device is opened (it used to fail only after the GPU work), and
+// --device 99 names the devices there are instead of claiming there is none.
+func TestAttentionOutCheckedFirst(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	b := newTestBadInputs(t, rng)
+	args := func(out string, extra ...string) []string {
+		return append([]string{"attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v, "--out", out}, extra...)
+	}
+	// The device selection would fail too: the --out error must come first.
+	missing := filepath.Join(b.dir, "no-such-dir", "out.npy")
+	_, _, err := runDeft(t, args(missing, "--device", "no-such-gpu-xyzzy")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--out "+missing)
+	assert.Contains(t, err.Error(), "no such file or directory")
+
+	_, _, err = runDeft(t, args(b.dir, "--device", "no-such-gpu-xyzzy")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--out "+b.dir+": is a directory")
+
+	out := filepath.Join(b.dir, "out.npy")
+	_, _, err = runDeft(t, args(out, "--device", "99")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "index 99 out of range")
+	assert.Contains(t, err.Error(), gputest.Device(t).Info.Name, "the error lists the devices there are")
+	assert.NotContains(t, err.Error(), "no Vulkan device")
+	assert.NoFileExists(t, out)
+	assertNoTempFiles(t, b.dir)
+}
+
+// TestAttentionCheckTolerance: --check states its tolerance and fails above
+// it (it used to exit 0 whatever the error); --tol sets it.
+func TestAttentionCheckTolerance(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	b := newTestBadInputs(t, rng)
+	out := filepath.Join(b.dir, "out.npy")
+	base := []string{"attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v, "--out", out, "--check"}
+
+	stdout, stderr, err := runDeft(t, base...)
+	require.NoError(t, err, stderr)
+	assert.Regexp(t, `relative L2 error against the float64 reference: \S+ \(tolerance 1e-05\)`, stdout, "f32 K/V: conformance's tolerance")
+
+	// No fp32 result is that exact: the check must fail, after writing the output.
+	require.NoError(t, os.Remove(out))
+	stdout, _, err = runDeft(t, append(base, "--tol", "1e-12")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "exceeds the tolerance 1e-12 (--tol)")
+	assert.Contains(t, stdout, "(tolerance 1e-12)")
+	assert.FileExists(t, out, "the output is written before the check fails")
+
+	_, _, err = runDeft(t, append(base, "--tol", "0.5")...)
+	require.NoError(t, err)
+
+	for _, bad := range []string{"0", "-1", "NaN", "+Inf"} {
+		_, _, err = runDeft(t, append(base, "--tol", bad)...)
+		require.Error(t, err, "--tol %s", bad)
+		assert.Contains(t, err.Error(), "want a positive finite number")
+	}
+	_, _, err = runDeft(t, append(base[:len(base)-1], "--tol", "1e-3")...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "add --check")
+}
+
+// TestAttentionScoresBeyondFloat32 is the issue's overflow case: Q and K
+// near 1e20 (finite) make scores near 1e40. The output used to be all
+// zeros with exit status 0; now it matches the float64 reference and
+// --check passes.
+func TestAttentionScoresBeyondFloat32(t *testing.T) {
+	setupCLITest(t)
+	rng := gputest.Rand(t)
+	b := newTestBadInputs(t, rng)
+	big := func(n int) []float32 {
+		x := testRandn(rng, n)
+		for i := range x {
+			x[i] *= 1e20
+		}
+		return x
+	}
+	q, k := big(tbQueries*tbQHeads*tbDim), big(tbSlots*tbKVHeads*tbDim)
+	v := testRandn(rng, tbSlots*tbKVHeads*tbDim)
+	testWriteNpyF32(t, b.q, []int{tbQueries, tbQHeads, tbDim}, q)
+	testWriteNpyF32(t, b.k, []int{tbSlots, tbKVHeads, tbDim}, k)
+	testWriteNpyF32(t, b.v, []int{tbSlots, tbKVHeads, tbDim}, v)
+	tree, err := treeattn.ParseTreeJSON([]byte(testBaseTree))
+	require.NoError(t, err)
+	want, err := treeattn.Reference(tree, treeattn.Shape{QHeads: tbQHeads, KVHeads: tbKVHeads, HeadDim: tbDim}, q, k, v, 1/math.Sqrt(tbDim))
+	require.NoError(t, err)
+	for _, m := range []string{"flatten", "node"} {
+		out := filepath.Join(b.dir, "out-"+m+".npy")
+		stdout, stderr, err := runDeft(t, "attention", "--validation", "--tree", b.tree, "--q", b.q, "--k", b.k, "--v", b.v,
+			"--out", out, "--method", m, "--check")
+		require.NoError(t, err, "%s: %s", m, stderr)
+		assert.Contains(t, stdout, "relative L2 error")
+		got := testReadNpy(t, out).F32
+		rel := treeattn.RelativeL2(got, want)
+		t.Logf("%s: relative L2 %.3g", m, rel)
+		assert.LessOrEqual(t, rel, 1e-5, m)
+	}
 }
 
 func TestConformanceCommand(t *testing.T) {
@@ -452,9 +569,10 @@ var testGBPS = regexp.MustCompile(`copy\s+([0-9.]+) GB/s median`)
 func TestProbeCommand(t *testing.T) {
 	d := setupCLITest(t)
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	// 8 MiB buffers may sit in a cache: measured and printed, but not saved
+	// as the roofline (`--mib 1` used to replace it silently).
 	stdout, stderr, err := runDeft(t, "probe", "--validation", "--mib", "8", "--runs", "3")
 	require.NoError(t, err, stderr)
-	assert.NotContains(t, stderr, "warning", "saving the probe result failed")
 	m := testGBPS.FindStringSubmatch(stdout)
 	require.NotNil(t, m, "no copy bandwidth in:\n%s", stdout)
 	bw, err := strconv.ParseFloat(m[1], 64)
@@ -462,15 +580,27 @@ func TestProbeCommand(t *testing.T) {
 	assert.Greater(t, bw, 0.0)
 	assert.Contains(t, stdout, "3 runs, 2 x 8 MiB")
 	assert.Contains(t, stdout, d.Info.Name)
+	assert.Contains(t, stderr, "not saved as the roofline: 2 x 8 MiB buffers may fit in the device's caches")
+	_, err = probe.Load(d.Info.UUID)
+	assert.ErrorIs(t, err, fs.ErrNotExist, "an in-cache figure was saved")
 
-	// The result was saved under the (temporary) user cache dir.
+	// The default size is saved under the (temporary) user cache dir.
+	def := probe.DefaultBytes(&d.Info)
+	stdout, stderr, err = runDeft(t, "probe", "--validation", "--runs", "1")
+	require.NoError(t, err, stderr)
+	assert.NotContains(t, stderr, "warning", "saving the probe result failed")
+	assert.NotContains(t, stderr, "not saved")
+	m = testGBPS.FindStringSubmatch(stdout)
+	require.NotNil(t, m, "no copy bandwidth in:\n%s", stdout)
+	bw, err = strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
 	path, err := probe.CachePath(d.Info.UUID)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(path, os.Getenv("XDG_CACHE_HOME")), "cache path %s", path)
 	saved, err := probe.Load(d.Info.UUID)
 	require.NoError(t, err)
-	assert.Equal(t, uint64(8<<20), saved.BufferBytes)
-	assert.Equal(t, 3, saved.Runs)
+	assert.Equal(t, def, saved.BufferBytes)
+	assert.Equal(t, 1, saved.Runs)
 	assert.InDelta(t, bw, saved.BytesPerSec/1e9, 0.051)
 
 	stdout, stderr, err = runDeft(t, "probe", "--json", "--validation", "--mib", "8", "--runs", "3")
@@ -480,6 +610,31 @@ func TestProbeCommand(t *testing.T) {
 	assert.Greater(t, res.BytesPerSec, 0.0)
 	assert.GreaterOrEqual(t, res.MedianNs, res.BestNs)
 	assert.Equal(t, d.Info.UUID, res.UUID)
+	again, err := probe.Load(d.Info.UUID)
+	require.NoError(t, err)
+	assert.Equal(t, saved.BytesPerSec, again.BytesPerSec, "the 8 MiB run replaced the saved roofline")
+}
+
+// TestProbeFlagRanges: --runs 0 and -5 used to run 20 silently and 1000 to
+// fail on an internal timestamp limit; out-of-range values are refused.
+func TestProbeFlagRanges(t *testing.T) {
+	setupCLITest(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--runs", "0"}, fmt.Sprintf("--runs 0: want 1..%d", probe.MaxRuns)},
+		{[]string{"--runs=-5"}, fmt.Sprintf("--runs -5: want 1..%d", probe.MaxRuns)},
+		{[]string{"--runs", "1000"}, fmt.Sprintf("--runs 1000: want 1..%d", probe.MaxRuns)},
+		{[]string{"--mib", "0"}, "--mib 0: want 1..1048576"},
+		{[]string{"--mib", "2000000"}, "--mib 2000000: want 1..1048576"},
+	} {
+		_, _, err := runDeft(t, append([]string{"probe"}, tc.args...)...)
+		require.Error(t, err, "%v", tc.args)
+		assert.Contains(t, err.Error(), tc.want)
+		assert.NotContains(t, err.Error(), "timestamp \"", "an internal limit leaked")
+	}
 }
 
 func TestConformanceJSONIsOneDocument(t *testing.T) {
@@ -500,4 +655,85 @@ func TestDevicesJSONBadSelection(t *testing.T) {
 	_, _, err := runDeft(t, "devices", "--json", "--device", "99")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "out of range")
+}
+
+// TestFlagHelp checks every command's flags: a default is printed once
+// (flags used to say "(default 1/sqrt(dim)) (default: 0)"), required flags
+// say so, and a one-letter name means the same flag in every command (-v
+// was the values file in `attention` but verbose in `conformance`).
+func TestFlagHelp(t *testing.T) {
+	app := newApp()
+	letters := map[string]string{} // -x -> the flag's name
+	for _, cmd := range app.Commands {
+		stdout, _, err := runDeft(t, cmd.Name, "--help")
+		require.NoError(t, err)
+		for _, line := range strings.Split(stdout, "\n") {
+			assert.LessOrEqual(t, strings.Count(line, "(default"), 1, "deft %s: %q", cmd.Name, line)
+		}
+		for _, f := range cmd.Flags {
+			names := f.Names()
+			if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
+				re := regexp.MustCompile(`(?m)^\s+-{1,2}` + regexp.QuoteMeta(names[0]) + ` .*\(required\)`)
+				assert.Regexp(t, re, stdout, "deft %s --%s is required but its help does not say so", cmd.Name, names[0])
+			}
+			for _, n := range names {
+				if len(n) != 1 {
+					continue
+				}
+				if prev, ok := letters[n]; ok {
+					assert.Equal(t, prev, names[0], "-%s means --%s in one command and --%s in deft %s", n, prev, names[0], cmd.Name)
+				} else {
+					letters[n] = names[0]
+				}
+			}
+		}
+	}
+	assert.Equal(t, "v", letters["v"], "-v is attention's values file")
+}
+
+// TestBenchProgressLines: with stderr not a terminal (as here: a buffer),
+// `deft bench` prints a line per finished method instead of staying silent
+// until the table; --quiet silences them.
+func TestBenchProgressLines(t *testing.T) {
+	setupCLITest(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	b := newTestBadInputs(t, gputest.Rand(t))
+	args := []string{"bench", "--validation", "--tree", b.tree, "--method", "flatten", "--method", "node",
+		"--q-heads", "8", "--kv-heads", "2", "--head-dim", "64", "--kv", "f32", "--runs", "1", "--flush-mib", "1", "--warm-up", "0"}
+	stdout, stderr, err := runDeft(t, args...)
+	require.NoError(t, err, stderr)
+	lines := regexp.MustCompile(`(?m)^bench: \[(\d)/2\] \S+tree\.json step 1/1 (\w+): \S+ per layer$`).FindAllStringSubmatch(stderr, -1)
+	require.Len(t, lines, 2, "stderr:\n%s", stderr)
+	assert.Equal(t, []string{"1", "flatten"}, lines[0][1:])
+	assert.Equal(t, []string{"2", "node"}, lines[1][1:])
+	assert.Contains(t, stdout, "flatten")
+
+	_, stderr, err = runDeft(t, append(args, "--quiet")...)
+	require.NoError(t, err)
+	assert.NotContains(t, stderr, "bench: [")
+}
+
+// TestReadmeFigures ties the README's statements of limits and defaults to
+// the constants that enforce them.
+func TestReadmeFigures(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	readme := strings.Join(strings.Fields(string(raw)), " ") // line breaks as spaces
+	for _, want := range []string{
+		"run `go install ./cmd/deft` in a clone of this repository",
+		fmt.Sprintf("must be a multiple of 4 and at most %d (`treeattn.MaxHeadDim`", treeattn.MaxHeadDim),
+		fmt.Sprintf("median of 1..%d runs", probe.MaxRuns),
+		fmt.Sprintf("merges at most %d partials per workgroup (`treeattn.MaxReduceFanIn`)", treeattn.MaxReduceFanIn),
+		fmt.Sprintf("token chunks of at most %d shared-memory passes", treeattn.MaxTilePasses),
+		"about 4 minutes on lavapipe",
+	} {
+		assert.Contains(t, readme, want)
+	}
+	m := regexp.MustCompile("default (\\S+) with f32 K/V, (\\S+) with f16, as `deft conformance`").FindStringSubmatch(readme)
+	require.NotNil(t, m, "the README states --check's default tolerances")
+	for i, want := range []float64{conformance.TolF32, conformance.TolF16} {
+		got, err := strconv.ParseFloat(m[i+1], 64)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+	}
 }

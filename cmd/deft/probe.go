@@ -3,11 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/deft-vk/deft/bench"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/deft-vk/deft/bench"
 	"github.com/deft-vk/deft/probe"
+	"github.com/deft-vk/deft/vk"
 )
 
 func probeCommand() *cli.Command {
@@ -15,23 +16,34 @@ func probeCommand() *cli.Command {
 		Name:  "probe",
 		Usage: "measure the device's memory bandwidth (the roofline benchmarks compare with)",
 		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag, jsonFlag,
-			&cli.Uint64Flag{Name: "mib", Usage: "MiB per buffer (default 256, less on small devices)"},
-			&cli.IntFlag{Name: "runs", Value: 20, Usage: "timed runs; the median is reported"},
+			&cli.Uint64Flag{Name: "mib", Usage: "MiB per buffer; results with buffers smaller than the default are printed but not saved as the roofline (they may fit in a cache)",
+				DefaultText: "256, less on small devices"},
+			&cli.IntFlag{Name: "runs", Value: 20, Usage: fmt.Sprintf("timed runs, 1..%d; the median is reported", probe.MaxRuns)},
 		},
 		Action: func(c *cli.Context) (err error) {
+			// Ranges first: no device work for flags that cannot run.
+			if r := c.Int("runs"); r < 1 || r > probe.MaxRuns {
+				return fmt.Errorf("--runs %d: want 1..%d (one command buffer holds %d GPU timestamps)", r, probe.MaxRuns, vk.MaxTimestamps)
+			}
+			mib := c.Uint64("mib")
+			if c.IsSet("mib") && (mib < 1 || mib > 1<<20) {
+				return fmt.Errorf("--mib %d: want 1..%d (1 TiB)", mib, 1<<20)
+			}
 			d, closeDevice, err := openDevice(c)
 			if err != nil {
 				return err
 			}
 			defer closeDevice(&err)
-			if c.Uint64("mib") > 1<<20 {
-				return fmt.Errorf("--mib %d: at most %d (1 TiB)", c.Uint64("mib"), 1<<20)
-			}
-			res, err := probe.Run(d, probe.Options{Bytes: c.Uint64("mib") << 20, Runs: c.Int("runs")})
+			res, err := probe.Run(d, probe.Options{Bytes: mib << 20, Runs: c.Int("runs")})
 			if err != nil {
 				return err
 			}
-			if err := probe.Save(res); err != nil {
+			// Benchmarks compare with the saved roofline: a figure from
+			// buffers that may sit in a cache would inflate it.
+			if def := probe.DefaultBytes(&d.Info); res.BufferBytes < def {
+				fmt.Fprintf(c.App.ErrWriter, "deft: not saved as the roofline: 2 x %d MiB buffers may fit in the device's caches (the saved roofline uses %d MiB or more)\n",
+					res.BufferBytes>>20, def>>20)
+			} else if err := probe.Save(res); err != nil {
 				fmt.Fprintln(c.App.ErrWriter, "deft: warning:", err)
 			}
 			if c.Bool("json") {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/deft-vk/deft/internal/npy"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
@@ -13,6 +15,10 @@ func runAttention(d *vk.Device, plan *treeattn.Plan, in *attentionInputs) ([]flo
 		return nil, err
 	}
 	defer dp.Close()
+	// Scores beyond fp32 are computed in a larger unit instead of overflowing.
+	if err := dp.SetScoreBound(treeattn.ScoreBound(in.shape, in.q, in.k.F32, in.scale)); err != nil {
+		return nil, fmt.Errorf("attention: %w", err)
+	}
 	var bufs []*vk.Buffer
 	defer func() {
 		for _, b := range bufs {
