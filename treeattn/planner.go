@@ -22,6 +22,7 @@ type Planner struct {
 	tin, tout             []int32 // dfs interval of each node's subtree
 	anc                   []int64 // tokens of each node's strict ancestors
 	queryByTin            []int32 // queries sorted by their node's tin
+	qAt                   []int32 // per tin value, the first position in queryByTin at or after it
 	dupBits               []uint64
 
 	// Work in progress.
@@ -214,6 +215,16 @@ func (pl *Planner) index(t *Tree) {
 	slices.SortStableFunc(pl.queryByTin, func(a, b int32) int {
 		return int(pl.tin[t.Queries[a].Node]) - int(pl.tin[t.Queries[b].Node])
 	})
+	// qAt[t]: the first position in queryByTin of a query whose node's
+	// tin is at least t, so a subtree's queries are one run of queryByTin.
+	pl.qAt = grow(pl.qAt, n+1)
+	qi := 0
+	for at := 0; at <= n; at++ {
+		for qi < nq && int(pl.tin[t.Queries[pl.queryByTin[qi]].Node]) < at {
+			qi++
+		}
+		pl.qAt[at] = int32(qi)
+	}
 	pl.stamp = grow(pl.stamp, nq)
 	if pl.stampGen == 0 || pl.stampGen > math.MaxUint32/2 {
 		clear(pl.stamp)
@@ -228,15 +239,7 @@ func (pl *Planner) seeing(t *Tree, segs []segment, dst []int32) []int32 {
 	gen := pl.stampGen
 	start := len(dst)
 	for _, s := range segs {
-		lo, hi := pl.tin[s.node], pl.tout[s.node]
-		i, _ := slices.BinarySearchFunc(pl.queryByTin, lo, func(q int32, v int32) int {
-			return int(pl.tin[t.Queries[q].Node]) - int(v)
-		})
-		for ; i < len(pl.queryByTin); i++ {
-			q := pl.queryByTin[i]
-			if pl.tin[t.Queries[q].Node] >= hi {
-				break
-			}
+		for _, q := range pl.queryByTin[pl.qAt[pl.tin[s.node]]:pl.qAt[pl.tout[s.node]]] {
 			if pl.stamp[q] != gen {
 				pl.stamp[q] = gen
 				dst = append(dst, q)
@@ -429,16 +432,8 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	for j, s := range cs {
 		below := bits[2*words*j : 2*words*j+words]
 		at := bits[2*words*j+words : 2*words*(j+1)]
-		lo, hi := pl.tin[s.node], pl.tout[s.node]
-		i, _ := slices.BinarySearchFunc(pl.queryByTin, lo, func(q int32, v int32) int {
-			return int(pl.tin[t.Queries[q].Node]) - int(v)
-		})
-		for ; i < len(pl.queryByTin); i++ {
-			q := pl.queryByTin[i]
+		for _, q := range pl.queryByTin[pl.qAt[pl.tin[s.node]]:pl.qAt[pl.tout[s.node]]] {
 			qn := int32(t.Queries[q].Node)
-			if pl.tin[qn] >= hi {
-				break
-			}
 			p := pl.pos[q]
 			if p < 0 || int(p) >= len(q0) || q0[p] != q {
 				continue // not a query of this item
