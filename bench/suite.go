@@ -18,6 +18,9 @@ type Config struct {
 	Model   Model
 	KV      treeattn.KVType
 	Methods []treeattn.Method
+	// Variants are partial_attn variants to time side by side, each
+	// method once per variant (nil: the one the device would choose).
+	Variants []string
 	Options
 	// Roofline is the device's memory bandwidth from `deft probe` in
 	// bytes per second; 0 when unknown.
@@ -88,6 +91,10 @@ type Summary struct {
 // MethodResult is one method on one workload.
 type MethodResult struct {
 	Method treeattn.Method `json:"method"`
+	// Variant is the partial_attn variant the method ran (the plan's);
+	// Want is the one asked for ("": the device's choice).
+	Variant string `json:"variant,omitempty"`
+	Want    string `json:"-"`
 	// Checked is set when the output on the first sampled step was
 	// compared with the CPU reference; RelL2 is the relative L2 error
 	// (nil when the output was not finite).
@@ -111,6 +118,14 @@ type WorkloadResult struct {
 	Prefills    int            `json:"prefill_steps_skipped,omitempty"`
 	Sampled     []int          `json:"sampled_steps"`
 	Methods     []MethodResult `json:"methods"`
+}
+
+// Label names a result row: the method, and its variant when known.
+func (m *MethodResult) Label() string {
+	if m.Variant == "" {
+		return string(m.Method)
+	}
+	return string(m.Method) + " [" + m.Variant + "]"
 }
 
 // Method returns the result of method m, or nil.
@@ -159,8 +174,14 @@ func Measure(d *vk.Device, rng *rand.Rand, w *Sampled, cfg Config) (*WorkloadRes
 	for _, st := range w.Steps {
 		res.Sampled = append(res.Sampled, st.Step)
 	}
+	variants := cfg.Variants
+	if len(variants) == 0 {
+		variants = []string{""}
+	}
 	for _, m := range cfg.Methods {
-		res.Methods = append(res.Methods, MethodResult{Method: m})
+		for _, v := range variants {
+			res.Methods = append(res.Methods, MethodResult{Method: m, Want: v})
+		}
 	}
 	flush, err := d.NewBuffer(cfg.FlushBytes)
 	if err != nil {
@@ -215,10 +236,11 @@ func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buff
 	sr := StepResult{Step: st.Step, Decode: st.Decode, Queries: len(st.Tree.Queries), Tokens: st.Tree.TotalTokens()}
 	start := time.Now()
 	plan, err := treeattn.NewPlan(st.Tree, treeattn.Config{Method: mr.Method, Shape: cfg.Model.Shape, KV: cfg.KV, Limits: treeattn.LimitsOf(d.Info),
-		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles})
+		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want})
 	if err != nil {
 		return sr, err
 	}
+	mr.Variant = plan.Variant
 	sr.PlanTime = time.Since(start)
 	sr.IO = plan.IO
 	sr.Workgroups = plan.Items * cfg.Model.Shape.KVHeads

@@ -80,12 +80,26 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if cfg.KV != KVF16 && cfg.KV != KVF32 {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
 	}
-	tiles, err := ChooseTiles(cfg.Shape, cfg.Limits)
+	variant, err := chooseVariant(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	var tiles Tiles
+	if variant == VariantCoopMat {
+		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
+	} else {
+		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	if cfg.Tiles != (Tiles{}) {
-		if err := cfg.Tiles.check(cfg.Shape, cfg.Limits); err != nil {
+		if variant == VariantCoopMat {
+			err = cfg.Tiles.coopCheck(cfg.Shape, cfg.Limits)
+		} else {
+			err = cfg.Tiles.check(cfg.Shape, cfg.Limits)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("plan: %w", err)
 		}
 		tiles = cfg.Tiles
@@ -103,14 +117,15 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	}
 	p := &pl.plan
 	meta := p.meta[:0]
-	*p = Plan{Config: cfg, Tiles: tiles, NumQueries: len(t.Queries), NumSlots: numSlots}
+	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
 	p.meta = meta
 	pl.index(t)
 	pl.data, pl.recs = pl.data[:0], pl.recs[:0]
 
 	// Query slices of one row tile, and token chunks of at most MaxPasses
 	// shared-memory passes (see MaxTilePasses).
-	slice := max(1, tiles.Rows/group)
+	// (at most 32 queries: one mask word per token)
+	slice := max(1, min(32, tiles.Rows/group))
 	chunk := max(1, cfg.MaxPasses/ceilDiv(slice*group, tiles.Rows)) * tiles.Tokens
 	dense := cfg.Method == MethodDenseMask
 	compact := cfg.Method == MethodFlatten
@@ -141,6 +156,41 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	p.IO.QueryBytes = int64(p.NumQueries*cfg.Shape.QHeads*cfg.Shape.HeadDim) * 4
 	p.IO.OutputBytes = p.IO.QueryBytes
 	return p, nil
+}
+
+// chooseVariant resolves cfg.KernelVariant (see Config).
+func chooseVariant(cfg Config) (string, error) {
+	want := cfg.KernelVariant
+	if want == "" {
+		if forced, ok := kernels.Forced(kernels.PartialAttn.Name); ok {
+			want = forced
+		}
+	}
+	usable := func() error {
+		if cfg.KV != KVF16 {
+			return fmt.Errorf("the coopmat variant reads fp16 KV only")
+		}
+		_, err := ChooseCoopTiles(cfg.Shape, cfg.Limits)
+		return err
+	}
+	switch want {
+	case "":
+		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && usable() == nil {
+			return VariantCoopMat, nil
+		}
+		return VariantScalar, nil
+	case VariantScalar:
+		return VariantScalar, nil
+	case VariantCoopMat:
+		if cfg.KV != KVF16 {
+			return VariantScalar, nil // fp32 KV keeps the scalar variant
+		}
+		if err := usable(); err != nil {
+			return "", fmt.Errorf("variant coopmat: %w", err)
+		}
+		return VariantCoopMat, nil
+	}
+	return "", fmt.Errorf("partial_attn has no variant %q", want)
 }
 
 // grow returns s with length n, reusing its array when large enough.

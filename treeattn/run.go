@@ -10,12 +10,20 @@ import (
 
 // LimitsOf extracts the limits planning needs from a device.
 func LimitsOf(info vk.DeviceInfo) Limits {
-	return Limits{
+	lim := Limits{
 		SharedMemory:   int(info.MaxSharedMemory),
 		MaxInvocations: int(info.MaxWorkgroupInvocs),
 		MaxWorkgroupCount: [3]int{int(info.MaxWorkgroupCount[0]), int(info.MaxWorkgroupCount[1]),
 			int(info.MaxWorkgroupCount[2])},
 	}
+	for _, v := range kernels.PartialAttn.Variants {
+		if v.Name == VariantCoopMat && v.Requires(&info) == nil {
+			if cm, err := kernels.AttnCoopMatShape(&info); err == nil {
+				lim.CoopMat = CoopMat{M: int(cm.M), N: int(cm.N), K: int(cm.K), Subgroup: int(info.SubgroupSize)}
+			}
+		}
+	}
+	return lim
 }
 
 // DevicePlan is a Plan on a device with its metadata and partial-result
@@ -68,7 +76,8 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan) error {
 
 // prepareGrids copies the plan's figures and sets the grids.
 func (dp *DevicePlan) prepareGrids(d *vk.Device, p *Plan) error {
-	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
+	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup ||
+		(p.Variant == VariantCoopMat && lim.CoopMat != p.Limits.CoopMat) {
 		return fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
 	meta := dp.Plan.meta
@@ -89,10 +98,21 @@ func pipelines(d *vk.Device, p *Plan) (attn, reduce *kernels.Pipeline, err error
 	if p.KV == KVF16 {
 		f16 = 1
 	}
-	attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
+	if err := kernels.OverrideError(); err != nil {
+		return nil, nil, err
+	}
+	variant := p.Variant
+	if variant == "" {
+		variant = VariantScalar
+	}
+	cm := CoopMat{M: 16, N: 16, K: 16} // unused by the scalar variant
+	if variant == VariantCoopMat {
+		cm = p.Limits.CoopMat
+	}
+	attn, err = kernels.PartialAttn.PipelineVariant(d, variant, kernels.SpecValues{
 		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
 		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
-		"UNROLL": attnUnroll,
+		"UNROLL": attnUnroll, "CM_M": uint32(cm.M), "CM_N": uint32(cm.N), "CM_K": uint32(cm.K),
 	})
 	if err != nil {
 		return nil, nil, err

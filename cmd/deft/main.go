@@ -33,7 +33,7 @@ var (
 	jsonFlag    = &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
 	variantFlag = &cli.StringFlag{
 		Name:    "variant",
-		Usage:   "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,... (default: chosen from the device's features)",
+		Usage:   "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,...; all: conformance and bench run every partial_attn variant the device supports (default: chosen from the device's features; conformance runs them all)",
 		EnvVars: []string{kernels.VariantEnv},
 	}
 )
