@@ -54,6 +54,11 @@ const uint DK = D / CM_K;         // A matrices of Q
 const uint DN = D / CM_N;         // accumulators of O
 const uint BN = B / CM_N;         // score accumulators
 const uint BK = B / CM_K;         // P matrices
+const uint K4 = CM_K / 4u;
+// Q staging: QCK A matrices (QC4 vec4 columns) of all R rows per round in sK.
+const uint QCK_FIT = (B * KS) / (R * K4);
+const uint QCK = QCK_FIT < 1u ? 1u : (QCK_FIT < DK ? QCK_FIT : DK);
+const uint QC4 = QCK * K4;
 // Bounds on loops whose trip counts come from the metadata (the planner
 // keeps items far below them: treeattn.MaxTilePasses).
 const uint MAX_TILES = 4096u;
@@ -91,6 +96,7 @@ shared float sS[RB * SREG];       // per row block: scores, then alpha, then out
 shared f16vec4 sP[RB * PREG];     // per row block: Q staging, then probabilities
 shared uint sMask[B * MW];
 shared uint sRowQuery[R];         // item-local query of each row of the tile, ~0u when unused
+shared uint sRowQ[R];             // its query index (Q buffer), for staging Q
 shared float sRowL[R];
 shared float sRowM[R];
 
@@ -183,6 +189,7 @@ void main() {
         uint word0 = (rowTile / G) >> 5u;
         for (uint r = tid; r < R; r += WG) {
             sRowQuery[r] = r < tileRows ? (rowTile + r) / G : ~0u;
+            sRowQ[r] = r < tileRows ? meta[qStart + (rowTile + r) / G] : 0u;
         }
         barrier();
 
@@ -192,29 +199,33 @@ void main() {
             uint sBase = rb * SREG;
             uint pBase = rb * PREG;
 
-            // Q of the block in A matrices (staged as f16 through sP).
+            // Q of the row tile in A matrices, staged as f16 through sK in
+            // rounds of QC4 vec4 columns: every invocation loads its share
+            // of the round at once (one global round trip per round).
             coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
             coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
             [[unroll]] for (uint j = 0u; j < DN; j++) {
                 acc[j] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
             }
-            if (blockOn) {
-                const uint K4 = CM_K / 4u;
-                [[unroll]] for (uint k = 0u; k < DK; k++) {
-                    for (uint e = lane; e < CM_M * K4; e += gl_SubgroupSize) {
-                        uint r = e / K4;
-                        uint rr = rb * CM_M + r;
-                        vec4 x = vec4(0.0);
-                        if (rr < tileRows) {
-                            uint row = rowTile + rr;
-                            uint query = meta[qStart + row / G];
-                            x = q4[(query * QH + head * G + row % G) * D4 + k * K4 + e % K4];
-                        }
-                        sP[pBase + e] = f16vec4(x);
+            [[unroll]] for (uint k0 = 0u; k0 < DK; k0 += QCK) {
+                barrier();   // sK is free (the previous pass or row tile is done with it)
+                for (uint idx = tid; idx < R * QC4; idx += WG) {
+                    uint r = idx / QC4;
+                    uint c4 = k0 * K4 + idx % QC4;
+                    vec4 x = vec4(0.0);
+                    if (r < tileRows && c4 < D4) {
+                        uint row = rowTile + r;
+                        x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
                     }
-                    subgroupSync();
-                    coopMatLoad(qA[k], sP, pBase, K4, gl_CooperativeMatrixLayoutRowMajor);
-                    subgroupSync();
+                    sK[idx] = f16vec4(x);
+                }
+                barrier();
+                if (blockOn) {
+                    [[unroll]] for (uint k = 0u; k < QCK; k++) {
+                        if (k0 + k < DK) {
+                            coopMatLoad(qA[k0 + k], sK, rb * CM_M * QC4 + k * K4, QC4, gl_CooperativeMatrixLayoutRowMajor);
+                        }
+                    }
                 }
             }
             // Row state of this lane's row (replicated over its LPR lanes).
