@@ -9,7 +9,11 @@ import (
 )
 
 // LimitsOf extracts the limits planning needs from a device.
-func LimitsOf(info vk.DeviceInfo) Limits {
+func LimitsOf(info vk.DeviceInfo) Limits { return limitsOf(&info) }
+
+// limitsOf is LimitsOf without copying the device's description (plans
+// loaded step after step allocate nothing).
+func limitsOf(info *vk.DeviceInfo) Limits {
 	lim := Limits{
 		SharedMemory:   int(info.MaxSharedMemory),
 		MaxInvocations: int(info.MaxWorkgroupInvocs),
@@ -17,8 +21,8 @@ func LimitsOf(info vk.DeviceInfo) Limits {
 			int(info.MaxWorkgroupCount[2])},
 	}
 	for _, v := range kernels.PartialAttn.Variants {
-		if v.Name == VariantCoopMat && v.Requires(&info) == nil {
-			if cm, err := kernels.AttnCoopMatShape(&info); err == nil {
+		if info.CooperativeMatrix && v.Name == VariantCoopMat && v.Requires(info) == nil {
+			if cm, err := kernels.AttnCoopMatShape(info); err == nil {
 				lim.CoopMat = CoopMat{M: int(cm.M), N: int(cm.N), K: int(cm.K), Subgroup: int(info.SubgroupSize)}
 			}
 		}
@@ -76,7 +80,7 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan) error {
 
 // prepareGrids copies the plan's figures and sets the grids.
 func (dp *DevicePlan) prepareGrids(d *vk.Device, p *Plan) error {
-	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup ||
+	if lim := limitsOf(&d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup ||
 		(p.Variant == VariantCoopMat && lim.CoopMat != p.Limits.CoopMat) {
 		return fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
