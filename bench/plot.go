@@ -127,7 +127,7 @@ func timePlot(w *WorkloadResult, layers int) (*plot.Plot, error) {
 		names := make([]string, len(ms))
 		for i, m := range ms {
 			vals[i] = m.Summary.Step.Seconds() * scale
-			names[i] = string(m.Method)
+			names[i] = m.Label()
 		}
 		if len(ms) > 0 {
 			bars, err := plotter.NewBarChart(vals, 0.5*vg.Inch)
@@ -158,7 +158,7 @@ func timePlot(w *WorkloadResult, layers int) (*plot.Plot, error) {
 		points.Color = plotutil.Color(i)
 		points.Shape = plotutil.Shape(i)
 		p.Add(line, points)
-		p.Legend.Add(string(m.Method), line, points)
+		p.Legend.Add(m.Label(), line, points)
 	}
 	return p, nil
 }
@@ -184,7 +184,7 @@ func ioPlot(w *WorkloadResult) (*plot.Plot, error) {
 	for i, m := range ms {
 		kv[i] = m.Summary.KVPerStep * scale
 		all[i] = m.Summary.IOPerStep * scale
-		names[i] = string(m.Method)
+		names[i] = m.Label()
 	}
 	width := 0.3 * vg.Inch
 	kvBars, err := plotter.NewBarChart(kv, width)

@@ -345,7 +345,7 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 			if msg == "" {
 				msg = "no result"
 			}
-			fmt.Fprintf(tw, "%s\tFAILED (not timed): %s\n", m.Method, msg)
+			fmt.Fprintf(tw, "%s\tFAILED (not timed): %s\n", m.Label(), msg)
 			continue
 		}
 		s := m.Summary
@@ -363,7 +363,7 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 		if s.ArithmeticLayer > 0 {
 			floor = FormatDuration(s.ArithmeticLayer)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Method,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Label(),
 			FormatDuration(s.Layer), FormatDuration(s.Step), FormatDuration(s.StepP50), FormatDuration(s.StepP90), FormatDuration(s.Total),
 			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), FormatDuration(s.Plan),
 			s.Bandwidth/1e9, frac, roof, s.FlopsPerSec/1e12, fmaFrac, floor, chk)
@@ -377,7 +377,7 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 			for _, x := range st {
 				parts = append(parts, fmt.Sprintf("%s %.6g", x.Name, x.Value))
 			}
-			fmt.Fprintf(w, "  %s partial_attn: %s\n", m.Method, strings.Join(parts, ", "))
+			fmt.Fprintf(w, "  %s partial_attn: %s\n", m.Label(), strings.Join(parts, ", "))
 		}
 	}
 	return nil

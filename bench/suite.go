@@ -18,6 +18,9 @@ type Config struct {
 	Model   Model
 	KV      treeattn.KVType
 	Methods []treeattn.Method
+	// Variants are partial_attn variants to time side by side, each
+	// method once per variant (nil: the one the device would choose).
+	Variants []string
 	Options
 	// Roofline is the device's memory bandwidth from `deft probe` in
 	// bytes per second; 0 when unknown.
@@ -99,6 +102,10 @@ type Summary struct {
 // MethodResult is one method on one workload.
 type MethodResult struct {
 	Method treeattn.Method `json:"method"`
+	// Variant is the partial_attn variant the method ran (the plan's);
+	// Want is the one asked for ("": the device's choice).
+	Variant string `json:"variant,omitempty"`
+	Want    string `json:"-"`
 	// Checked is set when the output on the first sampled step was
 	// compared with the CPU reference; RelL2 is the relative L2 error
 	// (nil when the output was not finite).
@@ -124,6 +131,14 @@ type WorkloadResult struct {
 	Prefills    int            `json:"prefill_steps_skipped,omitempty"`
 	Sampled     []int          `json:"sampled_steps"`
 	Methods     []MethodResult `json:"methods"`
+}
+
+// Label names a result row: the method, and its variant when known.
+func (m *MethodResult) Label() string {
+	if m.Variant == "" {
+		return string(m.Method)
+	}
+	return string(m.Method) + " [" + m.Variant + "]"
 }
 
 // Method returns the result of method m, or nil.
@@ -172,8 +187,14 @@ func Measure(d *vk.Device, rng *rand.Rand, w *Sampled, cfg Config) (*WorkloadRes
 	for _, st := range w.Steps {
 		res.Sampled = append(res.Sampled, st.Step)
 	}
+	variants := cfg.Variants
+	if len(variants) == 0 {
+		variants = []string{""}
+	}
 	for _, m := range cfg.Methods {
-		res.Methods = append(res.Methods, MethodResult{Method: m})
+		for _, v := range variants {
+			res.Methods = append(res.Methods, MethodResult{Method: m, Want: v})
+		}
 	}
 	flush, err := d.NewBuffer(cfg.FlushBytes)
 	if err != nil {
@@ -234,7 +255,7 @@ const planRuns = 5
 func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buffers, flush *vk.Buffer, first bool, want []float64, tol float64) (StepResult, error) {
 	sr := StepResult{Step: st.Step, Decode: st.Decode, Queries: len(st.Tree.Queries), Tokens: st.Tree.TotalTokens()}
 	pcfg := treeattn.Config{Method: mr.Method, Shape: cfg.Model.Shape, KV: cfg.KV, Limits: treeattn.LimitsOf(d.Info),
-		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles}
+		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want}
 	// Plan time as in decoding, where one Planner keeps its memory from
 	// step to step: the median of planRuns plans after a first one.
 	if mr.planner == nil {
@@ -254,6 +275,7 @@ func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buff
 	}
 	slices.Sort(times[:])
 	sr.PlanTime = times[planRuns/2]
+	mr.Variant = plan.Variant
 	sr.IO = plan.IO
 	sr.Workgroups = plan.Items * cfg.Model.Shape.KVHeads
 	dp, err := plan.Upload(d)

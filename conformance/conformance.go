@@ -32,12 +32,16 @@ type Case struct {
 	Shape  treeattn.Shape
 	KV     treeattn.KVType
 	Block  int // 0: automatic
+	// Variant asks for a partial_attn variant ("": the device's choice;
+	// see treeattn.Config.KernelVariant).
+	Variant string
 }
 
 // Result is the outcome of a case.
 type Result struct {
 	Case      string          `json:"case"`
 	Method    treeattn.Method `json:"method"`
+	Variant   string          `json:"variant"` // the partial_attn variant that ran
 	KV        string          `json:"kv"`
 	HeadDim   int             `json:"head_dim"`
 	GQA       int             `json:"gqa"`
@@ -112,10 +116,11 @@ func Run(d *vk.Device, rng *rand.Rand, c Case) Result {
 
 func run(d *vk.Device, rng *rand.Rand, c Case, res *Result) error {
 	plan, err := treeattn.NewPlan(c.Tree, treeattn.Config{Method: c.Method, Shape: c.Shape, KV: c.KV,
-		Limits: treeattn.LimitsOf(d.Info), BlockTokens: c.Block})
+		Limits: treeattn.LimitsOf(d.Info), BlockTokens: c.Block, KernelVariant: c.Variant})
 	if err != nil {
 		return err
 	}
+	res.Variant = plan.Variant
 	in := NewInputs(rng, c.Tree, c.Shape, c.KV)
 	want, err := treeattn.Reference(c.Tree, c.Shape, in.Q, in.K, in.V, plan.Scale)
 	if err != nil {

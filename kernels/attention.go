@@ -1,6 +1,11 @@
 package kernels
 
-import "github.com/deft-vk/deft/vk"
+import (
+	"fmt"
+	"slices"
+
+	"github.com/deft-vk/deft/vk"
+)
 
 // PartialAttnPush is partial_attn.comp's push block.
 type PartialAttnPush struct {
@@ -44,10 +49,62 @@ var PartialAttn = register(&Contract{
 	Spec: []Spec{
 		{0, "local_size_x"}, {1, "D"}, {2, "B"}, {3, "R"}, {4, "G"}, {5, "KVH"}, {6, "KV_F16"}, {7, "UNROLL"},
 		{8, "MAX_PASSES"}, // items of more passes are not computed but poisoned
+		{9, "CM_M"}, {10, "CM_N"}, {11, "CM_K"},
 	},
-	Records:  map[string]any{"ItemRecord": ItemRecord{}},
-	Variants: []Variant{{Name: "scalar", Module: "partial_attn"}},
+	Records: map[string]any{"ItemRecord": ItemRecord{}},
+	Variants: []Variant{
+		{Name: "coopmat", Module: "partial_attn_coopmat", Requires: requiresCoopMatF16},
+		{Name: "scalar", Module: "partial_attn"},
+	},
 })
+
+// AttnCoopMatShape is the cooperative-matrix shape partial_attn's coopmat
+// variant uses on a device: a subgroup-scope f16 x f16 + f32 -> f32 shape
+// the device reports, with M, N and K of 8, 16 or 32 (so that they divide
+// the kernel's 32-token tiles and head dims that are multiples of 32) and
+// M at most the subgroup size (softmax lanes own rows). 16x16x16 is
+// preferred, then the largest.
+func AttnCoopMatShape(info *vk.DeviceInfo) (vk.CoopMatShape, error) {
+	var best vk.CoopMatShape
+	found := false
+	ok := func(v uint32) bool { return v == 8 || v == 16 || v == 32 }
+	for _, s := range info.CoopMatShapes {
+		if s.A != "f16" || s.B != "f16" || s.C != "f32" || s.R != "f32" || s.Scope != "subgroup" || s.Saturating {
+			continue
+		}
+		if !ok(s.M) || !ok(s.N) || !ok(s.K) || s.M > info.SubgroupSize {
+			continue
+		}
+		if s.M == 16 && s.N == 16 && s.K == 16 {
+			return s, nil
+		}
+		if !found || s.M*s.N*s.K > best.M*best.N*best.K {
+			best, found = s, true
+		}
+	}
+	if !found {
+		return vk.CoopMatShape{}, fmt.Errorf("no subgroup f16*f16+f32->f32 cooperative-matrix shape with M, N, K in {8, 16, 32} (device reports %d shapes)", len(info.CoopMatShapes))
+	}
+	return best, nil
+}
+
+// requiresCoopMatF16 is what partial_attn_coopmat needs.
+func requiresCoopMatF16(info *vk.DeviceInfo) error {
+	switch {
+	case !info.CooperativeMatrix:
+		return fmt.Errorf("device lacks VK_KHR_cooperative_matrix")
+	case !info.ShaderFloat16:
+		return fmt.Errorf("device lacks shaderFloat16")
+	case !info.Storage16Bit:
+		return fmt.Errorf("device lacks 16-bit storage buffers")
+	case !info.VulkanMemoryModel:
+		return fmt.Errorf("device lacks the Vulkan memory model")
+	case !slices.Contains(info.SubgroupOps, "shuffle"):
+		return fmt.Errorf("device lacks subgroup shuffles")
+	}
+	_, err := AttnCoopMatShape(info)
+	return err
+}
 
 // ReducePartialsPush is reduce_partials.comp's push block.
 type ReducePartialsPush struct {

@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -118,4 +119,18 @@ func OverrideError() error {
 		return fmt.Errorf("$%s: %s", VariantEnv, msg)
 	}
 	return nil
+}
+
+// Forced returns the variant forced for kernel name by SetOverride or
+// $DEFT_KERNEL_VARIANT, if any (a global variant the kernel lacks counts
+// as none).
+func Forced(name string) (string, bool) {
+	v, ok := overrideFor(name)
+	if !ok {
+		return "", false
+	}
+	if c, err := Lookup(name); err == nil && overrideGlobalOnly(name) && !slices.Contains(c.VariantNames(), v) {
+		return "", false
+	}
+	return v, true
 }

@@ -68,6 +68,10 @@ const bool PV4 = (RV % 4u == 0u) && (RGV * RV == R);   // P rows as aligned vec4
 // on the H100 (the driver's statistics), and far fewer workgroups fit.
 layout(constant_id = 7) const uint UNROLL = 4;   // power of two
 layout(constant_id = 8) const uint MAX_PASSES = 48;   // treeattn.MaxTilePasses
+// The coopmat variant's matrix shape (same contract): unused here.
+layout(constant_id = 9) const uint CM_M = 16;
+layout(constant_id = 10) const uint CM_N = 16;
+layout(constant_id = 11) const uint CM_K = 16;
 const uint JU = D4 % UNROLL == 0u ? UNROLL : 1u;
 const uint TU = UNROLL < B ? UNROLL : B;
 // Softmax: PARTS threads per row, TPP tokens each.

@@ -318,7 +318,7 @@ header_value() {
 declares_coopmat_khr() {
   od -An -v -tx4 -w4 "$1" | awk '
     { w = $1 }
-    prev == "00020011" && w == "00001786" { found = 1; exit }
+    prev == "00020011" && w == "00001786" { found = 1 }
     { prev = w }
     END { exit !found }'
 }

@@ -46,7 +46,24 @@ type Limits struct {
 	SharedMemory      int
 	MaxInvocations    int
 	MaxWorkgroupCount [3]int
+	// CoopMat is the cooperative-matrix shape partial_attn's coopmat
+	// variant would use (kernels.AttnCoopMatShape); zero when the device
+	// cannot run that variant.
+	CoopMat CoopMat
 }
+
+// CoopMat is a cooperative-matrix shape (M x K times K x N) and the
+// subgroup size the coopmat variant's workgroups are made of.
+type CoopMat struct {
+	M, N, K  int
+	Subgroup int
+}
+
+// The attention kernel's variants (kernels.PartialAttn).
+const (
+	VariantScalar  = "scalar"
+	VariantCoopMat = "coopmat"
+)
 
 // Tiles are the kernel's tile sizes, chosen from the head dim and the
 // device's shared memory.
@@ -88,6 +105,67 @@ func (t Tiles) check(s Shape, lim Limits) error {
 		return fmt.Errorf("tiles %+v need %d bytes of shared memory, the device has %d", t, b, lim.SharedMemory)
 	}
 	return nil
+}
+
+// coopTokens is the coopmat variant's token tile: K and V of 32 tokens in
+// fp16 leave room for 128 rows (eight row blocks of 16) in 48 KiB at d=128.
+const coopTokens = 32
+
+// coopSharedBytes is partial_attn_coopmat.comp's shared memory: K and V
+// tiles (fp16 rows padded by 16 bytes), per row block fp32 scores and fp16
+// probabilities (rows padded), mask words and per-row state.
+func (t Tiles) coopSharedBytes(dim int, cm CoopMat) int {
+	kv := 2 * t.Tokens * (dim/4 + 2) * 8
+	rows := t.Rows
+	scores := rows * (t.Tokens + 4) * 4
+	probs := rows * (t.Tokens/4 + 2) * 8
+	maskWords := (t.Rows-1)/32 + 2
+	return kv + scores + probs + 4*t.Tokens*maskWords + 4*4*t.Rows
+}
+
+// coopFits reports whether the coopmat variant can run shape s with tiles t.
+func (t Tiles) coopCheck(s Shape, lim Limits) error {
+	cm := lim.CoopMat
+	if cm.M == 0 {
+		return fmt.Errorf("the device cannot run the coopmat variant")
+	}
+	if s.HeadDim%cm.N != 0 || s.HeadDim%cm.K != 0 {
+		return fmt.Errorf("head dim %d is not a multiple of the cooperative-matrix shape %dx%dx%d", s.HeadDim, cm.M, cm.N, cm.K)
+	}
+	if !isPow2(t.Rows) || t.Rows%cm.M != 0 || t.Tokens%cm.N != 0 || t.Tokens%cm.K != 0 || t.Tokens%4 != 0 ||
+		t.Workgroup != t.Rows/cm.M*cm.Subgroup || t.Workgroup > lim.MaxInvocations ||
+		t.Rows*cm.K/4 > t.Tokens*(s.HeadDim/4+2) { // Q is staged through the K tile
+		return fmt.Errorf("coopmat tiles %+v: rows a power of two and a multiple of %d, tokens a multiple of %d and %d, "+
+			"workgroup %d invocations per %d rows (at most %d)", t, cm.M, cm.N, cm.K, cm.Subgroup, cm.M, lim.MaxInvocations)
+	}
+	if b := t.coopSharedBytes(s.HeadDim, cm); b > lim.SharedMemory {
+		return fmt.Errorf("coopmat tiles %+v need %d bytes of shared memory, the device has %d", t, b, lim.SharedMemory)
+	}
+	return nil
+}
+
+// ChooseCoopTiles picks the coopmat variant's tiles: 32-token tiles and
+// the most rows up to 128 (32 queries at GQA 4; a row block of M rows per
+// subgroup) that fit shared memory, never more than 32 queries' rows (one
+// mask word per token). On the H200 (f16 KV, d=128) 128 rows beat 64 on
+// all four snapshot trees (fewshot-b50 380 against 489 us, b20 185/253,
+// spec-star 172/232, sorting 523 us/1.70 ms).
+func ChooseCoopTiles(s Shape, lim Limits) (Tiles, error) {
+	if err := s.Validate(); err != nil {
+		return Tiles{}, err
+	}
+	cm := lim.CoopMat
+	var last error = fmt.Errorf("the device cannot run the coopmat variant")
+	for r := 128; cm.M > 0 && r >= cm.M; r /= 2 {
+		if r > cm.M && r > 32*s.GroupSize() {
+			continue
+		}
+		t := Tiles{Workgroup: r / cm.M * cm.Subgroup, Tokens: coopTokens, Rows: r}
+		if last = t.coopCheck(s, lim); last == nil {
+			return t, nil
+		}
+	}
+	return Tiles{}, fmt.Errorf("choose coopmat tiles: %w", last)
 }
 
 // ChooseTiles picks the tiles with the most work per shared-memory pass
@@ -146,6 +224,12 @@ type Config struct {
 	// MaxPasses bounds one workgroup's shared-memory passes (row tiles x
 	// token tiles); 0 means MaxTilePasses, larger values are capped by it.
 	MaxPasses int
+	// KernelVariant selects partial_attn's variant: "" chooses (coopmat
+	// where Limits.CoopMat allows it, the KV is fp16 and the head dim fits,
+	// unless $DEFT_KERNEL_VARIANT or --variant force one), VariantScalar
+	// or VariantCoopMat force one (coopmat falls back to scalar for fp32
+	// KV, which it does not support).
+	KernelVariant string
 }
 
 // IO is the memory traffic a plan causes per layer, in bytes.
@@ -174,7 +258,10 @@ func (io IO) Total() int64 {
 // run for every layer. It holds the metadata the kernels read.
 type Plan struct {
 	Config
-	Tiles      Tiles
+	Tiles Tiles
+	// Variant is the partial_attn variant the plan is made for (its tiles
+	// and query slices depend on it).
+	Variant    string
 	NumQueries int
 	NumSlots   int
 	Items      int

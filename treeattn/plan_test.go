@@ -256,7 +256,14 @@ func planCheck(t *testing.T, c *planCoverage, cfg treeattn.Config, ctx string) *
 		}
 	case treeattn.MethodNode:
 		eq(c.seenNodes, p.Items, "one item per node some query reads")
-		eq(c.seenNodeTokens, sum, "item tokens")
+		// Split items drop the token chunks no query sees (the tail of a
+		// node read only by a query early in it): then every seen token is
+		// the bound.
+		if exact {
+			eq(c.seenNodeTokens, sum, "item tokens")
+		} else {
+			require.GreaterOrEqual(t, sum, c.seenTokens, "%s: item tokens cover every seen token", ctx)
+		}
 		for i, n := range items {
 			require.LessOrEqual(t, n, c.maxSeenNodeTokens, "%s: item %d", ctx, i)
 		}
@@ -268,7 +275,14 @@ func planCheck(t *testing.T, c *planCoverage, cfg treeattn.Config, ctx string) *
 			}
 		}
 		eq(want, p.Items, "items")
-		eq(c.seenNodeTokens, sum, "item tokens")
+		// Split items drop the token chunks no query sees (the tail of a
+		// node read only by a query early in it): then every seen token is
+		// the bound.
+		if exact {
+			eq(c.seenNodeTokens, sum, "item tokens")
+		} else {
+			require.GreaterOrEqual(t, sum, c.seenTokens, "%s: item tokens cover every seen token", ctx)
+		}
 	case treeattn.MethodFlatten:
 		if exact {
 			require.LessOrEqual(t, sum, tr.TotalTokens(), ctx)

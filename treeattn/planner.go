@@ -81,12 +81,32 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if cfg.KV != KVF16 && cfg.KV != KVF32 {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
 	}
-	tiles, err := ChooseTiles(cfg.Shape, cfg.Limits)
+	pl.index(t)
+	pathTokens := 0
+	for _, q := range t.Queries {
+		pathTokens += int(pl.anc[q.Node]) + q.Offset + 1
+	}
+	total := t.TotalTokens()
+	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)))
+	if err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	var tiles Tiles
+	if variant == VariantCoopMat {
+		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
+	} else {
+		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	if cfg.Tiles != (Tiles{}) {
-		if err := cfg.Tiles.check(cfg.Shape, cfg.Limits); err != nil {
+		if variant == VariantCoopMat {
+			err = cfg.Tiles.coopCheck(cfg.Shape, cfg.Limits)
+		} else {
+			err = cfg.Tiles.check(cfg.Shape, cfg.Limits)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("plan: %w", err)
 		}
 		tiles = cfg.Tiles
@@ -94,7 +114,7 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if cfg.BlockTokens < 0 {
 		return nil, fmt.Errorf("plan: block size %d is negative", cfg.BlockTokens)
 	}
-	total := t.TotalTokens()
+
 	group := cfg.Shape.GroupSize()
 	if cfg.BlockTokens == 0 {
 		cfg.BlockTokens = autoBlock(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows))
@@ -104,14 +124,14 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	}
 	p := &pl.plan
 	meta := p.meta[:0]
-	*p = Plan{Config: cfg, Tiles: tiles, NumQueries: len(t.Queries), NumSlots: numSlots}
+	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
 	p.meta = meta
-	pl.index(t)
 	pl.data, pl.recs = pl.data[:0], pl.recs[:0]
 
 	// Query slices of one row tile, and token chunks of at most MaxPasses
 	// shared-memory passes (see MaxTilePasses).
-	slice := max(1, tiles.Rows/group)
+	// (at most 32 queries: one mask word per token)
+	slice := max(1, min(32, tiles.Rows/group))
 	chunk := max(1, cfg.MaxPasses/ceilDiv(slice*group, tiles.Rows)) * tiles.Tokens
 	dense := cfg.Method == MethodDenseMask
 	compact := cfg.Method == MethodFlatten
@@ -134,14 +154,57 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 		return nil, err
 	}
 	p.IO.UniqueTokens = total
-	for _, q := range t.Queries {
-		p.IO.PathTokens += int(pl.anc[q.Node]) + q.Offset + 1
-	}
+	p.IO.PathTokens = pathTokens
 	kvRow := int64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes() * 2)
 	p.IO.KVUniqueBytes = int64(total) * kvRow
 	p.IO.QueryBytes = int64(p.NumQueries*cfg.Shape.QHeads*cfg.Shape.HeadDim) * 4
 	p.IO.OutputBytes = p.IO.QueryBytes
 	return p, nil
+}
+
+// coopMatSharing is the fewest queries per tree token, on average, for
+// which the planner picks the coopmat variant by itself. Its 128-row tiles
+// pay off when most K/V is read by many rows at once: on the H200 it ran
+// the speculative star (204 queries per token) in 180 us against the
+// scalar kernel's 278, but few-shot b=50 (9 per token) in 381 against 309,
+// b=20 (7) in 187 against 149, and the sorting trace in 524 against 441,
+// where most items have a single query.
+const coopMatSharing = 32
+
+// chooseVariant resolves cfg.KernelVariant (see Config); sharing is the
+// tree's path tokens over its tokens (queries per token on average).
+func chooseVariant(cfg Config, sharing float64) (string, error) {
+	want := cfg.KernelVariant
+	if want == "" {
+		if forced, ok := kernels.Forced(kernels.PartialAttn.Name); ok {
+			want = forced
+		}
+	}
+	usable := func() error {
+		if cfg.KV != KVF16 {
+			return fmt.Errorf("the coopmat variant reads fp16 KV only")
+		}
+		_, err := ChooseCoopTiles(cfg.Shape, cfg.Limits)
+		return err
+	}
+	switch want {
+	case "":
+		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && sharing >= coopMatSharing && usable() == nil {
+			return VariantCoopMat, nil
+		}
+		return VariantScalar, nil
+	case VariantScalar:
+		return VariantScalar, nil
+	case VariantCoopMat:
+		if cfg.KV != KVF16 {
+			return VariantScalar, nil // fp32 KV keeps the scalar variant
+		}
+		if err := usable(); err != nil {
+			return "", fmt.Errorf("variant coopmat: %w", err)
+		}
+		return VariantCoopMat, nil
+	}
+	return "", fmt.Errorf("partial_attn has no variant %q", want)
 }
 
 // grow returns s with length n, reusing its array when large enough.

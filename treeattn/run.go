@@ -9,13 +9,25 @@ import (
 )
 
 // LimitsOf extracts the limits planning needs from a device.
-func LimitsOf(info vk.DeviceInfo) Limits {
-	return Limits{
+func LimitsOf(info vk.DeviceInfo) Limits { return limitsOf(&info) }
+
+// limitsOf is LimitsOf without copying the device's description (plans
+// loaded step after step allocate nothing).
+func limitsOf(info *vk.DeviceInfo) Limits {
+	lim := Limits{
 		SharedMemory:   int(info.MaxSharedMemory),
 		MaxInvocations: int(info.MaxWorkgroupInvocs),
 		MaxWorkgroupCount: [3]int{int(info.MaxWorkgroupCount[0]), int(info.MaxWorkgroupCount[1]),
 			int(info.MaxWorkgroupCount[2])},
 	}
+	for _, v := range kernels.PartialAttn.Variants {
+		if info.CooperativeMatrix && v.Name == VariantCoopMat && v.Requires(info) == nil {
+			if cm, err := kernels.AttnCoopMatShape(info); err == nil {
+				lim.CoopMat = CoopMat{M: int(cm.M), N: int(cm.N), K: int(cm.K), Subgroup: int(info.SubgroupSize)}
+			}
+		}
+	}
+	return lim
 }
 
 // DevicePlan is a Plan on a device with its metadata and partial-result
@@ -116,7 +128,8 @@ func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 // returns the reduction's extra metadata (placed after the plan's) and the
 // number of partial results including intermediate ones.
 func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKernels bool) ([]uint32, int, error) {
-	if lim := LimitsOf(d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup {
+	if lim := limitsOf(&d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup ||
+		(p.Variant == VariantCoopMat && lim.CoopMat != p.Limits.CoopMat) {
 		return nil, 0, fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
 	if err := p.checkPasses(); err != nil {
@@ -158,10 +171,22 @@ func pipelines(d *vk.Device, p *Plan, opts uploadOptions) (attn, reduce *kernels
 	if p.KV == KVF16 {
 		f16 = 1
 	}
-	attn, err = kernels.PartialAttn.Pipeline(d, kernels.SpecValues{
+	if err := kernels.OverrideError(); err != nil {
+		return nil, nil, err
+	}
+	variant := p.Variant
+	if variant == "" {
+		variant = VariantScalar
+	}
+	cm := CoopMat{M: 16, N: 16, K: 16} // unused by the scalar variant
+	if variant == VariantCoopMat {
+		cm = p.Limits.CoopMat
+	}
+	attn, err = kernels.PartialAttn.PipelineVariant(d, variant, kernels.SpecValues{
 		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
 		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
 		"UNROLL": attnUnroll, "MAX_PASSES": uint32(opts.kernelMaxPasses),
+		"CM_M": uint32(cm.M), "CM_N": uint32(cm.N), "CM_K": uint32(cm.K),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -25,9 +25,11 @@ type Workspace struct {
 
 // pipelineKey is what a plan's kernels depend on.
 type pipelineKey struct {
-	shape Shape
-	tiles Tiles
-	kv    KVType
+	shape   Shape
+	tiles   Tiles
+	kv      KVType
+	variant string
+	coopMat CoopMat
 }
 
 // NewWorkspace makes an empty workspace on d; buffers come with the first
@@ -47,7 +49,7 @@ func (ws *Workspace) Load(rec *vk.Recorder, p *Plan) (*DevicePlan, error) {
 		return nil, fmt.Errorf("load plan: nil recorder or empty plan")
 	}
 	dp := &ws.dp
-	key := pipelineKey{p.Shape, p.Tiles, p.KV}
+	key := pipelineKey{p.Shape, p.Tiles, p.KV, p.Variant, p.Limits.CoopMat}
 	attn, reduce := dp.attn, dp.reduce
 	extra, partials, err := dp.prepare(ws.d, p, defaultUpload, false)
 	if err != nil {

@@ -133,6 +133,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 	enable("VK_KHR_shader_float16_int8", api < vk.MakeVersion(1, 2, 0))
 	enable("VK_KHR_8bit_storage", api < vk.MakeVersion(1, 2, 0))
 	enable("VK_KHR_driver_properties", api < vk.MakeVersion(1, 2, 0))
+	enable("VK_KHR_vulkan_memory_model", api < vk.MakeVersion(1, 2, 0) && c.vulkan_memory_model != 0)
 	enable("VK_EXT_subgroup_size_control", api < vk.MakeVersion(1, 3, 0))
 	// Validation layers older than 1.3.255 reject the extension's structures.
 	coopmat := c.cooperative_matrix != 0 && (i.layerVersion == 0 || i.layerVersion >= vk.MakeVersion(1, 3, 255))
@@ -150,6 +151,8 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		cooperative_matrix: cbool(coopmat),
 		shader_int64:       cbool(info.ShaderInt64), shader_int16: cbool(info.ShaderInt16),
 		pipeline_exec: cbool(pipelineStats),
+		// Cooperative-matrix shaders use the Vulkan memory model.
+		vulkan_memory_model: c.vulkan_memory_model,
 	}
 	ext := pd.ext
 	ext.coopmat = cbool(coopmat)
@@ -169,7 +172,7 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		SType:                   vk.StructureTypeDeviceCreateInfo,
 		PNext:                   chain,
 		QueueCreateInfoCount:    1,
-		PQueueCreateInfos:       []vk.DeviceQueueCreateInfo{queueInfo},
+		PQueueCreateInfos:       cslice(&a, queueInfo),
 		EnabledExtensionCount:   uint32(len(want)),
 		PpEnabledExtensionNames: a.strs(want),
 	}

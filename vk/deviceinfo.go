@@ -85,6 +85,7 @@ type DeviceInfo struct {
 	ShaderInt64          bool           `json:"shader_int64"`
 	CooperativeMatrix    bool           `json:"cooperative_matrix"`
 	CoopMatShapes        []CoopMatShape `json:"cooperative_matrix_shapes,omitempty"`
+	VulkanMemoryModel    bool           `json:"vulkan_memory_model"`
 
 	MaxSharedMemory       uint32    `json:"max_shared_memory"`
 	MaxWorkgroupSize      [3]uint32 `json:"max_workgroup_size"`
@@ -182,6 +183,7 @@ func (i *Instance) describe(index int, h vk.PhysicalDevice) (*physicalDevice, er
 	pd.ext.size_control = cbool(v13 || exts["VK_EXT_subgroup_size_control"])
 	pd.ext.coopmat = cbool(exts["VK_KHR_cooperative_matrix"])
 	pd.ext.pipeline_exec = cbool(exts["VK_KHR_pipeline_executable_properties"])
+	pd.ext.memory_model = cbool(v12 || exts["VK_KHR_vulkan_memory_model"])
 	if r := C.deft_query_caps(unsafe.Pointer(i.handle), unsafe.Pointer(h), &pd.ext, &pd.caps); r != 0 {
 		return nil, fmt.Errorf("query Vulkan 1.1 properties: shim error %d (device supports %s)", int(r), versionString(props.ApiVersion))
 	}
@@ -206,6 +208,7 @@ func (i *Instance) describe(index int, h vk.PhysicalDevice) (*physicalDevice, er
 		ShaderInt16:           feats.ShaderInt16 != 0,
 		ShaderInt64:           feats.ShaderInt64 != 0,
 		CooperativeMatrix:     c.cooperative_matrix != 0,
+		VulkanMemoryModel:     c.vulkan_memory_model != 0,
 		MaxSharedMemory:       lim.MaxComputeSharedMemorySize,
 		MaxWorkgroupSize:      lim.MaxComputeWorkGroupSize,
 		MaxWorkgroupInvocs:    lim.MaxComputeWorkGroupInvocations,

@@ -127,7 +127,7 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 	if err := check("vkCreateDescriptorSetLayout", vk.CreateDescriptorSetLayout(d.handle, &vk.DescriptorSetLayoutCreateInfo{
 		SType:        vk.StructureTypeDescriptorSetLayoutCreateInfo,
 		BindingCount: uint32(len(binds)),
-		PBindings:    binds,
+		PBindings:    cslice(&a, binds...),
 	}, nil, &setLay)); err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 	}
 	if spec.PushSize > 0 {
 		plci.PushConstantRangeCount = 1
-		plci.PPushConstantRanges = []vk.PushConstantRange{{StageFlags: vk.ShaderStageFlags(vk.ShaderStageComputeBit), Size: spec.PushSize}}
+		plci.PPushConstantRanges = cslice(&a, vk.PushConstantRange{StageFlags: vk.ShaderStageFlags(vk.ShaderStageComputeBit), Size: spec.PushSize})
 	}
 	var layout vk.PipelineLayout
 	if err := check("vkCreatePipelineLayout", vk.CreatePipelineLayout(d.handle, plci, nil, &layout)); err != nil {
@@ -177,12 +177,15 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 			entries[i] = vk.SpecializationMapEntry{ConstantID: id, Offset: uint32(4 * i), Size: 4}
 			data[i] = spec.Spec[id]
 		}
-		stage.PSpecializationInfo = []vk.SpecializationInfo{{
+		// Every array the driver reads lives in C memory (see arena): a Go
+		// array referenced only from the binding's C copy can be collected
+		// while the driver compiles, which crashed lavapipe now and then.
+		stage.PSpecializationInfo = cslice(&a, vk.SpecializationInfo{
 			MapEntryCount: uint32(len(entries)),
-			PMapEntries:   entries,
+			PMapEntries:   cslice(&a, entries...),
 			DataSize:      uint(4 * len(data)),
 			PData:         a.cbytes(u32Bytes(data)),
-		}}
+		})
 	}
 	pipes := make([]vk.Pipeline, 1)
 	var cache vk.PipelineCache

@@ -226,12 +226,15 @@ func (r *Recorder) descriptorSet(k *Kernel) (vk.DescriptorSet, error) {
 			r.poolIdx++
 			if r.poolIdx >= len(r.descPools) {
 				var p vk.DescriptorPool
-				if err := check("vkCreateDescriptorPool", vk.CreateDescriptorPool(r.d.handle, &vk.DescriptorPoolCreateInfo{
+				var a arena
+				err := check("vkCreateDescriptorPool", vk.CreateDescriptorPool(r.d.handle, &vk.DescriptorPoolCreateInfo{
 					SType:         vk.StructureTypeDescriptorPoolCreateInfo,
 					MaxSets:       setsPerPool,
 					PoolSizeCount: 1,
-					PPoolSizes:    []vk.DescriptorPoolSize{{Type: vk.DescriptorTypeStorageBuffer, DescriptorCount: setsPerPool * 16}},
-				}, nil, &p)); err != nil {
+					PPoolSizes:    cslice(&a, vk.DescriptorPoolSize{Type: vk.DescriptorTypeStorageBuffer, DescriptorCount: setsPerPool * 16}),
+				}, nil, &p))
+				a.free()
+				if err != nil {
 					return nil, err
 				}
 				r.descPools = append(r.descPools, p)
@@ -271,7 +274,11 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 	if err != nil {
 		return fmt.Errorf("dispatch %s: %w", k.Name, err)
 	}
-	infos := make([]vk.DescriptorBufferInfo, len(bufs))
+	var a arena
+	defer a.free()
+	// The buffer infos live in C memory: the binding keeps nested slices'
+	// data pointers as they are (see arena).
+	infos := cslice(&a, make([]vk.DescriptorBufferInfo, len(bufs))...)
 	var reads, writes []vk.Buffer
 	for i, b := range bufs {
 		size := vk.DeviceSize(b.Size)
@@ -300,8 +307,6 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 		vk.UpdateDescriptorSets(r.d.handle, uint32(len(ws)), ws, 0, nil)
 	}
 	r.hazard(reads, writes)
-	var a arena
-	defer a.free()
 	vk.CmdBindPipeline(r.cmd, vk.PipelineBindPointCompute, k.pipeline)
 	vk.CmdBindDescriptorSets(r.cmd, vk.PipelineBindPointCompute, k.layout, 0, 1, cslice(&a, set), 0, nil)
 	if k.pushSize > 0 {

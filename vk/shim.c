@@ -48,6 +48,7 @@ enum {
 	ST_F16_I8_FEATURES = 1000082000,
 	ST_COOPMAT_FEATURES = 1000506000,
 	ST_COOPMAT_PROPS = 1000506001,
+	ST_MEMORY_MODEL_FEATURES = 1000211000,
 	ST_DEBUG_MESSENGER_CI = 1000128004,
 	ST_PEXEC_FEATURES = 1000269000,
 	ST_PIPELINE_EXECUTABLE_INFO = 1000269003,
@@ -67,6 +68,7 @@ typedef struct { uint32_t sType; void *pNext; uint32_t storageBuffer, uniformAnd
 typedef struct { uint32_t sType; void *pNext; uint32_t float16, int8; } f16i8_features_t;
 typedef struct { uint32_t sType; void *pNext; uint32_t coopmat, robust; } coopmat_features_t;
 typedef struct { uint32_t sType; void *pNext; uint32_t info; } pexec_features_t;
+typedef struct { uint32_t sType; void *pNext; uint32_t model, deviceScope, chains; } memory_model_features_t;
 typedef struct { uint32_t sType; const void *pNext; uint64_t pipeline; uint32_t executableIndex; } pexec_info_t;
 typedef struct {
 	uint32_t sType; void *pNext;
@@ -127,12 +129,17 @@ int deft_query_caps(void *instance, void *pd, const deft_ext *ext, deft_caps *ou
 	f16i8_features_t fi = {ST_F16_I8_FEATURES, NULL, 0, 0};
 	size_control_features_t scf = {ST_SIZE_CONTROL_FEATURES, NULL, 0, 0};
 	coopmat_features_t cmf = {ST_COOPMAT_FEATURES, NULL, 0, 0};
+	memory_model_features_t mmf = {ST_MEMORY_MODEL_FEATURES, NULL, 0, 0, 0};
 	f2.pNext = &s16; tail = (base_t *)&s16;
 	if (ext->storage8) { tail->pNext = &s8; tail = (base_t *)&s8; }
 	if (ext->float16_int8) { tail->pNext = &fi; tail = (base_t *)&fi; }
 	if (ext->size_control) { tail->pNext = &scf; tail = (base_t *)&scf; }
 	if (ext->coopmat) { tail->pNext = &cmf; tail = (base_t *)&cmf; }
+	if (ext->memory_model) { tail->pNext = &mmf; tail = (base_t *)&mmf; }
 	get_feats(pd, &f2);
+	// Our kernels' atomics use Device scope, which a device with the memory
+	// model enabled accepts only with vulkanMemoryModelDeviceScope too.
+	out->vulkan_memory_model = mmf.model && mmf.deviceScope;
 	out->storage_buffer16 = s16.storageBuffer;
 	out->uniform_storage16 = s16.uniformAndStorage;
 	out->push_constant16 = s16.pushConstant;
@@ -176,6 +183,7 @@ typedef struct {
 	size_control_features_t scf;
 	coopmat_features_t cmf;
 	pexec_features_t pef;
+	memory_model_features_t mmf;
 } feature_chain_t;
 
 void *deft_features_chain(const deft_ext *ext, const deft_enable *en) {
@@ -217,6 +225,12 @@ void *deft_features_chain(const deft_ext *ext, const deft_enable *en) {
 		c->pef.sType = ST_PEXEC_FEATURES;
 		c->pef.info = en->pipeline_exec;
 		tail->pNext = &c->pef; tail = (base_t *)&c->pef;
+	}
+	if (ext->memory_model && en->vulkan_memory_model) {
+		c->mmf.sType = ST_MEMORY_MODEL_FEATURES;
+		c->mmf.model = 1;
+		c->mmf.deviceScope = 1;
+		tail->pNext = &c->mmf; tail = (base_t *)&c->mmf;
 	}
 	return c;
 }

@@ -33,6 +33,7 @@ typedef struct {
 	uint32_t shader_float16, shader_int8;
 	uint32_t subgroup_size_control, compute_full_subgroups;
 	uint32_t cooperative_matrix;
+	uint32_t vulkan_memory_model;
 	uint32_t coopmat_count;
 	deft_coopmat coopmat[DEFT_MAX_COOPMAT];
 } deft_caps;
@@ -45,6 +46,7 @@ typedef struct {
 	uint32_t size_control;   // VK_EXT_subgroup_size_control or 1.3
 	uint32_t coopmat;        // VK_KHR_cooperative_matrix
 	uint32_t pipeline_exec;  // VK_KHR_pipeline_executable_properties
+	uint32_t memory_model;   // VK_KHR_vulkan_memory_model or 1.2
 } deft_ext;
 
 // Features to enable at device creation.
@@ -56,6 +58,7 @@ typedef struct {
 	uint32_t cooperative_matrix;
 	uint32_t shader_int64, shader_int16;
 	uint32_t pipeline_exec;
+	uint32_t vulkan_memory_model;
 } deft_enable;
 
 // One compiler statistic of a pipeline (VK_KHR_pipeline_executable_properties):

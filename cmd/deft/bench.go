@@ -150,7 +150,7 @@ func benchAction(c *cli.Context) (err error) {
 	}
 	rng := rand.New(rand.NewPCG(seed, seed))
 	roof, _ := probe.Load(d.Info.UUID)
-	cfg := bench.Config{Model: model, KV: kv, Methods: methods,
+	cfg := bench.Config{Model: model, KV: kv, Methods: methods, Variants: attnVariants(c, d, false),
 		Options: bench.Options{Runs: c.Int("runs"), FlushBytes: uint64(c.Int("flush-mib")) << 20, WarmUp: c.Duration("warm-up"),
 			Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles}}
 	if cfg.WarmUp == 0 {

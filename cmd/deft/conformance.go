@@ -43,6 +43,21 @@ func conformanceCommand() *cli.Command {
 				return err
 			}
 			defer closeDevice(&err)
+			if variants := attnVariants(c, d, true); len(variants) > 0 {
+				// Every case once per variant; the coopmat variant reads
+				// fp16 KV only (fp32 cases would run the scalar one again).
+				var all []conformance.Case
+				for _, cs := range cases {
+					for _, v := range variants {
+						if v == treeattn.VariantCoopMat && cs.KV != treeattn.KVF16 {
+							continue
+						}
+						cs.Variant = v
+						all = append(all, cs)
+					}
+				}
+				cases = all
+			}
 			results := make([]conformance.Result, 0, len(cases))
 			failed := 0
 			for i, cs := range cases {
@@ -59,8 +74,8 @@ func conformanceCommand() *cli.Command {
 					if !r.Pass {
 						status = "FAIL " + r.Error
 					}
-					fmt.Fprintf(c.App.ErrWriter, "[%d/%d] %s %s %s d=%d gqa=%d q=%d tokens=%d: rel L2 %.2g %s\n", i+1, len(cases),
-						r.Method, r.Case, r.KV, r.HeadDim, r.GQA, r.Queries, r.Tokens, r.RelL2, status)
+					fmt.Fprintf(c.App.ErrWriter, "[%d/%d] %s [%s] %s %s d=%d gqa=%d q=%d tokens=%d: rel L2 %.2g %s\n", i+1, len(cases),
+						r.Method, r.Variant, r.Case, r.KV, r.HeadDim, r.GQA, r.Queries, r.Tokens, r.RelL2, status)
 				}
 			}
 			if c.Bool("json") {
@@ -95,6 +110,7 @@ func conformanceCommand() *cli.Command {
 func printSummary(c *cli.Context, results []conformance.Result) {
 	type key struct {
 		m        treeattn.Method
+		variant  string
 		kv       string
 		dim, gqa int
 	}
@@ -106,7 +122,7 @@ func printSummary(c *cli.Context, results []conformance.Result) {
 	groups := map[key]*agg{}
 	var keys []key
 	for _, r := range results {
-		k := key{r.Method, r.KV, r.HeadDim, r.GQA}
+		k := key{r.Method, r.Variant, r.KV, r.HeadDim, r.GQA}
 		a := groups[k]
 		if a == nil {
 			a = &agg{tol: r.Tolerance}
@@ -122,14 +138,14 @@ func printSummary(c *cli.Context, results []conformance.Result) {
 		}
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "method\tkv\thead dim\tgqa\tcases\tworst rel L2\ttolerance\tresult")
+	fmt.Fprintln(tw, "method\tvariant\tkv\thead dim\tgqa\tcases\tworst rel L2\ttolerance\tresult")
 	for _, k := range keys {
 		a := groups[k]
 		status := "pass"
 		if a.pass != a.n {
 			status = fmt.Sprintf("FAIL (%d of %d)", a.n-a.pass, a.n)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2e\t%.0e\t%s\n", k.m, k.kv, k.dim, k.gqa, a.n, a.worst, a.tol, status)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.2e\t%.0e\t%s\n", k.m, k.variant, k.kv, k.dim, k.gqa, a.n, a.worst, a.tol, status)
 	}
 	tw.Flush()
 }

@@ -55,8 +55,12 @@ func openDevice(c *cli.Context) (*vk.Device, func(*error), error) {
 }
 
 // applyVariant installs the --variant override (also $DEFT_KERNEL_VARIANT).
+// "all" forces nothing: conformance and bench then run every variant the
+// device supports side by side (see attnVariants).
 func applyVariant(c *cli.Context) error {
-	if v := c.String("variant"); v != "" {
+	if v := c.String("variant"); v == "all" {
+		return kernels.SetOverride("")
+	} else if v != "" {
 		if err := kernels.SetOverride(v); err != nil {
 			return fmt.Errorf("--variant: %w", err)
 		}
@@ -197,4 +201,24 @@ func printDevice(w io.Writer, d vk.DeviceInfo, selected bool) {
 		row("kernel "+kv.Kernel, "%s", v)
 	}
 	tw.Flush()
+}
+
+// attnVariants lists the partial_attn variants to run side by side: every
+// variant d supports with --variant all (or, when byDefault, without
+// --variant); nil otherwise (the device's choice, or the forced one).
+func attnVariants(c *cli.Context, d *vk.Device, byDefault bool) []string {
+	v := c.String("variant")
+	if v != "all" && (v != "" || !byDefault) {
+		return nil
+	}
+	var out []string
+	for _, variant := range kernels.PartialAttn.Variants {
+		if variant.Requires == nil || variant.Requires(&d.Info) == nil {
+			out = append(out, variant.Name)
+		}
+	}
+	if len(out) < 2 && v != "all" {
+		return nil
+	}
+	return out
 }

@@ -34,7 +34,7 @@ var (
 	jsonFlag    = &cli.BoolFlag{Name: "json", Usage: "print JSON instead of a table"}
 	variantFlag = &cli.StringFlag{
 		Name:        "variant",
-		Usage:       "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,...",
+		Usage:       "force kernel variants: a variant name (scalar, coopmat, ...) for every kernel that has it, or kernel=variant,...; all: conformance and bench run every partial_attn variant the device supports (conformance does by default)",
 		DefaultText: "chosen from the device's features",
 		EnvVars:     []string{kernels.VariantEnv},
 	}

@@ -548,7 +548,7 @@ func TestConformanceCommand(t *testing.T) {
 	for _, kv := range []string{"f32", "f16"} {
 		for _, dim := range []int{64, 128, 256} {
 			for _, gqa := range []int{1, 4} {
-				assert.Regexp(t, fmt.Sprintf(`(?m)^flatten\s+%s\s+%d\s+%d\s+\d+\s+\S+\s+\S+\s+pass$`, kv, dim, gqa), stdout)
+				assert.Regexp(t, fmt.Sprintf(`(?m)^flatten\s+scalar\s+%s\s+%d\s+%d\s+\d+\s+\S+\s+\S+\s+pass$`, kv, dim, gqa), stdout)
 			}
 		}
 	}

@@ -31,6 +31,8 @@ const (
 	opDecorate          = 71
 	opMemberDecorate    = 72
 	opCapability        = 17
+	opExecutionModeId   = 331
+	modeLocalSizeID     = 38
 
 	decSpecID       = 1
 	decBlock        = 2
@@ -150,6 +152,7 @@ func Parse(code []byte) (*Module, error) {
 	vars := map[uint32]variable{}
 	specs := map[uint32]uint32{} // id -> default
 	var composites [][]uint32
+	var localSizeIDs []uint32 // OpExecutionModeId LocalSizeId operands (SPIR-V 1.6 targets)
 	m := &Module{Structs: map[string]*Type{}}
 	for i := 5; i < len(words); {
 		wc := int(words[i] >> 16)
@@ -194,6 +197,10 @@ func Parse(code []byte) (*Module, error) {
 			specs[ops[1]] = 0
 		case opSpecConstantComp:
 			composites = append(composites, ops)
+		case opExecutionModeId:
+			if len(ops) >= 5 && ops[1] == modeLocalSizeID {
+				localSizeIDs = ops[2:5]
+			}
 		case opVariable:
 			vars[ops[1]] = variable{ops[0], ops[2]}
 		}
@@ -325,7 +332,24 @@ func Parse(code []byte) (*Module, error) {
 			}
 		}
 	}
-	slices.SortFunc(m.Spec, func(a, b SpecConst) int { return cmp.Compare(a.ID, b.ID) })
+	// Newer targets declare the workgroup size with OpExecutionModeId
+	// LocalSizeId, and glslang may then emit the same SpecId twice (the
+	// execution mode's constant and gl_WorkGroupSize's): name them too, and
+	// keep one entry per SpecId, a named one.
+	for i, id := range localSizeIDs {
+		if d := decor[id][decSpecID]; len(d) > 0 {
+			for j := range m.Spec {
+				if m.Spec[j].ID == d[0] && m.Spec[j].Name == "" {
+					m.Spec[j].Name = "local_size_" + string(rune('x'+i))
+				}
+			}
+		}
+	}
+	slices.SortFunc(m.Spec, func(a, b SpecConst) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(b.Name, a.Name))
+	})
+	m.Spec = slices.CompactFunc(m.Spec, func(a, b SpecConst) bool { return a.ID == b.ID && a.ID != ^uint32(0) })
+
 	slices.SortFunc(m.Buffers, func(a, b Buffer) int {
 		return cmp.Or(cmp.Compare(a.Binding, b.Binding), cmp.Compare(a.Block, b.Block))
 	})
