@@ -5,17 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/deft-vk/deft/generate"
 	"github.com/deft-vk/deft/gguf"
+	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/llama"
 	"github.com/deft-vk/deft/model"
 	"github.com/deft-vk/deft/model/assets"
 	"github.com/deft-vk/deft/sample"
+	"github.com/deft-vk/deft/tokenizer"
 	"github.com/deft-vk/deft/treeattn"
+	"github.com/deft-vk/deft/vk"
 )
 
 // generateJSON is `deft generate --json`'s output.
@@ -52,29 +56,55 @@ func openModelFile(path string) (*gguf.File, error) {
 func generateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "generate",
-		Usage: "generate text with a GGUF Llama model (plain decoding of one sequence)",
+		Usage: "generate text with a GGUF Llama model: plain decoding, parallel branches, beam search or speculative decoding",
 		Description: "Without --model, the embedded stories260K.gguf (llama2.c's tinyllamas, MIT) is used.\n" +
-			"The prompt is echoed and the generated text streamed to stdout; --json prints token ids,\n" +
-			"log-probabilities and per-step timing instead.",
+			"Plain decoding echoes the prompt and streams the continuation to stdout. The tree modes decode\n" +
+			"a tree over the one prompt, sharing its KV pages, with one forward pass per step:\n" +
+			"  --branches B  B sampled continuations; branch i samples with seed --seed+i, so\n" +
+			"                'deft generate --seed S+i' alone gives branch i's tokens. Prints the prompt,\n" +
+			"                then one line '[branch i] text' per branch as it ends.\n" +
+			"--json prints token ids, log-probabilities and per-step timing instead.",
 		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag,
 			&cli.StringFlag{Name: "model", Usage: "GGUF file of a Llama model (default: the embedded stories260K)"},
 			&cli.StringFlag{Name: "prompt", Usage: "prompt text"},
 			&cli.StringFlag{Name: "prompt-file", Usage: "read the prompt from a file"},
-			&cli.IntFlag{Name: "n", Value: 256, Usage: "tokens to generate at most"},
+			&cli.IntFlag{Name: "n", Value: 256, Usage: "tokens to generate at most (per branch or beam)"},
 			&cli.Float64Flag{Name: "temp", Value: 0.8, Usage: "temperature; 0 is greedy"},
 			&cli.IntFlag{Name: "top-k", Value: 40, Usage: "sample among the K most likely tokens; 0: all"},
 			&cli.Float64Flag{Name: "top-p", Value: 0.95, Usage: "sample among the most likely tokens whose probability reaches P; 1: all"},
 			&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens less likely than P times the most likely; 0: none"},
-			&cli.Uint64Flag{Name: "seed", Usage: "random seed (default: from the clock)"},
-			&cli.IntFlag{Name: "max-kv-tokens", Usage: "KV cache size in tokens (default: prompt + n, at most the model's context)"},
+			&cli.Uint64Flag{Name: "seed", Usage: "random seed (default: from the clock); branch i uses seed+i"},
+			&cli.IntFlag{Name: "max-kv-tokens", Usage: "KV cache size in tokens (default: what the mode needs, see --help of each mode)"},
 			&cli.StringFlag{Name: "kv", Value: "f32", Usage: "KV cache type: f32 or f16"},
+			&cli.IntFlag{Name: "branches", Usage: "decode B sampled continuations of the prompt as a tree"},
 			jsonFlag,
 		},
 		Action: runGenerate,
 	}
 }
 
+// maxTreeWidth bounds --branches (and --beams): one forward pass holds
+// every branch's query.
+const maxTreeWidth = 1024
+
+// generation is what every mode of deft generate sets up.
+type generation struct {
+	c      *cli.Context
+	f      *gguf.File
+	cfg    llama.Config
+	tok    *tokenizer.Tokenizer
+	prompt []int32
+	n      int
+	sp     sample.Params
+	kv     treeattn.KVType
+}
+
 func runGenerate(c *cli.Context) (err error) {
+	g := &generation{c: c, n: c.Int("n")}
+	mode, err := generateMode(c)
+	if err != nil {
+		return err
+	}
 	if c.IsSet("prompt") && c.IsSet("prompt-file") {
 		return errors.New("give --prompt or --prompt-file, not both")
 	}
@@ -86,15 +116,14 @@ func runGenerate(c *cli.Context) (err error) {
 		}
 		text = string(b)
 	}
-	if c.Int("n") < 1 {
-		return fmt.Errorf("--n %d: generate at least one token", c.Int("n"))
+	if g.n < 1 {
+		return fmt.Errorf("--n %d: generate at least one token", g.n)
 	}
-	var kv treeattn.KVType
 	switch c.String("kv") {
 	case "f32":
-		kv = treeattn.KVF32
+		g.kv = treeattn.KVF32
 	case "f16":
-		kv = treeattn.KVF16
+		g.kv = treeattn.KVF16
 	default:
 		return fmt.Errorf("--kv %q: want f32 or f16", c.String("kv"))
 	}
@@ -102,46 +131,95 @@ func runGenerate(c *cli.Context) (err error) {
 	if !c.IsSet("seed") {
 		seed = uint64(time.Now().UnixNano())
 	}
-	sp := sample.Params{Temp: c.Float64("temp"), TopK: c.Int("top-k"), TopP: c.Float64("top-p"), MinP: c.Float64("min-p"), Seed: seed}
-	if err := sp.Check(); err != nil {
+	g.sp = sample.Params{Temp: c.Float64("temp"), TopK: c.Int("top-k"), TopP: c.Float64("top-p"), MinP: c.Float64("min-p"), Seed: seed}
+	if err := g.sp.Check(); err != nil {
 		return err
 	}
-	f, err := openModelFile(c.String("model"))
-	if err != nil {
+	if g.f, err = openModelFile(c.String("model")); err != nil {
 		return err
 	}
-	defer f.Close()
-	cfg, err := llama.ConfigFrom(f)
-	if err != nil {
+	defer g.f.Close()
+	if g.cfg, err = llama.ConfigFrom(g.f); err != nil {
 		return err
 	}
-	tok, err := model.TokenizerFrom(f)
-	if err != nil {
+	if g.tok, err = model.TokenizerFrom(g.f); err != nil {
 		return err
 	}
-	prompt, err := generate.Prompt(tok, cfg, text)
-	if err != nil {
+	if g.prompt, err = generate.Prompt(g.tok, g.cfg, text); err != nil {
 		return err
 	}
-	need := generate.Budget(cfg, len(prompt), c.Int("n"))
-	kvTokens := need
-	if c.IsSet("max-kv-tokens") {
-		kvTokens = c.Int("max-kv-tokens")
-		if kvTokens < need {
-			return fmt.Errorf("--max-kv-tokens %d is too small: the prompt (%d tokens) and --n %d need %d", kvTokens, len(prompt), c.Int("n"), need)
+	switch mode {
+	case "branches":
+		return g.branches()
+	}
+	return g.plain()
+}
+
+// generateMode returns the decoding mode the flags ask for and checks the
+// flags that belong to a mode.
+func generateMode(c *cli.Context) (string, error) {
+	var modes []string
+	for _, f := range []string{"branches"} {
+		if c.IsSet(f) {
+			modes = append(modes, "--"+f)
 		}
 	}
+	if len(modes) > 1 {
+		return "", fmt.Errorf("%s are separate modes: give one", strings.Join(modes, " and "))
+	}
+	if c.IsSet("branches") {
+		if b := c.Int("branches"); b < 1 || b > maxTreeWidth {
+			return "", fmt.Errorf("--branches %d: want 1 to %d", b, maxTreeWidth)
+		}
+		return "branches", nil
+	}
+	return "plain", nil
+}
 
-	d, closeDevice, err := openDevice(c)
+// kvTokens returns --max-kv-tokens, or need when it is not set. A value
+// below least is an error; below need it is allowed only for the tree
+// modes (allowSmaller), whose branches end with a "pool-full" stop.
+func (g *generation) kvTokens(need, least int, allowSmaller bool) (int, error) {
+	c := g.c
+	if !c.IsSet("max-kv-tokens") {
+		return need, nil
+	}
+	n := c.Int("max-kv-tokens")
+	if n < need && (!allowSmaller || n < least) {
+		if allowSmaller {
+			need = least
+		}
+		return 0, fmt.Errorf("--max-kv-tokens %d is too small: the prompt (%d tokens) and --n %d need %d", n, len(g.prompt), g.n, need)
+	}
+	return n, nil
+}
+
+// open opens the device and loads the model; done closes both.
+func (g *generation) open() (m *model.Model, d *vk.Device, done func(*error), err error) {
+	d, closeDevice, err := openDevice(g.c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err = model.Load(d, g.f, model.Options{KV: g.kv})
+	if err != nil {
+		closeDevice(&err)
+		return nil, nil, nil, err
+	}
+	return m, d, func(errp *error) { m.Close(); closeDevice(errp) }, nil
+}
+
+func (g *generation) plain() (err error) {
+	c := g.c
+	need := generate.Budget(g.cfg, len(g.prompt), g.n)
+	kvTokens, err := g.kvTokens(need, need, false)
 	if err != nil {
 		return err
 	}
-	defer closeDevice(&err)
-	m, err := model.Load(d, f, model.Options{KV: kv})
+	m, d, done, err := g.open()
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer done(&err)
 	pool, err := model.NewPool(m, kvTokens)
 	if err != nil {
 		return err
@@ -152,7 +230,7 @@ func runGenerate(c *cli.Context) (err error) {
 	if c.Bool("json") {
 		out = nil
 	}
-	res, err := generate.Plain(m, tok, pool, prompt, generate.Options{MaxTokens: c.Int("n"), Sample: sp}, out)
+	res, err := generate.Plain(m, g.tok, pool, g.prompt, generate.Options{MaxTokens: g.n, Sample: g.sp}, out)
 	if err != nil {
 		return err
 	}
@@ -160,23 +238,123 @@ func runGenerate(c *cli.Context) (err error) {
 		fmt.Fprintln(c.App.Writer)
 		return nil
 	}
-	j := generateJSON{Model: f.Name(), Device: d.Info.Name, PromptTokens: prompt, Tokens: []generatedToken{}, Stop: res.Stop,
-		PrefillMS: ms(res.Prefill)}
-	ids := make([]int32, 0, len(res.Tokens))
+	j := generateJSON{Model: g.f.Name(), Device: d.Info.Name, PromptTokens: g.prompt, Stop: res.Stop, PrefillMS: ms(res.Prefill)}
+	j.Tokens, j.Text, j.DecodeMS, j.TokensPerSec = g.tokensJSON(res.Tokens)
+	return writeJSON(c, j)
+}
+
+// tokensJSON returns tokens as JSON entries, their text, and the decoding
+// time and rate after the first token (whose time is the prompt's).
+func (g *generation) tokensJSON(tokens []generate.Token) (out []generatedToken, text string, decodeMS, perSec float64) {
+	out = []generatedToken{}
+	ids := make([]int32, 0, len(tokens))
 	var decode time.Duration
-	for i, t := range res.Tokens {
-		j.Tokens = append(j.Tokens, generatedToken{Token: t, MS: ms(t.Elapsed)})
+	for i, t := range tokens {
+		out = append(out, generatedToken{Token: t, MS: ms(t.Elapsed)})
 		ids = append(ids, t.ID)
 		if i > 0 {
 			decode += t.Elapsed
 		}
 	}
-	j.Text = tok.Decode(ids)
-	j.DecodeMS = ms(decode)
 	if decode > 0 {
-		j.TokensPerSec = float64(len(res.Tokens)-1) / decode.Seconds()
+		perSec = float64(len(tokens)-1) / decode.Seconds()
 	}
+	return out, g.tok.Decode(ids), ms(decode), perSec
+}
+
+func writeJSON(c *cli.Context, v any) error {
 	enc := json.NewEncoder(c.App.Writer)
 	enc.SetIndent("", "  ")
-	return enc.Encode(j)
+	return enc.Encode(v)
+}
+
+// stepJSON is one forward pass of a tree mode.
+type stepJSON struct {
+	generate.StepStat
+	MS float64 `json:"ms"`
+}
+
+func stepsJSON(steps []generate.StepStat) []stepJSON {
+	out := make([]stepJSON, len(steps))
+	for i, s := range steps {
+		out[i] = stepJSON{StepStat: s, MS: ms(s.Elapsed)}
+	}
+	return out
+}
+
+// branchesJSON is `deft generate --branches B --json`'s output.
+type branchesJSON struct {
+	Model        string       `json:"model"`
+	Device       string       `json:"device"`
+	Mode         string       `json:"mode"`
+	PromptTokens []int32      `json:"prompt_tokens"`
+	Branches     []branchJSON `json:"branches"`
+	PrefillMS    float64      `json:"prefill_ms"`
+	Steps        []stepJSON   `json:"steps"`
+	DecodeMS     float64      `json:"decode_ms"`
+	TokensPerSec float64      `json:"decode_tokens_per_second"` // tokens of every branch after the first, over the steps' time
+}
+
+type branchJSON struct {
+	Index  int              `json:"index"`
+	Seed   uint64           `json:"seed"`
+	Tokens []generatedToken `json:"tokens"`
+	Text   string           `json:"text"`
+	Stop   string           `json:"stop"`
+	Error  string           `json:"error,omitempty"`
+}
+
+func (g *generation) branches() (err error) {
+	c := g.c
+	nb := c.Int("branches")
+	pt := kvpool.DefaultPageTokens
+	need := generate.BranchesBudget(g.cfg, len(g.prompt), nb, g.n, pt)
+	kvTokens, err := g.kvTokens(need, len(g.prompt)+nb, true)
+	if err != nil {
+		return err
+	}
+	m, d, done, err := g.open()
+	if err != nil {
+		return err
+	}
+	defer done(&err)
+	pool, err := model.NewPool(m, kvTokens)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	out := c.App.Writer
+	if c.Bool("json") {
+		out = nil
+	}
+	res, err := generate.Branches(m, g.tok, pool, g.prompt, generate.BranchOptions{Branches: nb, MaxTokens: g.n, Sample: g.sp}, out)
+	if err != nil {
+		return err
+	}
+	for _, b := range res.Branches {
+		if b.Err != "" {
+			fmt.Fprintf(c.App.ErrWriter, "branch %d ended after %d tokens: %s\n", b.Index, len(b.Tokens), b.Err)
+		}
+	}
+	if !c.Bool("json") {
+		return nil
+	}
+	j := branchesJSON{Model: g.f.Name(), Device: d.Info.Name, Mode: "branches", PromptTokens: g.prompt,
+		PrefillMS: ms(res.Prefill), Steps: stepsJSON(res.Steps)}
+	tokens := 0
+	for _, b := range res.Branches {
+		bj := branchJSON{Index: b.Index, Seed: b.Seed, Stop: b.Stop, Error: b.Err}
+		bj.Tokens, bj.Text, _, _ = g.tokensJSON(b.Tokens)
+		j.Branches = append(j.Branches, bj)
+		tokens += max(len(b.Tokens)-1, 0)
+	}
+	var decode time.Duration
+	for _, s := range res.Steps {
+		decode += s.Elapsed
+	}
+	j.DecodeMS = ms(decode)
+	if decode > 0 {
+		j.TokensPerSec = float64(tokens) / decode.Seconds()
+	}
+	return writeJSON(c, j)
 }
