@@ -232,11 +232,7 @@ func writeLabelled(out io.Writer, label string, i int, tokens []Token, stream *S
 	if out == nil {
 		return nil
 	}
-	text := ""
-	for _, t := range tokens {
-		text += t.Text
-	}
-	if _, err := fmt.Fprintf(out, "[%s %d] %s%s\n", label, i, text, rest); err != nil {
+	if _, err := fmt.Fprintf(out, "[%s %d] %s%s\n", label, i, Text(tokens), rest); err != nil {
 		return fmt.Errorf("generate: write output: %w", err)
 	}
 	return nil

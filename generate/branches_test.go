@@ -81,18 +81,10 @@ func TestBranchesEqualPlain(t *testing.T) {
 			require.Len(t, lines, 1+tc.opts.Branches, out.String())
 			require.Equal(t, " "+tc.prompt, lines[0])
 			for _, b := range res.Branches {
-				require.Contains(t, lines[1:], fmt.Sprintf("[branch %d] %s", b.Index, text(b.Tokens)))
+				require.Contains(t, lines[1:], fmt.Sprintf("[branch %d] %s", b.Index, Text(b.Tokens)))
 			}
 		})
 	}
-}
-
-func text(tokens []Token) string {
-	var s strings.Builder
-	for _, t := range tokens {
-		s.WriteString(t.Text)
-	}
-	return s.String()
 }
 
 // A pool too small for every branch ends branches with StopPoolFull, one

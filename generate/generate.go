@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/deft-vk/deft/kvpool"
@@ -77,6 +78,15 @@ type Result struct {
 type Options struct {
 	MaxTokens int // tokens to generate at most (> 0)
 	Sample    sample.Params
+}
+
+// Text is the text of tokens (their Text fields joined).
+func Text(tokens []Token) string {
+	var s strings.Builder
+	for _, t := range tokens {
+		s.WriteString(t.Text)
+	}
+	return s.String()
 }
 
 // Prompt encodes text (BOS first when the model wants it) and checks it

@@ -63,6 +63,11 @@ func generateCommand() *cli.Command {
 			"  --branches B  B sampled continuations; branch i samples with seed --seed+i, so\n" +
 			"                'deft generate --seed S+i' alone gives branch i's tokens. Prints the prompt,\n" +
 			"                then one line '[branch i] text' per branch as it ends.\n" +
+			"  --beams K     beam search: each beam's score is its summed log-probability (the EOS that ends\n" +
+			"                it included) / its length^alpha with alpha = 1; the K best extensions survive\n" +
+			"                each step, a beam that picks EOS is finished and the width shrinks by one, so\n" +
+			"                it ends with K beams. Deterministic (no sampling flags). Prints the prompt and\n" +
+			"                the best beam; the scores of all go to stderr (and all beams to --json).\n" +
 			"--json prints token ids, log-probabilities and per-step timing instead.",
 		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag,
 			&cli.StringFlag{Name: "model", Usage: "GGUF file of a Llama model (default: the embedded stories260K)"},
@@ -77,6 +82,7 @@ func generateCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-kv-tokens", Usage: "KV cache size in tokens (default: what the mode needs, see --help of each mode)"},
 			&cli.StringFlag{Name: "kv", Value: "f32", Usage: "KV cache type: f32 or f16"},
 			&cli.IntFlag{Name: "branches", Usage: "decode B sampled continuations of the prompt as a tree"},
+			&cli.IntFlag{Name: "beams", Usage: "beam search with K beams, scored by summed log-probability / length (alpha = 1)"},
 			jsonFlag,
 		},
 		Action: runGenerate,
@@ -151,6 +157,8 @@ func runGenerate(c *cli.Context) (err error) {
 	switch mode {
 	case "branches":
 		return g.branches()
+	case "beams":
+		return g.beams()
 	}
 	return g.plain()
 }
@@ -159,7 +167,7 @@ func runGenerate(c *cli.Context) (err error) {
 // flags that belong to a mode.
 func generateMode(c *cli.Context) (string, error) {
 	var modes []string
-	for _, f := range []string{"branches"} {
+	for _, f := range []string{"branches", "beams"} {
 		if c.IsSet(f) {
 			modes = append(modes, "--"+f)
 		}
@@ -172,6 +180,17 @@ func generateMode(c *cli.Context) (string, error) {
 			return "", fmt.Errorf("--branches %d: want 1 to %d", b, maxTreeWidth)
 		}
 		return "branches", nil
+	}
+	if c.IsSet("beams") {
+		if k := c.Int("beams"); k < 1 || k > maxTreeWidth {
+			return "", fmt.Errorf("--beams %d: want 1 to %d", k, maxTreeWidth)
+		}
+		for _, f := range []string{"temp", "top-k", "top-p", "min-p", "seed"} {
+			if c.IsSet(f) {
+				return "", fmt.Errorf("--beams is deterministic: it takes no --%s", f)
+			}
+		}
+		return "beams", nil
 	}
 	return "plain", nil
 }
@@ -356,5 +375,75 @@ func (g *generation) branches() (err error) {
 	if decode > 0 {
 		j.TokensPerSec = float64(tokens) / decode.Seconds()
 	}
+	return writeJSON(c, j)
+}
+
+// beamsJSON is `deft generate --beams K --json`'s output.
+type beamsJSON struct {
+	Model        string     `json:"model"`
+	Device       string     `json:"device"`
+	Mode         string     `json:"mode"`
+	LengthAlpha  float64    `json:"length_alpha"`
+	PromptTokens []int32    `json:"prompt_tokens"`
+	Beams        []beamJSON `json:"beams"` // best first
+	PrefillMS    float64    `json:"prefill_ms"`
+	Steps        []stepJSON `json:"steps"`
+	DecodeMS     float64    `json:"decode_ms"`
+}
+
+type beamJSON struct {
+	generate.Beam
+	Tokens []generatedToken `json:"tokens"`
+	Text   string           `json:"text"`
+}
+
+func (g *generation) beams() (err error) {
+	c := g.c
+	k := c.Int("beams")
+	need := generate.BeamsBudget(g.cfg, len(g.prompt), k, g.n, kvpool.DefaultPageTokens)
+	kvTokens, err := g.kvTokens(need, len(g.prompt)+k, true)
+	if err != nil {
+		return err
+	}
+	m, d, done, err := g.open()
+	if err != nil {
+		return err
+	}
+	defer done(&err)
+	pool, err := model.NewPool(m, kvTokens)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	out := c.App.Writer
+	if c.Bool("json") {
+		out = nil
+	}
+	res, err := generate.Beams(m, g.tok, pool, g.prompt, generate.BeamOptions{Beams: k, MaxTokens: g.n}, out)
+	if err != nil {
+		return err
+	}
+	for i, b := range res.Beams {
+		fmt.Fprintf(c.App.ErrWriter, "beam %d: score %.4f (log-prob %.4f over %d tokens), %s", i, b.Score, b.SumLogProb, b.Length, b.Stop)
+		if b.Err != "" {
+			fmt.Fprintf(c.App.ErrWriter, ": %s", b.Err)
+		}
+		fmt.Fprintln(c.App.ErrWriter)
+	}
+	if !c.Bool("json") {
+		return nil
+	}
+	j := beamsJSON{Model: g.f.Name(), Device: d.Info.Name, Mode: "beams", LengthAlpha: generate.LengthAlpha, PromptTokens: g.prompt,
+		Beams: []beamJSON{}, PrefillMS: ms(res.Prefill), Steps: stepsJSON(res.Steps)}
+	for _, b := range res.Beams {
+		bj := beamJSON{Beam: b}
+		bj.Tokens, bj.Text, _, _ = g.tokensJSON(b.Tokens)
+		j.Beams = append(j.Beams, bj)
+	}
+	var decode time.Duration
+	for _, s := range res.Steps {
+		decode += s.Elapsed
+	}
+	j.DecodeMS = ms(decode)
 	return writeJSON(c, j)
 }
