@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/deft-vk/deft/llama"
 	"github.com/deft-vk/deft/model"
 	"github.com/deft-vk/deft/model/assets"
+	"github.com/deft-vk/deft/replay"
 	"github.com/deft-vk/deft/sample"
 	"github.com/deft-vk/deft/tokenizer"
 	"github.com/deft-vk/deft/treeattn"
@@ -68,6 +71,15 @@ func generateCommand() *cli.Command {
 			"                each step, a beam that picks EOS is finished and the width shrinks by one, so\n" +
 			"                it ends with K beams. Deterministic (no sampling flags). Prints the prompt and\n" +
 			"                the best beam; the scores of all go to stderr (and all beams to --json).\n" +
+			"  --draft D     speculative decoding: each step drafts a token tree after the last token\n" +
+			"                ('lookup': what followed earlier occurrences of the context's last 3-, 2- or\n" +
+			"                1-gram; or the top candidates of a draft model M.gguf with the same vocabulary),\n" +
+			"                shaped by --tree-width W x --tree-depth D (W first-level candidates, each\n" +
+			"                followed by a chain of best candidates: W*D tokens) or --tree-json (rank c of\n" +
+			"                path [a, b, c] = c-th best candidate), and the target verifies the whole tree\n" +
+			"                in one pass. Every token is the target's own sample, drawn in plain decoding's\n" +
+			"                order, so the output is plain decoding's (at --temp 0, greedy) for the seed.\n" +
+			"                Streams like plain mode; acceptance figures go to stderr (and --json).\n" +
 			"--json prints token ids, log-probabilities and per-step timing instead.",
 		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag,
 			&cli.StringFlag{Name: "model", Usage: "GGUF file of a Llama model (default: the embedded stories260K)"},
@@ -83,6 +95,10 @@ func generateCommand() *cli.Command {
 			&cli.StringFlag{Name: "kv", Value: "f32", Usage: "KV cache type: f32 or f16"},
 			&cli.IntFlag{Name: "branches", Usage: "decode B sampled continuations of the prompt as a tree"},
 			&cli.IntFlag{Name: "beams", Usage: "beam search with K beams, scored by summed log-probability / length (alpha = 1)"},
+			&cli.StringFlag{Name: "draft", Usage: "speculative decoding with token trees drafted by 'lookup' (prompt lookup) or a draft model M.gguf"},
+			&cli.IntFlag{Name: "tree-width", Value: 4, Usage: "--draft: candidates at the tree's first level"},
+			&cli.IntFlag{Name: "tree-depth", Value: 4, Usage: "--draft: depth of the drafted tree (a chain of best candidates below each first-level one)"},
+			&cli.StringFlag{Name: "tree-json", Usage: "--draft: the tree's shape from a DeFT/Medusa token-tree file (e.g. APPS_tree_size32.json) instead of width x depth"},
 			jsonFlag,
 		},
 		Action: runGenerate,
@@ -159,6 +175,8 @@ func runGenerate(c *cli.Context) (err error) {
 		return g.branches()
 	case "beams":
 		return g.beams()
+	case "speculative":
+		return g.speculative()
 	}
 	return g.plain()
 }
@@ -167,13 +185,20 @@ func runGenerate(c *cli.Context) (err error) {
 // flags that belong to a mode.
 func generateMode(c *cli.Context) (string, error) {
 	var modes []string
-	for _, f := range []string{"branches", "beams"} {
+	for _, f := range []string{"branches", "beams", "draft"} {
 		if c.IsSet(f) {
 			modes = append(modes, "--"+f)
 		}
 	}
 	if len(modes) > 1 {
 		return "", fmt.Errorf("%s are separate modes: give one", strings.Join(modes, " and "))
+	}
+	if !c.IsSet("draft") {
+		for _, f := range []string{"tree-width", "tree-depth", "tree-json"} {
+			if c.IsSet(f) {
+				return "", fmt.Errorf("--%s shapes the drafted trees of --draft, which is not given", f)
+			}
+		}
 	}
 	if c.IsSet("branches") {
 		if b := c.Int("branches"); b < 1 || b > maxTreeWidth {
@@ -191,6 +216,15 @@ func generateMode(c *cli.Context) (string, error) {
 			}
 		}
 		return "beams", nil
+	}
+	if c.IsSet("draft") {
+		if c.String("draft") == "" {
+			return "", errors.New("--draft: want 'lookup' or a draft model's GGUF file")
+		}
+		if c.IsSet("tree-json") && (c.IsSet("tree-width") || c.IsSet("tree-depth")) {
+			return "", errors.New("--tree-json gives the tree's shape: it takes no --tree-width or --tree-depth")
+		}
+		return "speculative", nil
 	}
 	return "plain", nil
 }
@@ -446,4 +480,164 @@ func (g *generation) beams() (err error) {
 	}
 	j.DecodeMS = ms(decode)
 	return writeJSON(c, j)
+}
+
+// treeShape returns the drafted trees' shape from --tree-json or
+// --tree-width and --tree-depth.
+func treeShape(c *cli.Context) (generate.TreeShape, string, error) {
+	if p := c.String("tree-json"); p != "" {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return generate.TreeShape{}, "", fmt.Errorf("--tree-json: %w", err)
+		}
+		st, err := replay.ParseSpeculativeJSON(raw)
+		if err != nil {
+			return generate.TreeShape{}, "", fmt.Errorf("--tree-json %s: %w", p, err)
+		}
+		s, err := generate.ShapeFromSpecTree(st)
+		if err != nil {
+			return generate.TreeShape{}, "", fmt.Errorf("--tree-json %s: %w", p, err)
+		}
+		return s, filepath.Base(p), nil
+	}
+	w, d := c.Int("tree-width"), c.Int("tree-depth")
+	s, err := generate.WidthDepthShape(w, d)
+	if err != nil {
+		return generate.TreeShape{}, "", fmt.Errorf("--tree-width %d --tree-depth %d: %w", w, d, err)
+	}
+	return s, fmt.Sprintf("%dx%d", w, d), nil
+}
+
+// specJSON is `deft generate --draft D --json`'s output.
+type specJSON struct {
+	Model            string           `json:"model"`
+	Device           string           `json:"device"`
+	Mode             string           `json:"mode"`
+	Draft            string           `json:"draft"`
+	Tree             string           `json:"tree"`        // WxD or the --tree-json file
+	TreeTokens       int              `json:"tree_tokens"` // drafted tokens per step at most
+	TreeDepth        int              `json:"tree_depth"`
+	PromptTokens     []int32          `json:"prompt_tokens"`
+	Tokens           []generatedToken `json:"tokens"` // ms: the step's time split among its tokens
+	Text             string           `json:"text"`
+	Stop             string           `json:"stop"`
+	Error            string           `json:"error,omitempty"`
+	PrefillMS        float64          `json:"prefill_ms"`
+	Steps            []specStepJSON   `json:"steps"`
+	MeanAcceptLength float64          `json:"mean_accept_length"` // accepted draft tokens per step
+	TokensPerStep    float64          `json:"tokens_per_step"`    // tokens per target pass after the prompt's
+	AcceptanceRate   float64          `json:"acceptance_rate"`    // accepted / drafted tokens
+	DecodeMS         float64          `json:"decode_ms"`
+	TokensPerSec     float64          `json:"decode_tokens_per_second"`
+}
+
+type specStepJSON struct {
+	generate.SpecStep
+	DraftMS  float64 `json:"draft_ms"`
+	VerifyMS float64 `json:"verify_ms"`
+}
+
+func (g *generation) speculative() (err error) {
+	c := g.c
+	shape, shapeName, err := treeShape(c)
+	if err != nil {
+		return err
+	}
+	pt := kvpool.DefaultPageTokens
+	need := generate.SpecBudget(g.cfg, len(g.prompt), g.n, shape, pt)
+	kvTokens, err := g.kvTokens(need, len(g.prompt)+1, true)
+	if err != nil {
+		return err
+	}
+	draftName := c.String("draft")
+	var draftFile *gguf.File
+	if draftName != "lookup" {
+		if draftFile, err = openModelFile(draftName); err != nil {
+			return fmt.Errorf("--draft: %w", err)
+		}
+		defer draftFile.Close()
+		if err := sameVocab(g.f, draftFile); err != nil {
+			return err
+		}
+	}
+	m, d, done, err := g.open()
+	if err != nil {
+		return err
+	}
+	defer done(&err)
+	pool, err := model.NewPool(m, kvTokens)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var drafter generate.Drafter = &generate.LookupDrafter{}
+	if draftFile != nil {
+		dm, err := model.Load(d, draftFile, model.Options{KV: g.kv})
+		if err != nil {
+			return fmt.Errorf("--draft: %w", err)
+		}
+		defer dm.Close()
+		dpool, err := model.NewPool(dm, generate.ModelDrafterBudget(generate.Budget(g.cfg, len(g.prompt), g.n), shape, pt))
+		if err != nil {
+			return fmt.Errorf("--draft: %w", err)
+		}
+		defer dpool.Close()
+		md := generate.NewModelDrafter(dm, dpool)
+		defer md.Close()
+		drafter = md
+	}
+	out := c.App.Writer
+	if c.Bool("json") {
+		out = nil
+	}
+	res, err := generate.Speculative(m, g.tok, pool, g.prompt, generate.SpecOptions{MaxTokens: g.n, Sample: g.sp, Drafter: drafter, Shape: shape}, out)
+	if err != nil {
+		return err
+	}
+	if !c.Bool("json") {
+		fmt.Fprintln(c.App.Writer)
+	}
+	ew := c.App.ErrWriter
+	if res.Err != "" {
+		fmt.Fprintf(ew, "stopped after %d tokens: %s\n", len(res.Tokens), res.Err)
+	}
+	drafted := 0.0
+	if len(res.Steps) > 0 {
+		for _, s := range res.Steps {
+			drafted += float64(s.Drafted)
+		}
+		drafted /= float64(len(res.Steps))
+	}
+	fmt.Fprintf(ew, "speculative (%s, tree %s of %d tokens): %d tokens in %d steps after the prompt: accept length %.2f (%.1f%% of %.1f drafted), %.2f tokens per step\n",
+		draftName, shapeName, len(shape.Parents), len(res.Tokens), len(res.Steps), res.MeanAccepted(), 100*res.AcceptanceRate(), drafted, res.TokensPerStep())
+	if !c.Bool("json") {
+		return nil
+	}
+	j := specJSON{Model: g.f.Name(), Device: d.Info.Name, Mode: "speculative", Draft: draftName, Tree: shapeName,
+		TreeTokens: len(shape.Parents), TreeDepth: shape.Depth(), PromptTokens: g.prompt, Stop: res.Stop, Error: res.Err,
+		PrefillMS: ms(res.Prefill), Steps: []specStepJSON{},
+		MeanAcceptLength: res.MeanAccepted(), TokensPerStep: res.TokensPerStep(), AcceptanceRate: res.AcceptanceRate()}
+	j.Tokens, j.Text, j.DecodeMS, j.TokensPerSec = g.tokensJSON(res.Tokens)
+	for _, s := range res.Steps {
+		j.Steps = append(j.Steps, specStepJSON{SpecStep: s, DraftMS: ms(s.Draft), VerifyMS: ms(s.Verify)})
+	}
+	return writeJSON(c, j)
+}
+
+// sameVocab checks that a draft model's tokens are the target's: drafted
+// ids are fed to the target as they are.
+func sameVocab(target, draft *gguf.File) error {
+	tv, err := model.VocabFrom(target)
+	if err != nil {
+		return err
+	}
+	dv, err := model.VocabFrom(draft)
+	if err != nil {
+		return fmt.Errorf("--draft: %w", err)
+	}
+	if !slices.Equal(tv.Tokens, dv.Tokens) {
+		return fmt.Errorf("--draft %s: its vocabulary (%d tokens) is not the target's (%d tokens); a draft model must share the target's tokenizer",
+			draft.Name(), len(dv.Tokens), len(tv.Tokens))
+	}
+	return nil
 }
