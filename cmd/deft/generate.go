@@ -91,7 +91,7 @@ func generateCommand() *cli.Command {
 			&cli.Float64Flag{Name: "top-p", Value: 0.95, Usage: "sample among the most likely tokens whose probability reaches P; 1: all"},
 			&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens less likely than P times the most likely; 0: none"},
 			&cli.Uint64Flag{Name: "seed", Usage: "random seed (default: from the clock); branch i uses seed+i"},
-			&cli.IntFlag{Name: "max-kv-tokens", Usage: "KV cache size in tokens (default: what the mode needs, see --help of each mode)"},
+			&cli.IntFlag{Name: "max-kv-tokens", Usage: "KV cache size in tokens (default: what the mode needs; tree modes accept less and end a branch or beam that does not fit)"},
 			&cli.StringFlag{Name: "kv", Value: "f32", Usage: "KV cache type: f32 or f16"},
 			&cli.IntFlag{Name: "branches", Usage: "decode B sampled continuations of the prompt as a tree"},
 			&cli.IntFlag{Name: "beams", Usage: "beam search with K beams, scored by summed log-probability / length (alpha = 1)"},
