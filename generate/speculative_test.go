@@ -236,3 +236,25 @@ func TestTreeShapes(t *testing.T) {
 	require.ErrorContains(t, TreeShape{Parents: []int{-1, -1}, Ranks: []int{0, 0}}.Check(), "repeats rank 0")
 	require.ErrorContains(t, TreeShape{Parents: []int{1}, Ranks: []int{0}}.Check(), "parent 1")
 }
+
+// Near the end of the model's context (2048 tokens in stories260K's GGUF)
+// the drafted trees shrink so that no position passes it, and the output
+// stops with StopContext where Plain does, with the same tokens.
+func TestSpeculativeContext(t *testing.T) {
+	l := stories(t)
+	ctxLen := l.m.Config().ContextLen
+	unit := l.tok.Encode(" Tom had a red ball.", false)
+	prompt := []int32{l.tok.BOS()}
+	for len(prompt)+len(unit) < ctxLen-20 {
+		prompt = append(prompt, unit...)
+	}
+	shape, err := WidthDepthShape(2, 8)
+	require.NoError(t, err)
+	const n = 40
+	plain := l.plain(t, prompt, Options{MaxTokens: n})
+	require.Equal(t, StopContext, plain.Stop)
+	res := runSpec(t, l, prompt, SpecOptions{MaxTokens: n, Drafter: &LookupDrafter{}, Shape: shape})
+	requireSame(t, plain, res, "context")
+	require.Equal(t, ctxLen, len(prompt)+len(res.Tokens))
+	t.Logf("%d prompt tokens, %d steps for %d tokens", len(prompt), len(res.Steps), len(res.Tokens))
+}
