@@ -3,12 +3,15 @@ package generate
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/kvpool"
+	"github.com/deft-vk/deft/model/assets"
 	"github.com/deft-vk/deft/replay"
 	"github.com/deft-vk/deft/sample"
 )
@@ -237,12 +240,14 @@ func TestTreeShapes(t *testing.T) {
 	require.ErrorContains(t, TreeShape{Parents: []int{1}, Ranks: []int{0}}.Check(), "parent 1")
 }
 
-// Near the end of the model's context (2048 tokens in stories260K's GGUF)
-// the drafted trees shrink so that no position passes it, and the output
-// stops with StopContext where Plain does, with the same tokens.
+// Near the end of the model's context the drafted trees shrink so that no
+// position passes it, and the output stops with StopContext where Plain
+// does, with the same tokens. (stories260K with its context cut to 160
+// tokens in the GGUF metadata, to keep the test short.)
 func TestSpeculativeContext(t *testing.T) {
-	l := stories(t)
-	ctxLen := l.m.Config().ContextLen
+	const ctxLen = 160
+	l := load(t, shortContext(t, ctxLen))
+	require.Equal(t, ctxLen, l.m.Config().ContextLen)
 	unit := l.tok.Encode(" Tom had a red ball.", false)
 	prompt := []int32{l.tok.BOS()}
 	for len(prompt)+len(unit) < ctxLen-20 {
@@ -253,8 +258,52 @@ func TestSpeculativeContext(t *testing.T) {
 	const n = 40
 	plain := l.plain(t, prompt, Options{MaxTokens: n})
 	require.Equal(t, StopContext, plain.Stop)
-	res := runSpec(t, l, prompt, SpecOptions{MaxTokens: n, Drafter: &LookupDrafter{}, Shape: shape})
+	rec := &depthRecorder{Drafter: &LookupDrafter{}}
+	res := runSpec(t, l, prompt, SpecOptions{MaxTokens: n, Drafter: rec, Shape: shape})
 	requireSame(t, plain, res, "context")
 	require.Equal(t, ctxLen, len(prompt)+len(res.Tokens))
 	t.Logf("%d prompt tokens, %d steps for %d tokens", len(prompt), len(res.Steps), len(res.Tokens))
+	// The root sits at position len(ctx)-1: its deepest draft at
+	// len(ctx)-1+maxDepth, the last position of the context at most.
+	capped := false
+	for _, c := range rec.calls {
+		require.LessOrEqual(t, c.ctx-1+c.maxDepth, ctxLen-1)
+		capped = capped || c.maxDepth < shape.Depth()
+	}
+	require.True(t, capped, "the context limited some tree")
+}
+
+// depthRecorder records the context length and depth limit of each Draft.
+type depthRecorder struct {
+	Drafter
+	calls []struct{ ctx, maxDepth int }
+}
+
+func (d *depthRecorder) Draft(ctx []int32, shape TreeShape, maxDepth int) (DraftTree, error) {
+	d.calls = append(d.calls, struct{ ctx, maxDepth int }{len(ctx), maxDepth})
+	return d.Drafter.Draft(ctx, shape, maxDepth)
+}
+
+// shortContext returns stories260K with llama.context_length set to n.
+func shortContext(t *testing.T, n int) *gguf.File {
+	t.Helper()
+	src, err := gguf.FromBytes(assets.Stories260KName, assets.Stories260K)
+	require.NoError(t, err)
+	defer src.Close()
+	w := gguf.NewWriter()
+	for _, kv := range src.Metadata() {
+		v := kv.Value
+		if kv.Key == "llama.context_length" {
+			v = uint32(n)
+		}
+		require.NoError(t, w.SetKV(kv.Key, v))
+	}
+	for _, tn := range src.Tensors() {
+		require.NoError(t, w.AddTensor(tn.Name, tn.Type, tn.Dims, tn.Data))
+	}
+	path := filepath.Join(t.TempDir(), "stories260K-ctx.gguf")
+	require.NoError(t, w.WriteFile(path))
+	f, err := gguf.Open(path)
+	require.NoError(t, err)
+	return f
 }
