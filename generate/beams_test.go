@@ -148,7 +148,8 @@ func TestBeamsRescore(t *testing.T) {
 }
 
 // The best beam is printed after the prompt; a pool too small for the
-// beams ends some with StopPoolFull and frees every page.
+// beams ends some with StopPoolFull, leaves the others intact (their
+// log-probabilities re-score) and frees every page.
 func TestBeamsOutputAndPoolFull(t *testing.T) {
 	l := stories(t)
 	prompt := l.prompt(t, "Once upon a time")
@@ -159,11 +160,16 @@ func TestBeamsOutputAndPoolFull(t *testing.T) {
 	require.Equal(t, pool.NumPages(), pool.FreePages())
 	require.Equal(t, " Once upon a time\n"+Text(res.Beams[0].Tokens)+"\n", out.String())
 	full := 0
-	for _, b := range res.Beams {
+	for i, b := range res.Beams {
 		if b.Stop == StopPoolFull {
 			full++
 			require.Contains(t, b.Err, "KV pool full")
 		}
+		lps, _ := rescore(t, l, prompt, ids(b.Tokens), l.m.Config().EOS)
+		for j, tk := range b.Tokens {
+			require.InDelta(t, lps[j], tk.LogProb, 1e-4, "beam %d (%s) token %d", i, b.Stop, j)
+		}
 	}
 	require.Positive(t, full)
+	require.Less(t, full, len(res.Beams))
 }
