@@ -1,14 +1,20 @@
-// Package generate holds the decoding loops built on package model. Plain
-// decodes one sequence; its parts that do not depend on the decoding mode
-// (prompt checks, sampling with package sample, streaming whole UTF-8
-// characters with tokenizer.Streamer, per-step timing) are separate
-// functions for other modes (branches, beams, speculative decoding) to use.
+// Package generate holds the decoding loops built on package model, one
+// file per mode: Plain decodes one sequence; Branches decodes several
+// sampled continuations of one prompt as a tree (branches.go); Beams is
+// beam search over a tree of beams (beams.go); Speculative verifies a
+// drafted token tree in one forward pass per step (speculative.go, with the
+// drafters in draft.go). Every tree mode shares the prompt's KV pages and
+// evaluates all of a step's new tokens in one Model.Forward. The parts that
+// do not depend on the mode (prompt checks, sampling with package sample,
+// streaming whole UTF-8 characters with tokenizer.Streamer, per-step
+// timing) are separate functions.
 package generate
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/deft-vk/deft/kvpool"
@@ -22,7 +28,35 @@ const (
 	StopEOS     = "eos"     // the model produced an end-of-generation token
 	StopLength  = "length"  // MaxTokens were generated
 	StopContext = "context" // the sequence filled the model's context
+	// StopPoolFull: the KV pool had no room for the sequence's next token
+	// (kvpool.ErrPoolFull); the tree modes end that branch or beam alone.
+	StopPoolFull = "pool-full"
 )
+
+// StepStat is one decoding step of a tree mode: one forward pass.
+type StepStat struct {
+	Queries int           `json:"queries"` // tokens the pass evaluated
+	Elapsed time.Duration `json:"-"`       // the step: host work, the forward pass and sampling
+}
+
+// isEnd reports whether id ends a generation (end-of-generation or EOS).
+func isEnd(tok *tokenizer.Tokenizer, cfg model.Config, id int32) bool {
+	return tok.IsEOG(id) || id == cfg.EOS
+}
+
+// checkRun validates what every mode needs.
+func checkRun(prompt []int32, maxTokens int) error {
+	if maxTokens < 1 {
+		return fmt.Errorf("generate: %d tokens to generate", maxTokens)
+	}
+	if len(prompt) == 0 {
+		return errors.New("generate: empty prompt")
+	}
+	return nil
+}
+
+// pageRound rounds n tokens up to whole pages of pt tokens.
+func pageRound(n, pt int) int { return (n + pt - 1) / pt * pt }
 
 // Token is one generated token.
 type Token struct {
@@ -44,6 +78,15 @@ type Result struct {
 type Options struct {
 	MaxTokens int // tokens to generate at most (> 0)
 	Sample    sample.Params
+}
+
+// Text is the text of tokens (their Text fields joined).
+func Text(tokens []Token) string {
+	var s strings.Builder
+	for _, t := range tokens {
+		s.WriteString(t.Text)
+	}
+	return s.String()
 }
 
 // Prompt encodes text (BOS first when the model wants it) and checks it
@@ -108,11 +151,8 @@ func (s *Stream) Flush() (string, error) {
 // the model's context. The prompt's text and then the generated text are
 // streamed to out (nil: not written).
 func Plain(m *model.Model, tok *tokenizer.Tokenizer, pool *kvpool.Pool, prompt []int32, opts Options, out io.Writer) (*Result, error) {
-	if opts.MaxTokens < 1 {
-		return nil, fmt.Errorf("generate: %d tokens to generate", opts.MaxTokens)
-	}
-	if len(prompt) == 0 {
-		return nil, errors.New("generate: empty prompt")
+	if err := checkRun(prompt, opts.MaxTokens); err != nil {
+		return nil, err
 	}
 	smp, err := sample.New(opts.Sample)
 	if err != nil {
@@ -145,7 +185,7 @@ func Plain(m *model.Model, tok *tokenizer.Tokenizer, pool *kvpool.Pool, prompt [
 		if err != nil {
 			return nil, err
 		}
-		if tok.IsEOG(id) || id == cfg.EOS {
+		if isEnd(tok, cfg, id) {
 			res.Stop = StopEOS
 			break
 		}
