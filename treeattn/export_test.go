@@ -56,3 +56,10 @@ func (p *Plan) Pipelines(d *vk.Device) (attn, reduce *kernels.Pipeline, err erro
 func UploadWithCaps(p *Plan, d *vk.Device, fanIn, kernelFanIn, kernelMaxPasses int) (*DevicePlan, error) {
 	return p.upload(d, uploadOptions{fanIn: fanIn, kernelFanIn: kernelFanIn, kernelMaxPasses: kernelMaxPasses})
 }
+
+// WithKVWindow makes plans bind K and V in windows of slots slots (tests of
+// pools beyond the storage-buffer range, at small sizes).
+func WithKVWindow(l Limits, slots int) Limits {
+	l.kvWindow = slots
+	return l
+}

@@ -2,6 +2,7 @@ package treeattn
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/deft-vk/deft/kernels"
 )
@@ -50,6 +51,49 @@ type Limits struct {
 	// variant would use (kernels.AttnCoopMatShape); zero when the device
 	// cannot run that variant.
 	CoopMat CoopMat
+	// MaxStorageRange is the most bytes one storage-buffer binding may
+	// cover (maxStorageBufferRange) and StorageAlignment the alignment of
+	// a binding's offset; 0 means no limit (planning without a device).
+	MaxStorageRange  uint64
+	StorageAlignment uint64
+
+	kvWindow int // tests: K/V window in slots, instead of the storage range's
+}
+
+// windowSlots is how many KV slots of rowBytes one binding of K (or V) can
+// cover, from a suitably aligned first slot; 0 means no limit.
+func (lim Limits) windowSlots(rowBytes uint64) int {
+	if lim.kvWindow > 0 {
+		return lim.kvWindow
+	}
+	if lim.MaxStorageRange == 0 || rowBytes == 0 {
+		return 0
+	}
+	n := lim.MaxStorageRange / rowBytes
+	if a := max(lim.StorageAlignment, 1); rowBytes%a != 0 {
+		// Window starts (multiples of n slots) must be aligned offsets.
+		step := a / gcd(a, rowBytes)
+		n -= n % step
+	}
+	return int(min(n, math.MaxInt32))
+}
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// Window is a range of KV slots that one dispatch of partial_attn binds,
+// with the items that read it. A pool's K and V bind in windows when they
+// are larger than a storage-buffer binding may be; each item's slots then
+// lie in one window and are listed relative to its first slot.
+type Window struct {
+	SlotBase  int // first slot
+	Slots     int // slots the window may bind
+	FirstItem int
+	Items     int
 }
 
 // CoopMat is a cooperative-matrix shape (M x K times K x N) and the
@@ -267,6 +311,9 @@ type Plan struct {
 	Items      int
 	Partials   int
 	IO         IO
+	// Windows are the KV slot ranges partial_attn binds one at a time when
+	// the pool is larger than one binding may cover; nil means one binding.
+	Windows []Window
 
 	meta       []uint32
 	itemsOff   uint32

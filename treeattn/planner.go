@@ -150,6 +150,13 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	default:
 		return nil, fmt.Errorf("plan: unknown method %q", cfg.Method)
 	}
+	p.Windows = p.Windows[:0]
+	if w := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes())); w > 0 && numSlots > w {
+		pl.window(p, w)
+	}
+	if len(p.Windows) == 0 {
+		p.Windows = nil
+	}
 	if err := pl.encode(p); err != nil {
 		return nil, err
 	}
@@ -709,6 +716,60 @@ func (pl *Planner) item(t *Tree, segs []segment, q0, qs []int32, words int, comp
 		}
 	}
 	pl.recs = append(pl.recs, rec)
+}
+
+// window cuts the items into windows of w slots that one binding of K and
+// V can cover: each item's tokens are split by window (in token order
+// within each), slot lists become relative to their window's first slot,
+// and items are grouped by window, in order, for one dispatch per window.
+// Only pools beyond the device's storage-buffer range take this path.
+func (pl *Planner) window(p *Plan, w int) {
+	type windowed struct {
+		win int32
+		rec kernels.ItemRecord
+	}
+	var out []windowed
+	var wins []int32
+	for _, rec := range pl.recs {
+		slots := pl.data[rec.SlotsOff : rec.SlotsOff+rec.NumSlots]
+		wins = wins[:0]
+		for _, sl := range slots {
+			if win := int32(int(sl) / w); !slices.Contains(wins, win) {
+				wins = append(wins, win)
+			}
+		}
+		slices.Sort(wins)
+		for _, win := range wins {
+			sub := rec
+			sub.SlotsOff = uint32(len(pl.data))
+			base := uint32(int(win) * w)
+			for _, sl := range pl.data[rec.SlotsOff : rec.SlotsOff+rec.NumSlots] {
+				if int32(int(sl)/w) == win {
+					pl.data = append(pl.data, sl-base)
+				}
+			}
+			sub.NumSlots = uint32(len(pl.data)) - sub.SlotsOff
+			if rec.MaskWords != 0 {
+				sub.MaskOff = uint32(len(pl.data))
+				for t := range rec.NumSlots {
+					if int32(int(pl.data[rec.SlotsOff+t])/w) == win {
+						at := rec.MaskOff + t*rec.MaskWords
+						pl.data = append(pl.data, pl.data[at:at+rec.MaskWords]...)
+					}
+				}
+			}
+			out = append(out, windowed{win, sub})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b windowed) int { return int(a.win) - int(b.win) })
+	pl.recs = pl.recs[:0]
+	for i, o := range out {
+		if i == 0 || o.win != out[i-1].win {
+			p.Windows = append(p.Windows, Window{SlotBase: int(o.win) * w, Slots: w, FirstItem: i})
+		}
+		p.Windows[len(p.Windows)-1].Items++
+		pl.recs = append(pl.recs, o.rec)
+	}
 }
 
 // asUint32 views validated (non-negative) slots as metadata words.

@@ -19,6 +19,8 @@ func limitsOf(info *vk.DeviceInfo) Limits {
 		MaxInvocations: int(info.MaxWorkgroupInvocs),
 		MaxWorkgroupCount: [3]int{int(info.MaxWorkgroupCount[0]), int(info.MaxWorkgroupCount[1]),
 			int(info.MaxWorkgroupCount[2])},
+		MaxStorageRange:  uint64(info.MaxStorageBufferRange),
+		StorageAlignment: info.MinStorageAlignment,
 	}
 	for _, v := range kernels.PartialAttn.Variants {
 		if info.CooperativeMatrix && v.Name == VariantCoopMat && v.Requires(info) == nil {
@@ -36,14 +38,15 @@ func limitsOf(info *vk.DeviceInfo) Limits {
 // this one runs.
 type DevicePlan struct {
 	Plan
-	d        *vk.Device
-	meta     *vk.Buffer
-	partO    *vk.Buffer
-	partL    *vk.Buffer
-	owned    bool // made by Upload: Close frees the buffers
-	attn     *kernels.Pipeline
-	reduce   *kernels.Pipeline
-	attnGrid [3]uint32
+	d         *vk.Device
+	meta      *vk.Buffer
+	partO     *vk.Buffer
+	partL     *vk.Buffer
+	owned     bool // made by Upload: Close frees the buffers
+	attn      *kernels.Pipeline
+	reduce    *kernels.Pipeline
+	windows   []Window    // one binding of K and V each: the plan's windows, or one over every slot
+	attnGrids [][3]uint32 // per window
 	// passes of the reduction, each with its grid: one, or levels of
 	// intermediate partials first for queries with more than
 	// MaxReduceFanIn partials.
@@ -139,13 +142,36 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKer
 	dp.Plan, dp.d = *p, d
 	dp.Plan.meta = meta[:0] // the device copy is what runs
 	dp.unit, dp.scale = 1, float32(p.Scale)
-	var err error
-	if dp.attnGrid, err = grid(p.Items, p.Shape.KVHeads, p.Limits); err != nil {
-		return nil, 0, err
+	dp.windows = append(dp.windows[:0], p.Windows...)
+	if len(dp.windows) == 0 {
+		dp.windows = append(dp.windows, Window{Slots: math.MaxInt32, Items: p.Items})
+	}
+	dp.attnGrids = dp.attnGrids[:0]
+	for _, w := range dp.windows {
+		g, err := grid(w.Items, p.Shape.KVHeads, p.Limits)
+		if err != nil {
+			return nil, 0, err
+		}
+		dp.attnGrids = append(dp.attnGrids, g)
 	}
 	passes, extra, partials := p.reduceSchedule(opts.fanIn, dp.passes)
 	if uint64(len(p.meta))+uint64(len(extra)) > math.MaxUint32/2 {
 		return nil, 0, fmt.Errorf("metadata of %d words is too large", len(p.meta)+len(extra))
+	}
+	// K and V bind in windows; the other buffers must each fit one binding.
+	if r := p.Limits.MaxStorageRange; r > 0 {
+		out, _ := p.partialBytes(partials)
+		switch {
+		case p.QueryBytes() > r:
+			return nil, 0, fmt.Errorf("%d queries x %d heads x %d dims of float32 Q (%d bytes) exceed the %d bytes a buffer binding may cover on this device: compute fewer queries per step",
+				p.NumQueries, p.Shape.QHeads, p.Shape.HeadDim, p.QueryBytes(), r)
+		case out > r:
+			return nil, 0, fmt.Errorf("method %s makes %d partial results (%d bytes) for this tree, above the %d bytes a buffer binding may cover on this device: use method flatten, or fewer queries per step",
+				p.Method, partials, out, r)
+		case uint64(len(p.meta)+len(extra))*4 > r:
+			return nil, 0, fmt.Errorf("the plan's metadata (%d bytes) exceeds the %d bytes a buffer binding may cover on this device: plan fewer queries per step",
+				(len(p.meta)+len(extra))*4, r)
+		}
 	}
 	dp.passes = passes
 	dp.redGrids = dp.redGrids[:0]
@@ -157,6 +183,7 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKer
 		dp.redGrids = append(dp.redGrids, g)
 	}
 	if withKernels {
+		var err error
 		if dp.attn, dp.reduce, err = pipelines(d, p, opts); err != nil {
 			return nil, 0, err
 		}
@@ -293,14 +320,28 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	if k.Size() != v.Size() {
 		return fmt.Errorf("run %s: K has %d bytes but V %d", dp.Method, k.Size(), v.Size())
 	}
-	slots := k.Size() / dp.KVRowBytes()
+	row := dp.KVRowBytes()
+	slots := k.Size() / row
 	if slots < uint64(dp.NumSlots) {
 		return fmt.Errorf("run %s: the tree uses slot %d but the KV pool holds %d slots", dp.Method, dp.NumSlots-1, slots)
 	}
-	slots = min(slots, math.MaxUint32)
-	push := kernels.PartialAttnPush{NItems: uint32(dp.Items), ItemsOff: 0, GridX: dp.attnGrid[0],
-		NumSlots: uint32(slots), Scale: dp.scale, Unit: dp.unit}
-	return dp.attn.Dispatch(rec, dp.attnGrid, push, q.All(), k.All(), v.All(), dp.meta.All(), dp.partO.All(), dp.partL.All())
+	// One dispatch per window of slots, each binding only its part of K
+	// and V (a pool may be larger than one binding may cover).
+	maxBind := slots * row
+	if r := dp.Limits.MaxStorageRange; r > 0 {
+		maxBind = min(maxBind, r/row*row)
+	}
+	for i, w := range dp.windows {
+		base := uint64(w.SlotBase) * row
+		size := min(uint64(w.Slots)*row, slots*row-base, maxBind)
+		push := kernels.PartialAttnPush{NItems: uint32(w.Items), ItemsOff: uint32(w.FirstItem * itemWords), GridX: dp.attnGrids[i][0],
+			NumSlots: uint32(min(size/row, math.MaxUint32)), Scale: dp.scale, Unit: dp.unit}
+		if err := dp.attn.Dispatch(rec, dp.attnGrids[i], push, q.All(), k.Sub(base, size), v.Sub(base, size),
+			dp.meta.All(), dp.partO.All(), dp.partL.All()); err != nil {
+			return fmt.Errorf("run %s: window %d of %d: %w", dp.Method, i+1, len(dp.windows), err)
+		}
+	}
+	return nil
 }
 
 // RunReduce records the reduction of the partial results into out: one
