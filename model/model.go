@@ -422,10 +422,11 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 		return err
 	}
 	plan, err := m.planner.Plan(tree, treeattn.Config{
-		Method: m.opts.Method,
-		Shape:  treeattn.Shape{QHeads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim},
-		KV:     pool.Config().KV,
-		Limits: treeattn.LimitsOf(m.d.Info),
+		SlotsUnique: true, // a kvpool step: each slot belongs to one node
+		Method:      m.opts.Method,
+		Shape:       treeattn.Shape{QHeads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim},
+		KV:          pool.Config().KV,
+		Limits:      treeattn.LimitsOf(m.d.Info),
 	})
 	if err != nil {
 		return err

@@ -268,6 +268,11 @@ type Config struct {
 	// MaxPasses bounds one workgroup's shared-memory passes (row tiles x
 	// token tiles); 0 means MaxTilePasses, larger values are capped by it.
 	MaxPasses int
+	// SlotsUnique says the caller guarantees that no slot is used twice
+	// (a kvpool step: pages belong to one node), so planning skips that
+	// check, a third of planning a large tree. Slot values are still
+	// checked, and the kernels never read outside the pool.
+	SlotsUnique bool
 	// KernelVariant selects partial_attn's variant: "" chooses (coopmat
 	// where Limits.CoopMat allows it, the KV is fp16 and the head dim fits,
 	// unless $DEFT_KERNEL_VARIANT or --variant force one), VariantScalar

@@ -24,9 +24,15 @@ func BenchmarkPlan(b *testing.B) {
 		if !tree.SlotsAssigned() {
 			tree.AssignContiguousSlots()
 		}
-		for _, m := range []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodFlashDecoding} {
-			b.Run(snap.Name+"/"+string(m), func(b *testing.B) {
-				cfg := treeattn.Config{Method: m, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: h200Limits}
+		for _, run := range []struct {
+			name   string
+			m      treeattn.Method
+			unique bool
+		}{{"flatten", treeattn.MethodFlatten, false}, {"flatten-kvpool", treeattn.MethodFlatten, true}, {"flashdecoding", treeattn.MethodFlashDecoding, false}} {
+			b.Run(snap.Name+"/"+run.name, func(b *testing.B) {
+				// flatten-kvpool: slots known distinct, as in a kvpool step.
+				cfg := treeattn.Config{Method: run.m, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: h200Limits,
+					SlotsUnique: run.unique}
 				var p treeattn.Planner
 				b.ReportAllocs()
 				cpu0 := threadCPU()

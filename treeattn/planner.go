@@ -30,7 +30,8 @@ type Planner struct {
 	q0, partQ, sliceQ []int32 // queries; positions in q0 (partQ, sliceQ)
 	allPos, pos       []int32 // 0..len(q0)-1; each query's last position in a q0
 	bits              []uint64
-	chunkSlots        int // data offset of the current chunk's whole slot list, -1 before it is written
+	sees              []bool // per position in q0: sees a token of the chunk
+	chunkSlots        int    // data offset of the current chunk's whole slot list, -1 before it is written
 	stamp             []uint32
 	stampGen          uint32
 	runs              []run      // token runs of the item being emitted
@@ -68,7 +69,7 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if !t.SlotsAssigned() {
 		return nil, fmt.Errorf("plan: tree has nodes without slots (assign them first)")
 	}
-	numSlots, err := t.validateSlots(&pl.dupBits)
+	numSlots, err := t.validateSlots(&pl.dupBits, cfg.SlotsUnique)
 	if err != nil {
 		return nil, fmt.Errorf("plan: validate tree: %w", err)
 	}
@@ -499,6 +500,9 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	clear(bits)
 	pl.bits = bits
 	pairs := pl.pairs[:0]
+	sees := grow(pl.sees, len(q0))
+	clear(sees)
+	pl.sees = sees
 	for j, s := range cs {
 		below := bits[2*words*j : 2*words*j+words]
 		at := bits[2*words*j+words : 2*words*(j+1)]
@@ -510,8 +514,10 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 			}
 			if qn == s.node {
 				at[p/64] |= 1 << (p % 64)
+				sees[p] = sees[p] || int32(t.Queries[q].Offset) >= s.from
 			} else {
 				below[p/64] |= 1 << (p % 64)
+				sees[p] = true
 			}
 			pairs = append(pairs, [2]int32{p, int32(j)})
 		}
@@ -540,18 +546,9 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 }
 
 // seesAny reports whether the query at position p of q0 sees a token of cs.
+// (segBits worked it out for every position).
 func (pl *Planner) seesAny(t *Tree, q0 []int32, p int32, cs []segment, words int) bool {
-	w, bit := int(p/64), uint64(1)<<(p%64)
-	for j, s := range cs {
-		base := 2 * words * j
-		if pl.bits[base+w]&bit != 0 {
-			return true
-		}
-		if pl.bits[base+words+w]&bit != 0 && int32(t.Queries[q0[p]].Offset) >= s.from {
-			return true
-		}
-	}
-	return false
+	return pl.sees[p]
 }
 
 // gather returns bit i set where position qs[i] is set in set.
@@ -707,11 +704,15 @@ func (pl *Planner) item(t *Tree, segs []segment, q0, qs []int32, words int, comp
 	}
 	if !allFull {
 		rec.MaskOff, rec.MaskWords = uint32(len(pl.data)), 1
+		at := len(pl.data)
+		pl.data = slices.Grow(pl.data, kept)[:at+kept]
 		for _, r := range runs {
 			if kept == tokens || r.w != 0 {
-				for range r.n {
-					pl.data = append(pl.data, r.w)
+				fill := pl.data[at : at+int(r.n)]
+				for i := range fill {
+					fill[i] = r.w
 				}
+				at += int(r.n)
 			}
 		}
 	}

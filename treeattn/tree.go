@@ -79,8 +79,24 @@ func (t *Tree) Validate(numSlots int) error {
 // validateSlots validates t against the smallest pool that holds its slots
 // and returns that pool's size. It checks slots in one pass, with *bitmap
 // (kept by the caller between calls) marking the slots seen: the planner's
-// validation of a step costs one read of each slot.
-func (t *Tree) validateSlots(bitmap *[]uint64) (int, error) {
+// validation of a step costs one read of each slot. unique skips the
+// duplicate check (the caller guarantees distinct slots).
+func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (int, error) {
+	if unique {
+		maxSlot := int32(-1)
+		for i, nd := range t.Nodes {
+			if len(nd.Slots) != nd.Tokens {
+				continue // reported by validate below
+			}
+			for j, s := range nd.Slots {
+				if s < 0 {
+					return 0, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
+				}
+				maxSlot = max(maxSlot, s)
+			}
+		}
+		return int(maxSlot) + 1, t.validate(int(maxSlot)+1, skipSlotChecks)
+	}
 	seen := *bitmap
 	clear(seen)
 	maxSlot := int32(-1)
