@@ -164,7 +164,7 @@ func TestContractCheckCatchesMistakes(t *testing.T) {
 
 	type swapped struct {
 		NItems, GridX, ItemsOff, NumSlots uint32
-		Scale                             float32
+		Scale, Unit                       float32
 	}
 	type short struct{ NItems, ItemsOff, GridX, NumSlots uint32 }
 	type badRecord struct {
