@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	vk "github.com/vulkan-go/vulkan"
 )
@@ -42,6 +43,8 @@ type Device struct {
 
 	coopMat bool
 	stats   bool // pipelines capture compiler statistics
+
+	updateDescriptors unsafe.Pointer // vkUpdateDescriptorSets, called through the shim
 
 	// FenceTimeout bounds every wait for GPU work.
 	FenceTimeout time.Duration
@@ -206,9 +209,17 @@ func (i *Instance) Open(sel string) (*Device, error) {
 	for k := 0; k < int(d.memProps.MemoryHeapCount); k++ {
 		d.memProps.MemoryHeaps[k].Deref()
 	}
+	d.updateDescriptors = C.deft_update_descriptors_fn(unsafe.Pointer(i.handle), unsafe.Pointer(h))
+	if d.updateDescriptors == nil {
+		d.Close()
+		return nil, fmt.Errorf("open device %q: vkUpdateDescriptorSets not found", info.Name)
+	}
 	d.cache = openPipelineCache(d, i.opts.PipelineCacheDir)
 	return d, nil
 }
+
+// handle64 is a non-dispatchable Vulkan handle as the shim takes it.
+func handle64(h unsafe.Pointer) C.uint64_t { return C.uint64_t(uintptr(h)) }
 
 // Close waits for the device, releases every object created from it and,
 // when Open created it, the instance.

@@ -10,6 +10,7 @@ import "C"
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -166,7 +167,13 @@ func NewInstance(opts Options) (*Instance, error) {
 		}
 		return nil, fmt.Errorf("create instance: %w", err)
 	}
-	if err := vk.InitInstance(h); err != nil {
+	live.Lock()
+	err := vk.InitInstance(h)
+	if err == nil {
+		live.handles = append(live.handles, h)
+	}
+	live.Unlock()
+	if err != nil {
 		vk.DestroyInstance(h, nil)
 		return nil, fmt.Errorf("load instance functions: %w", err)
 	}
@@ -196,7 +203,25 @@ func (i *Instance) Close() {
 		i.messenger = nil
 	}
 	vk.DestroyInstance(i.handle, nil)
+	// The binding resolves its function pointers through the instance last
+	// initialised: once that one is gone, point them at a live instance,
+	// so that a process holding several (tests that run commands beside a
+	// shared device) never calls through a destroyed instance's layers.
+	live.Lock()
+	if k := slices.Index(live.handles, i.handle); k >= 0 {
+		live.handles = slices.Delete(live.handles, k, k+1)
+	}
+	if n := len(live.handles); n > 0 {
+		_ = vk.InitInstance(live.handles[n-1]) // it succeeded for that instance before
+	}
+	live.Unlock()
 	i.handle = nil
+}
+
+// live lists the instances not yet destroyed, most recent last.
+var live struct {
+	sync.Mutex
+	handles []vk.Instance
 }
 
 // Devices describes every physical device, in the loader's order.

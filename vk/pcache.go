@@ -22,6 +22,10 @@ type pipelineCache struct {
 	handle vk.PipelineCache
 	path   string
 	dirty  bool
+	// initial holds the blob the cache was created from, in C memory, until
+	// the cache is destroyed: a driver may keep pointing into it (lavapipe
+	// crashed in vkCreateComputePipelines when it was freed at once).
+	initial arena
 }
 
 var cacheMagic = []byte("DEFTVKPC1\x00")
@@ -57,18 +61,17 @@ func openPipelineCache(d *Device, dir string) *pipelineCache {
 			initial = unwrapCache(raw, d)
 		}
 	}
-	var a arena
-	defer a.free()
 	ci := &vk.PipelineCacheCreateInfo{SType: vk.StructureTypePipelineCacheCreateInfo}
 	if len(initial) > 0 {
 		ci.InitialDataSize = uint(len(initial))
-		ci.PInitialData = a.cbytes(initial)
+		ci.PInitialData = c.initial.cbytes(initial)
 	}
 	var h vk.PipelineCache
 	if vk.CreatePipelineCache(d.handle, ci, nil, &h) != vk.Success {
 		// A rejected blob is not fatal: start empty, and without a cache at all if even that fails.
 		ci = &vk.PipelineCacheCreateInfo{SType: vk.StructureTypePipelineCacheCreateInfo}
 		if vk.CreatePipelineCache(d.handle, ci, nil, &h) != vk.Success {
+			c.initial.free()
 			return nil
 		}
 	}
@@ -102,6 +105,7 @@ func unwrapCache(raw []byte, d *Device) []byte {
 }
 
 func (c *pipelineCache) close() error {
+	defer c.initial.free()
 	defer vk.DestroyPipelineCache(c.d.handle, c.handle, nil)
 	if !c.dirty || c.path == "" {
 		return nil

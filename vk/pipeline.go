@@ -107,6 +107,9 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 	if err := validateSPIRV(spec.SPIRV); err != nil {
 		return nil, err
 	}
+	if len(spec.Bindings) > maxBindings {
+		return nil, fmt.Errorf("%d storage buffers: at most %d", len(spec.Bindings), maxBindings)
+	}
 	if spec.PushSize > d.Info.MaxPushConstants || spec.PushSize%4 != 0 {
 		return nil, fmt.Errorf("push constant size %d: must be a multiple of 4 and at most %d", spec.PushSize, d.Info.MaxPushConstants)
 	}
@@ -159,53 +162,41 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 	}
 	defer vk.DestroyShaderModule(d.handle, module, nil)
 
-	stage := vk.PipelineShaderStageCreateInfo{
-		SType:  vk.StructureTypePipelineShaderStageCreateInfo,
-		Stage:  vk.ShaderStageComputeBit,
-		Module: module,
-		PName:  a.str("main"),
+	// The create info is built in C (the shim): the binding would put the
+	// specialization info in memory that its finalizers may free during
+	// the call.
+	ids := make([]uint32, 0, len(spec.Spec))
+	for id := range spec.Spec {
+		ids = append(ids, id)
 	}
-	if len(spec.Spec) > 0 {
-		ids := make([]uint32, 0, len(spec.Spec))
-		for id := range spec.Spec {
-			ids = append(ids, id)
-		}
-		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		entries := make([]vk.SpecializationMapEntry, len(ids))
-		data := make([]uint32, len(ids))
-		for i, id := range ids {
-			entries[i] = vk.SpecializationMapEntry{ConstantID: id, Offset: uint32(4 * i), Size: 4}
-			data[i] = spec.Spec[id]
-		}
-		// Every array the driver reads lives in C memory (see arena): a Go
-		// array referenced only from the binding's C copy can be collected
-		// while the driver compiles, which crashed lavapipe now and then.
-		stage.PSpecializationInfo = cslice(&a, vk.SpecializationInfo{
-			MapEntryCount: uint32(len(entries)),
-			PMapEntries:   cslice(&a, entries...),
-			DataSize:      uint(4 * len(data)),
-			PData:         a.cbytes(u32Bytes(data)),
-		})
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	data := make([]uint32, len(ids))
+	for i, id := range ids {
+		data[i] = spec.Spec[id]
 	}
-	pipes := make([]vk.Pipeline, 1)
+	cids := cslice(&a, ids...)
+	cdata := cslice(&a, data...)
+	var idp, datap *C.uint32_t
+	if len(ids) > 0 {
+		idp, datap = (*C.uint32_t)(unsafe.Pointer(&cids[0])), (*C.uint32_t)(unsafe.Pointer(&cdata[0]))
+	}
 	var cache vk.PipelineCache
 	if d.cache != nil {
 		cache = d.cache.handle
 	}
-	var flags vk.PipelineCreateFlags
+	var flags uint32
 	if d.stats {
 		flags |= pipelineCaptureStatistics
 	}
-	if err := check("vkCreateComputePipelines", vk.CreateComputePipelines(d.handle, cache, 1, []vk.ComputePipelineCreateInfo{{
-		SType:  vk.StructureTypeComputePipelineCreateInfo,
-		Flags:  flags,
-		Stage:  stage,
-		Layout: k.layout,
-	}}, nil, pipes)); err != nil {
+	var pipe C.uint64_t
+	if err := check("vkCreateComputePipelines", vk.Result(C.deft_create_compute_pipeline(unsafe.Pointer(d.inst.handle),
+		unsafe.Pointer(d.handle), handle64(unsafe.Pointer(cache)), C.uint32_t(flags), handle64(unsafe.Pointer(module)),
+		handle64(unsafe.Pointer(k.layout)),
+		idp, datap, C.uint32_t(len(ids)), &pipe))); err != nil {
 		k.destroy()
 		return nil, err
 	}
-	k.pipeline = pipes[0]
+	k.pipeline = *(*vk.Pipeline)(unsafe.Pointer(&pipe))
 	if d.cache != nil {
 		d.cache.dirty = true
 	}

@@ -1,5 +1,10 @@
 package vk
 
+/*
+#include "shim.h"
+*/
+import "C"
+
 import (
 	"fmt"
 	"time"
@@ -36,6 +41,10 @@ type Recorder struct {
 
 // MaxTimestamps is the most timestamps one Recorder holds.
 const MaxTimestamps = 512
+
+// maxBindings is the most storage buffers a kernel binds (the shim's
+// DEFT_MAX_BINDINGS).
+const maxBindings = 64
 
 const setsPerPool = 256
 
@@ -274,38 +283,31 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 	if err != nil {
 		return fmt.Errorf("dispatch %s: %w", k.Name, err)
 	}
-	var a arena
-	defer a.free()
-	// The buffer infos live in C memory: the binding keeps nested slices'
-	// data pointers as they are (see arena).
-	infos := cslice(&a, make([]vk.DescriptorBufferInfo, len(bufs))...)
+	// The descriptor writes are built in C (the shim): the binding would
+	// put the nested buffer infos in memory its finalizers may free during
+	// the call.
+	var handles, offsets, ranges [maxBindings]C.uint64_t
 	var reads, writes []vk.Buffer
 	for i, b := range bufs {
-		size := vk.DeviceSize(b.Size)
+		size := uint64(b.Size)
 		if b.Size == 0 {
-			size = vk.DeviceSize(vk.WholeSize)
+			size = uint64(vk.WholeSize)
 		}
-		infos[i] = vk.DescriptorBufferInfo{Buffer: b.Buffer.handle, Offset: vk.DeviceSize(b.Offset), Range: size}
+		handles[i], offsets[i], ranges[i] = handle64(unsafe.Pointer(b.Buffer.handle)), C.uint64_t(b.Offset), C.uint64_t(size)
 		if k.bindings[i] == Write {
 			writes = append(writes, b.Buffer.handle)
 		} else {
 			reads = append(reads, b.Buffer.handle)
 		}
 	}
-	ws := make([]vk.WriteDescriptorSet, len(bufs))
-	for i := range bufs {
-		ws[i] = vk.WriteDescriptorSet{
-			SType:           vk.StructureTypeWriteDescriptorSet,
-			DstSet:          set,
-			DstBinding:      uint32(i),
-			DescriptorCount: 1,
-			DescriptorType:  vk.DescriptorTypeStorageBuffer,
-			PBufferInfo:     infos[i : i+1],
+	if len(bufs) > 0 {
+		if rc := C.deft_update_buffer_descriptors(r.d.updateDescriptors, unsafe.Pointer(r.d.handle), handle64(unsafe.Pointer(set)),
+			C.uint32_t(len(bufs)), &handles[0], &offsets[0], &ranges[0]); rc != 0 {
+			return fmt.Errorf("dispatch %s: vkUpdateDescriptorSets: %w", k.Name, check("vkUpdateDescriptorSets", vk.Result(rc)))
 		}
 	}
-	if len(ws) > 0 {
-		vk.UpdateDescriptorSets(r.d.handle, uint32(len(ws)), ws, 0, nil)
-	}
+	var a arena
+	defer a.free()
 	r.hazard(reads, writes)
 	vk.CmdBindPipeline(r.cmd, vk.PipelineBindPointCompute, k.pipeline)
 	vk.CmdBindDescriptorSets(r.cmd, vk.PipelineBindPointCompute, k.layout, 0, 1, cslice(&a, set), 0, nil)

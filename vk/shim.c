@@ -345,3 +345,87 @@ uint32_t deft_dropped_messages(void) {
 	pthread_mutex_unlock(&msg_mu);
 	return d;
 }
+
+// Calls whose create infos nest arrays of structures. vulkan-go copies
+// nested struct arrays into C memory that a finalizer frees whenever the Go
+// collector runs, possibly during the call (the validation layer was seen
+// copying freed memory in vkCreateComputePipelines), so these are built
+// here, in C, for the duration of the call.
+
+typedef struct { uint32_t constantID, offset; size_t size; } spec_entry_t;
+typedef struct { uint32_t count; const spec_entry_t *entries; size_t dataSize; const void *data; } spec_info_t;
+typedef struct {
+	uint32_t sType; const void *pNext; uint32_t flags; uint32_t stage;
+	uint64_t module; const char *pName; const spec_info_t *spec;
+} stage_info_t;
+typedef struct {
+	uint32_t sType; const void *pNext; uint32_t flags; stage_info_t stage;
+	uint64_t layout; uint64_t basePipeline; int32_t basePipelineIndex;
+} compute_info_t;
+enum { ST_SHADER_STAGE_CREATE_INFO = 18, ST_COMPUTE_PIPELINE_CREATE_INFO = 29, STAGE_COMPUTE = 0x20 };
+
+int deft_create_compute_pipeline(void *instance, void *device, uint64_t cache, uint32_t flags, uint64_t module,
+		uint64_t layout, const uint32_t *spec_ids, const uint32_t *spec_data, uint32_t n_spec, uint64_t *out) {
+	typedef deft_pfn (*gdpa_fn)(void *, const char *);
+	typedef int32_t (*create_fn)(void *, uint64_t, uint32_t, const compute_info_t *, const void *, uint64_t *);
+	gdpa_fn gdpa = (gdpa_fn)gipa(instance, "vkGetDeviceProcAddr");
+	create_fn create = gdpa ? (create_fn)gdpa(device, "vkCreateComputePipelines") : NULL;
+	if (create == NULL) return -3; // VK_ERROR_INITIALIZATION_FAILED
+	spec_entry_t *entries = calloc(n_spec ? n_spec : 1, sizeof *entries);
+	if (entries == NULL) return -1;
+	for (uint32_t i = 0; i < n_spec; i++) {
+		entries[i].constantID = spec_ids[i];
+		entries[i].offset = 4 * i;
+		entries[i].size = 4;
+	}
+	spec_info_t spec = {n_spec, entries, 4 * (size_t)n_spec, spec_data};
+	compute_info_t ci = {0};
+	ci.sType = ST_COMPUTE_PIPELINE_CREATE_INFO;
+	ci.flags = flags;
+	ci.stage.sType = ST_SHADER_STAGE_CREATE_INFO;
+	ci.stage.stage = STAGE_COMPUTE;
+	ci.stage.module = module;
+	ci.stage.pName = "main";
+	ci.stage.spec = n_spec ? &spec : NULL;
+	ci.layout = layout;
+	ci.basePipelineIndex = -1;
+	int32_t r = create(device, cache, 1, &ci, NULL, out);
+	free(entries);
+	return r;
+}
+
+typedef struct { uint64_t buffer, offset, range; } buffer_info_t;
+typedef struct {
+	uint32_t sType; const void *pNext; uint64_t dstSet; uint32_t dstBinding, dstArrayElement, descriptorCount, descriptorType;
+	const void *pImageInfo; const buffer_info_t *pBufferInfo; const void *pTexelBufferView;
+} write_set_t;
+enum { ST_WRITE_DESCRIPTOR_SET = 35, DESCRIPTOR_STORAGE_BUFFER = 7, DEFT_MAX_BINDINGS = 64 };
+
+void *deft_update_descriptors_fn(void *instance, void *device) {
+	typedef deft_pfn (*gdpa_fn)(void *, const char *);
+	gdpa_fn gdpa = (gdpa_fn)gipa(instance, "vkGetDeviceProcAddr");
+	return gdpa ? (void *)gdpa(device, "vkUpdateDescriptorSets") : NULL;
+}
+
+// Writes storage buffers 0..n-1 of set (n at most DEFT_MAX_BINDINGS).
+int deft_update_buffer_descriptors(void *fn, void *device, uint64_t set, uint32_t n,
+		const uint64_t *buffers, const uint64_t *offsets, const uint64_t *ranges) {
+	typedef void (*update_fn)(void *, uint32_t, const write_set_t *, uint32_t, const void *);
+	if (fn == NULL || n > DEFT_MAX_BINDINGS) return -3;
+	buffer_info_t infos[DEFT_MAX_BINDINGS];
+	write_set_t ws[DEFT_MAX_BINDINGS];
+	memset(ws, 0, sizeof ws);
+	for (uint32_t i = 0; i < n; i++) {
+		infos[i].buffer = buffers[i];
+		infos[i].offset = offsets[i];
+		infos[i].range = ranges[i];
+		ws[i].sType = ST_WRITE_DESCRIPTOR_SET;
+		ws[i].dstSet = set;
+		ws[i].dstBinding = i;
+		ws[i].descriptorCount = 1;
+		ws[i].descriptorType = DESCRIPTOR_STORAGE_BUFFER;
+		ws[i].pBufferInfo = &infos[i];
+	}
+	((update_fn)fn)(device, n, ws, 0, NULL);
+	return 0;
+}

@@ -92,4 +92,12 @@ void deft_destroy_messenger(void *instance, void *messenger);
 int deft_take_message(char *buf, size_t cap);
 uint32_t deft_dropped_messages(void);
 
+// Pipeline creation and descriptor writes built in C (see shim.c): returns
+// a VkResult.
+int deft_create_compute_pipeline(void *instance, void *device, uint64_t cache, uint32_t flags, uint64_t module,
+	uint64_t layout, const uint32_t *spec_ids, const uint32_t *spec_data, uint32_t n_spec, uint64_t *out);
+void *deft_update_descriptors_fn(void *instance, void *device);
+int deft_update_buffer_descriptors(void *fn, void *device, uint64_t set, uint32_t n,
+	const uint64_t *buffers, const uint64_t *offsets, const uint64_t *ranges);
+
 #endif

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -248,17 +249,32 @@ func (g *generation) kvTokens(need, least int, allowSmaller bool) (int, error) {
 }
 
 // open opens the device and loads the model; done closes both.
-func (g *generation) open() (m *model.Model, d *vk.Device, done func(*error), err error) {
+// open opens the device, loads the model and makes a KV pool of kvTokens
+// tokens; done, deferred with the mode's named error, releases them in
+// reverse order.
+func (g *generation) open(kvTokens int) (m *model.Model, d *vk.Device, pool *kvpool.Pool, done func(*error), err error) {
 	d, closeDevice, err := openDevice(g.c)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	m, err = model.Load(d, g.f, model.Options{KV: g.kv})
-	if err != nil {
+	if m, err = model.Load(d, g.f, model.Options{KV: g.kv}); err != nil {
 		closeDevice(&err)
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return m, d, func(errp *error) { m.Close(); closeDevice(errp) }, nil
+	if pool, err = model.NewPool(m, kvTokens); err != nil {
+		m.Close()
+		closeDevice(&err)
+		return nil, nil, nil, nil, err
+	}
+	return m, d, pool, func(errp *error) { pool.Close(); m.Close(); closeDevice(errp) }, nil
+}
+
+// textOut is where a mode streams text: stdout, or nowhere with --json.
+func (g *generation) textOut() io.Writer {
+	if g.c.Bool("json") {
+		return nil
+	}
+	return g.c.App.Writer
 }
 
 func (g *generation) plain() (err error) {
@@ -268,21 +284,13 @@ func (g *generation) plain() (err error) {
 	if err != nil {
 		return err
 	}
-	m, d, done, err := g.open()
+	m, d, pool, done, err := g.open(kvTokens)
 	if err != nil {
 		return err
 	}
 	defer done(&err)
-	pool, err := model.NewPool(m, kvTokens)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
 
-	out := c.App.Writer
-	if c.Bool("json") {
-		out = nil
-	}
+	out := g.textOut()
 	res, err := generate.Plain(m, g.tok, pool, g.prompt, generate.Options{MaxTokens: g.n, Sample: g.sp}, out)
 	if err != nil {
 		return err
@@ -366,20 +374,12 @@ func (g *generation) branches() (err error) {
 	if err != nil {
 		return err
 	}
-	m, d, done, err := g.open()
+	m, d, pool, done, err := g.open(kvTokens)
 	if err != nil {
 		return err
 	}
 	defer done(&err)
-	pool, err := model.NewPool(m, kvTokens)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	out := c.App.Writer
-	if c.Bool("json") {
-		out = nil
-	}
+	out := g.textOut()
 	res, err := generate.Branches(m, g.tok, pool, g.prompt, generate.BranchOptions{Branches: nb, MaxTokens: g.n, Sample: g.sp}, out)
 	if err != nil {
 		return err
@@ -439,20 +439,12 @@ func (g *generation) beams() (err error) {
 	if err != nil {
 		return err
 	}
-	m, d, done, err := g.open()
+	m, d, pool, done, err := g.open(kvTokens)
 	if err != nil {
 		return err
 	}
 	defer done(&err)
-	pool, err := model.NewPool(m, kvTokens)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	out := c.App.Writer
-	if c.Bool("json") {
-		out = nil
-	}
+	out := g.textOut()
 	res, err := generate.Beams(m, g.tok, pool, g.prompt, generate.BeamOptions{Beams: k, MaxTokens: g.n}, out)
 	if err != nil {
 		return err
@@ -560,16 +552,11 @@ func (g *generation) speculative() (err error) {
 			return err
 		}
 	}
-	m, d, done, err := g.open()
+	m, d, pool, done, err := g.open(kvTokens)
 	if err != nil {
 		return err
 	}
 	defer done(&err)
-	pool, err := model.NewPool(m, kvTokens)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
 	var drafter generate.Drafter = &generate.LookupDrafter{}
 	if draftFile != nil {
 		dm, err := model.Load(d, draftFile, model.Options{KV: g.kv})
@@ -586,10 +573,7 @@ func (g *generation) speculative() (err error) {
 		defer md.Close()
 		drafter = md
 	}
-	out := c.App.Writer
-	if c.Bool("json") {
-		out = nil
-	}
+	out := g.textOut()
 	res, err := generate.Speculative(m, g.tok, pool, g.prompt, generate.SpecOptions{MaxTokens: g.n, Sample: g.sp, Drafter: drafter, Shape: shape}, out)
 	if err != nil {
 		return err
