@@ -12,6 +12,11 @@ import "unsafe"
 // binding copies structures into C memory but stores slice and string data
 // pointers as they are; pointing them at Go memory breaks cgo's pointer rules
 // (cgocheck2) and races its finalizers. Free after the call returns.
+//
+// Arrays of structures nested in a create info are worse: the binding
+// copies them into memory that a finalizer frees whenever the collector
+// runs, which can be during the call. Calls that need them (layouts,
+// pipelines, descriptor pools and writes) are built in C by the shim.
 type arena struct {
 	ptrs []unsafe.Pointer
 }

@@ -117,39 +117,18 @@ func (d *Device) newKernel(spec KernelSpec) (*Kernel, error) {
 	defer a.free()
 	k := &Kernel{Name: spec.Name, d: d, bindings: append([]Access(nil), spec.Bindings...), pushSize: spec.PushSize}
 
-	var setLay vk.DescriptorSetLayout
-	binds := make([]vk.DescriptorSetLayoutBinding, len(spec.Bindings))
-	for i := range binds {
-		binds[i] = vk.DescriptorSetLayoutBinding{
-			Binding:         uint32(i),
-			DescriptorType:  vk.DescriptorTypeStorageBuffer,
-			DescriptorCount: 1,
-			StageFlags:      vk.ShaderStageFlags(vk.ShaderStageComputeBit),
-		}
+	// The layouts are built in C (the shim), like the pipeline below.
+	var setLay, layout C.uint64_t
+	r := vk.Result(C.deft_create_layouts(unsafe.Pointer(d.inst.handle), unsafe.Pointer(d.handle), C.uint32_t(len(spec.Bindings)),
+		C.uint32_t(spec.PushSize), &setLay, &layout))
+	if setLay != 0 {
+		k.setLay = *(*vk.DescriptorSetLayout)(unsafe.Pointer(&setLay))
 	}
-	if err := check("vkCreateDescriptorSetLayout", vk.CreateDescriptorSetLayout(d.handle, &vk.DescriptorSetLayoutCreateInfo{
-		SType:        vk.StructureTypeDescriptorSetLayoutCreateInfo,
-		BindingCount: uint32(len(binds)),
-		PBindings:    cslice(&a, binds...),
-	}, nil, &setLay)); err != nil {
-		return nil, err
-	}
-	k.setLay = setLay
-	plci := &vk.PipelineLayoutCreateInfo{
-		SType:          vk.StructureTypePipelineLayoutCreateInfo,
-		SetLayoutCount: 1,
-		PSetLayouts:    cslice(&a, k.setLay),
-	}
-	if spec.PushSize > 0 {
-		plci.PushConstantRangeCount = 1
-		plci.PPushConstantRanges = cslice(&a, vk.PushConstantRange{StageFlags: vk.ShaderStageFlags(vk.ShaderStageComputeBit), Size: spec.PushSize})
-	}
-	var layout vk.PipelineLayout
-	if err := check("vkCreatePipelineLayout", vk.CreatePipelineLayout(d.handle, plci, nil, &layout)); err != nil {
+	if err := check("vkCreatePipelineLayout", r); err != nil {
 		k.destroy()
 		return nil, err
 	}
-	k.layout = layout
+	k.layout = *(*vk.PipelineLayout)(unsafe.Pointer(&layout))
 	code := a.cbytes(spec.SPIRV)
 	var module vk.ShaderModule
 	if err := check("vkCreateShaderModule", vk.CreateShaderModule(d.handle, &vk.ShaderModuleCreateInfo{

@@ -234,18 +234,12 @@ func (r *Recorder) descriptorSet(k *Kernel) (vk.DescriptorSet, error) {
 		if r.setsLeft == 0 {
 			r.poolIdx++
 			if r.poolIdx >= len(r.descPools) {
-				var p vk.DescriptorPool
-				var a arena
-				err := check("vkCreateDescriptorPool", vk.CreateDescriptorPool(r.d.handle, &vk.DescriptorPoolCreateInfo{
-					SType:         vk.StructureTypeDescriptorPoolCreateInfo,
-					MaxSets:       setsPerPool,
-					PoolSizeCount: 1,
-					PPoolSizes:    cslice(&a, vk.DescriptorPoolSize{Type: vk.DescriptorTypeStorageBuffer, DescriptorCount: setsPerPool * 16}),
-				}, nil, &p))
-				a.free()
-				if err != nil {
+				var raw C.uint64_t
+				if err := check("vkCreateDescriptorPool", vk.Result(C.deft_create_descriptor_pool(unsafe.Pointer(r.d.inst.handle),
+					unsafe.Pointer(r.d.handle), setsPerPool, setsPerPool*16, &raw))); err != nil {
 					return nil, err
 				}
+				p := *(*vk.DescriptorPool)(unsafe.Pointer(&raw))
 				r.descPools = append(r.descPools, p)
 				r.poolIdx = len(r.descPools) - 1
 			}

@@ -429,3 +429,50 @@ int deft_update_buffer_descriptors(void *fn, void *device, uint64_t set, uint32_
 	((update_fn)fn)(device, n, ws, 0, NULL);
 	return 0;
 }
+
+typedef struct { uint32_t binding, type, count, stages; const void *samplers; } set_binding_t;
+typedef struct { uint32_t sType; const void *pNext; uint32_t flags; uint32_t count; const set_binding_t *bindings; } set_layout_info_t;
+typedef struct { uint32_t stages, offset, size; } push_range_t;
+typedef struct {
+	uint32_t sType; const void *pNext; uint32_t flags; uint32_t setCount; const uint64_t *sets;
+	uint32_t pushCount; const push_range_t *pushes;
+} pipeline_layout_info_t;
+enum { ST_SET_LAYOUT_CREATE_INFO = 32, ST_PIPELINE_LAYOUT_CREATE_INFO = 30 };
+
+// Creates the descriptor set layout of n storage buffers (bindings 0..n-1)
+// and a pipeline layout with it and push_size bytes of push constants.
+int deft_create_layouts(void *instance, void *device, uint32_t n, uint32_t push_size, uint64_t *set_layout, uint64_t *layout) {
+	typedef deft_pfn (*gdpa_fn)(void *, const char *);
+	typedef int32_t (*set_fn)(void *, const set_layout_info_t *, const void *, uint64_t *);
+	typedef int32_t (*layout_fn)(void *, const pipeline_layout_info_t *, const void *, uint64_t *);
+	gdpa_fn gdpa = (gdpa_fn)gipa(instance, "vkGetDeviceProcAddr");
+	set_fn make_set = gdpa ? (set_fn)gdpa(device, "vkCreateDescriptorSetLayout") : NULL;
+	layout_fn make_layout = gdpa ? (layout_fn)gdpa(device, "vkCreatePipelineLayout") : NULL;
+	if (make_set == NULL || make_layout == NULL || n > DEFT_MAX_BINDINGS) return -3;
+	set_binding_t binds[DEFT_MAX_BINDINGS];
+	for (uint32_t i = 0; i < n; i++) {
+		binds[i] = (set_binding_t){i, DESCRIPTOR_STORAGE_BUFFER, 1, STAGE_COMPUTE, NULL};
+	}
+	set_layout_info_t si = {ST_SET_LAYOUT_CREATE_INFO, NULL, 0, n, binds};
+	int32_t r = make_set(device, &si, NULL, set_layout);
+	if (r != 0) return r;
+	push_range_t push = {STAGE_COMPUTE, 0, push_size};
+	pipeline_layout_info_t li = {ST_PIPELINE_LAYOUT_CREATE_INFO, NULL, 0, 1, set_layout, push_size ? 1 : 0, &push};
+	return make_layout(device, &li, NULL, layout);
+}
+
+typedef struct { uint32_t type, count; } pool_size_t;
+typedef struct { uint32_t sType; const void *pNext; uint32_t flags, maxSets, sizeCount; const pool_size_t *sizes; } pool_info_t;
+enum { ST_DESCRIPTOR_POOL_CREATE_INFO = 33 };
+
+// Creates a descriptor pool of max_sets sets and n storage-buffer descriptors.
+int deft_create_descriptor_pool(void *instance, void *device, uint32_t max_sets, uint32_t n, uint64_t *pool) {
+	typedef deft_pfn (*gdpa_fn)(void *, const char *);
+	typedef int32_t (*pool_fn)(void *, const pool_info_t *, const void *, uint64_t *);
+	gdpa_fn gdpa = (gdpa_fn)gipa(instance, "vkGetDeviceProcAddr");
+	pool_fn make = gdpa ? (pool_fn)gdpa(device, "vkCreateDescriptorPool") : NULL;
+	if (make == NULL) return -3;
+	pool_size_t size = {DESCRIPTOR_STORAGE_BUFFER, n};
+	pool_info_t pi = {ST_DESCRIPTOR_POOL_CREATE_INFO, NULL, 0, max_sets, 1, &size};
+	return make(device, &pi, NULL, pool);
+}

@@ -99,5 +99,7 @@ int deft_create_compute_pipeline(void *instance, void *device, uint64_t cache, u
 void *deft_update_descriptors_fn(void *instance, void *device);
 int deft_update_buffer_descriptors(void *fn, void *device, uint64_t set, uint32_t n,
 	const uint64_t *buffers, const uint64_t *offsets, const uint64_t *ranges);
+int deft_create_layouts(void *instance, void *device, uint32_t n, uint32_t push_size, uint64_t *set_layout, uint64_t *layout);
+int deft_create_descriptor_pool(void *instance, void *device, uint32_t max_sets, uint32_t n, uint64_t *pool);
 
 #endif
