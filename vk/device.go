@@ -45,6 +45,7 @@ type Device struct {
 	stats   bool // pipelines capture compiler statistics
 
 	updateDescriptors unsafe.Pointer // vkUpdateDescriptorSets, called through the shim
+	fns               C.deft_fns     // barrier, copy and submit, called through the shim
 
 	// FenceTimeout bounds every wait for GPU work.
 	FenceTimeout time.Duration
@@ -210,9 +211,10 @@ func (i *Instance) Open(sel string) (*Device, error) {
 		d.memProps.MemoryHeaps[k].Deref()
 	}
 	d.updateDescriptors = C.deft_update_descriptors_fn(unsafe.Pointer(i.handle), unsafe.Pointer(h))
-	if d.updateDescriptors == nil {
+	C.deft_device_fns(unsafe.Pointer(i.handle), unsafe.Pointer(h), &d.fns)
+	if d.updateDescriptors == nil || d.fns.barrier == nil || d.fns.copy == nil || d.fns.submit == nil {
 		d.Close()
-		return nil, fmt.Errorf("open device %q: vkUpdateDescriptorSets not found", info.Name)
+		return nil, fmt.Errorf("open device %q: device functions not found", info.Name)
 	}
 	d.cache = openPipelineCache(d, i.opts.PipelineCacheDir)
 	return d, nil

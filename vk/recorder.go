@@ -216,12 +216,10 @@ func (r *Recorder) Barrier() {
 	if r.begin() != nil {
 		return
 	}
-	stages := vk.PipelineStageFlags(vk.PipelineStageComputeShaderBit | vk.PipelineStageTransferBit)
-	vk.CmdPipelineBarrier(r.cmd, stages, stages, 0, 1, []vk.MemoryBarrier{{
-		SType:         vk.StructureTypeMemoryBarrier,
-		SrcAccessMask: vk.AccessFlags(vk.AccessShaderWriteBit | vk.AccessTransferWriteBit),
-		DstAccessMask: vk.AccessFlags(vk.AccessShaderReadBit | vk.AccessShaderWriteBit | vk.AccessTransferReadBit | vk.AccessTransferWriteBit),
-	}}, 0, nil, 0, nil)
+	stages := C.uint32_t(vk.PipelineStageComputeShaderBit | vk.PipelineStageTransferBit)
+	C.deft_cmd_barrier(r.d.fns.barrier, unsafe.Pointer(r.cmd), stages, stages,
+		C.uint32_t(vk.AccessShaderWriteBit|vk.AccessTransferWriteBit),
+		C.uint32_t(vk.AccessShaderReadBit|vk.AccessShaderWriteBit|vk.AccessTransferReadBit|vk.AccessTransferWriteBit))
 	clear(r.written)
 	clear(r.read)
 	r.barriers++
@@ -372,9 +370,8 @@ func (r *Recorder) CopyRange(dst *Buffer, dstOff uint64, src *Buffer, srcOff, n 
 		return err
 	}
 	r.hazard1(src.handle, dst.handle)
-	vk.CmdCopyBuffer(r.cmd, src.handle, dst.handle, 1, []vk.BufferCopy{{
-		SrcOffset: vk.DeviceSize(srcOff), DstOffset: vk.DeviceSize(dstOff), Size: vk.DeviceSize(n),
-	}})
+	C.deft_cmd_copy(r.d.fns.copy, unsafe.Pointer(r.cmd), handle64(unsafe.Pointer(src.handle)), handle64(unsafe.Pointer(dst.handle)),
+		C.uint64_t(srcOff), C.uint64_t(dstOff), C.uint64_t(n))
 	return nil
 }
 
@@ -432,13 +429,9 @@ func (r *Recorder) Start() error {
 	}
 	if !r.ended {
 		// Make results visible to the host through mapped memory.
-		vk.CmdPipelineBarrier(r.cmd,
-			vk.PipelineStageFlags(vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit),
-			vk.PipelineStageFlags(vk.PipelineStageHostBit), 0, 1, []vk.MemoryBarrier{{
-				SType:         vk.StructureTypeMemoryBarrier,
-				SrcAccessMask: vk.AccessFlags(vk.AccessShaderWriteBit | vk.AccessTransferWriteBit),
-				DstAccessMask: vk.AccessFlags(vk.AccessHostReadBit),
-			}}, 0, nil, 0, nil)
+		C.deft_cmd_barrier(r.d.fns.barrier, unsafe.Pointer(r.cmd),
+			C.uint32_t(vk.PipelineStageComputeShaderBit|vk.PipelineStageTransferBit), C.uint32_t(vk.PipelineStageHostBit),
+			C.uint32_t(vk.AccessShaderWriteBit|vk.AccessTransferWriteBit), C.uint32_t(vk.AccessHostReadBit))
 		if err := check("vkEndCommandBuffer", vk.EndCommandBuffer(r.cmd)); err != nil {
 			return fmt.Errorf("submit: %w", err)
 		}
@@ -451,11 +444,7 @@ func (r *Recorder) Start() error {
 		return fmt.Errorf("submit: %w", err)
 	}
 	d.queueMu.Lock()
-	res := vk.QueueSubmit(d.queue, 1, []vk.SubmitInfo{{
-		SType:              vk.StructureTypeSubmitInfo,
-		CommandBufferCount: 1,
-		PCommandBuffers:    cslice(&a, r.cmd),
-	}}, r.fence)
+	res := vk.Result(C.deft_queue_submit(d.fns.submit, unsafe.Pointer(d.queue), unsafe.Pointer(r.cmd), handle64(unsafe.Pointer(r.fence))))
 	d.queueMu.Unlock()
 	if err := check("vkQueueSubmit", res); err != nil {
 		return fmt.Errorf("submit: %w", err)

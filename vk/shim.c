@@ -476,3 +476,40 @@ int deft_create_descriptor_pool(void *instance, void *device, uint32_t max_sets,
 	pool_info_t pi = {ST_DESCRIPTOR_POOL_CREATE_INFO, NULL, 0, max_sets, 1, &size};
 	return make(device, &pi, NULL, pool);
 }
+
+// Recording and submission calls whose arguments are arrays of structures
+// (see above), through function pointers looked up once per device.
+typedef struct { uint32_t sType; const void *pNext; uint32_t src, dst; } memory_barrier_t;
+typedef struct { uint64_t src, dst, size; } buffer_copy_t;
+typedef struct {
+	uint32_t sType; const void *pNext; uint32_t waitCount; const void *waits; const void *waitStages;
+	uint32_t cmdCount; void *const *cmds; uint32_t signalCount; const void *signals;
+} submit_info_t;
+enum { ST_MEMORY_BARRIER = 46, ST_SUBMIT_INFO = 4 };
+
+void deft_device_fns(void *instance, void *device, deft_fns *out) {
+	typedef deft_pfn (*gdpa_fn)(void *, const char *);
+	gdpa_fn gdpa = (gdpa_fn)gipa(instance, "vkGetDeviceProcAddr");
+	out->barrier = gdpa ? (void *)gdpa(device, "vkCmdPipelineBarrier") : NULL;
+	out->copy = gdpa ? (void *)gdpa(device, "vkCmdCopyBuffer") : NULL;
+	out->submit = gdpa ? (void *)gdpa(device, "vkQueueSubmit") : NULL;
+}
+
+void deft_cmd_barrier(void *fn, void *cmd, uint32_t src_stages, uint32_t dst_stages, uint32_t src_access, uint32_t dst_access) {
+	typedef void (*barrier_fn)(void *, uint32_t, uint32_t, uint32_t, uint32_t, const memory_barrier_t *, uint32_t, const void *, uint32_t, const void *);
+	memory_barrier_t b = {ST_MEMORY_BARRIER, NULL, src_access, dst_access};
+	((barrier_fn)fn)(cmd, src_stages, dst_stages, 0, 1, &b, 0, NULL, 0, NULL);
+}
+
+void deft_cmd_copy(void *fn, void *cmd, uint64_t src, uint64_t dst, uint64_t src_off, uint64_t dst_off, uint64_t n) {
+	typedef void (*copy_fn)(void *, uint64_t, uint64_t, uint32_t, const buffer_copy_t *);
+	buffer_copy_t c = {src_off, dst_off, n};
+	((copy_fn)fn)(cmd, src, dst, 1, &c);
+}
+
+int deft_queue_submit(void *fn, void *queue, void *cmd, uint64_t fence) {
+	typedef int32_t (*submit_fn)(void *, uint32_t, const submit_info_t *, uint64_t);
+	void *cmds[1] = {cmd};
+	submit_info_t si = {ST_SUBMIT_INFO, NULL, 0, NULL, NULL, 1, cmds, 0, NULL};
+	return ((submit_fn)fn)(queue, 1, &si, fence);
+}

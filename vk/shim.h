@@ -102,4 +102,11 @@ int deft_update_buffer_descriptors(void *fn, void *device, uint64_t set, uint32_
 int deft_create_layouts(void *instance, void *device, uint32_t n, uint32_t push_size, uint64_t *set_layout, uint64_t *layout);
 int deft_create_descriptor_pool(void *instance, void *device, uint32_t max_sets, uint32_t n, uint64_t *pool);
 
+// Device functions the recorder calls through the shim.
+typedef struct { void *barrier, *copy, *submit; } deft_fns;
+void deft_device_fns(void *instance, void *device, deft_fns *out);
+void deft_cmd_barrier(void *fn, void *cmd, uint32_t src_stages, uint32_t dst_stages, uint32_t src_access, uint32_t dst_access);
+void deft_cmd_copy(void *fn, void *cmd, uint64_t src, uint64_t dst, uint64_t src_off, uint64_t dst_off, uint64_t n);
+int deft_queue_submit(void *fn, void *queue, void *cmd, uint64_t fence);
+
 #endif
