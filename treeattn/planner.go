@@ -283,9 +283,11 @@ func (pl *Planner) index(t *Tree) {
 	for i := range pl.queryByTin {
 		pl.queryByTin[i] = int32(i)
 	}
-	slices.SortStableFunc(pl.queryByTin, func(a, b int32) int {
-		return int(pl.tin[t.Queries[a].Node]) - int(pl.tin[t.Queries[b].Node])
-	})
+	byTin := func(a, b int32) int { return int(pl.tin[t.Queries[a].Node]) - int(pl.tin[t.Queries[b].Node]) }
+	// Queries usually come in depth-first order already (one per leaf).
+	if !slices.IsSortedFunc(pl.queryByTin, byTin) {
+		slices.SortStableFunc(pl.queryByTin, byTin)
+	}
 	// qAt[t]: the first position in queryByTin of a query whose node's
 	// tin is at least t, so a subtree's queries are one run of queryByTin.
 	pl.qAt = grow(pl.qAt, n+1)
@@ -487,7 +489,7 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 				sq = kept
 			}
 			if len(sq) > 0 {
-				pl.item(t, cs, q0, sq, words, compact)
+				pl.item(t, cs, to-from, q0, sq, words, compact)
 			}
 		}
 	}
@@ -519,10 +521,15 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 				below[p/64] |= 1 << (p % 64)
 				sees[p] = true
 			}
-			pairs = append(pairs, [2]int32{p, int32(j)})
+			if len(cs) > 1 {
+				pairs = append(pairs, [2]int32{p, int32(j)})
+			}
 		}
 	}
 	pl.pairs = pairs
+	if len(cs) == 1 {
+		return // item visits the one segment; no lists needed
+	}
 	// Each position's segments, ascending (pairs come in segment order).
 	start := grow(pl.segStart, len(q0)+1)
 	clear(start)
@@ -580,26 +587,23 @@ type run struct {
 	seg, from, n int32
 }
 
-// item appends one work item: tokens of segs (without those no query sees,
+// item appends one work item: the tokens tokens of segs (without those no query sees,
 // when compact) and the queries at positions qs of q0 (at most 32: one mask
 // word per token), with a mask unless every query sees every token. The
 // tokens are handled as runs that share a mask word, so a work item costs
 // per segment, not per token, unless it needs a mask.
-func (pl *Planner) item(t *Tree, segs []segment, q0, qs []int32, words int, compact bool) {
+func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, words int, compact bool) {
 	full := uint32(1)<<len(qs) - 1
 	if len(qs) == 32 {
 		full = ^uint32(0)
 	}
 	runs := pl.runs[:0]
 	allFull := true
-	tokens, kept := 0, 0
-	for _, s := range segs {
-		tokens += int(s.to - s.from)
-	}
+	kept := 0
 	// Compact items need only the segments their queries see (a slice of
 	// a speculative tree's leaves sees a handful of its block's hundreds).
 	visit := pl.visit[:0]
-	if compact {
+	if compact && len(segs) > 1 {
 		pl.segGen++
 		for _, p := range qs {
 			for _, j := range pl.segList[pl.segStart[p]:pl.segStart[p+1]] {
