@@ -469,7 +469,7 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 		if from != 0 || to != n {
 			partQ = pl.partQ[:0]
 			for p := range q0 {
-				if dense || pl.seesAny(t, q0, int32(p), cs, words) {
+				if dense || pl.sees[p] {
 					partQ = append(partQ, int32(p))
 				}
 			}
@@ -481,7 +481,7 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 			if qs != 0 || qe != len(partQ) {
 				kept := pl.sliceQ[:0]
 				for _, p := range sq {
-					if dense || pl.seesAny(t, q0, p, cs, words) {
+					if dense || pl.sees[p] {
 						kept = append(kept, p)
 					}
 				}
@@ -550,12 +550,6 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	pl.segStamp = grow(pl.segStamp, len(cs))
 	clear(pl.segStamp)
 	pl.segGen = 0
-}
-
-// seesAny reports whether the query at position p of q0 sees a token of cs.
-// (segBits worked it out for every position).
-func (pl *Planner) seesAny(t *Tree, q0 []int32, p int32, cs []segment, words int) bool {
-	return pl.sees[p]
 }
 
 // gather returns bit i set where position qs[i] is set in set.
