@@ -18,6 +18,7 @@ var (
 	ovLoaded bool
 	ovGlobal string
 	ovByName map[string]string
+	ovErr    error // a malformed $DEFT_KERNEL_VARIANT
 )
 
 // SetOverride forces variants (see VariantEnv for the syntax); "" clears
@@ -29,7 +30,7 @@ func SetOverride(s string) error {
 	}
 	ovMu.Lock()
 	defer ovMu.Unlock()
-	ovLoaded, ovGlobal, ovByName = true, global, byName
+	ovLoaded, ovGlobal, ovByName, ovErr = true, global, byName, nil
 	return nil
 }
 
@@ -80,7 +81,7 @@ func loadOverride() {
 		global, byName, err := parseOverride(env)
 		if err != nil {
 			// A bad environment must not pass silently: Choose reports it.
-			ovGlobal, ovByName = "", map[string]string{"": err.Error()}
+			ovErr = fmt.Errorf("$%s: %w", VariantEnv, err)
 			return
 		}
 		ovGlobal, ovByName = global, byName
@@ -115,10 +116,7 @@ func OverrideError() error {
 	ovMu.Lock()
 	defer ovMu.Unlock()
 	loadOverride()
-	if msg, bad := ovByName[""]; bad {
-		return fmt.Errorf("$%s: %s", VariantEnv, msg)
-	}
-	return nil
+	return ovErr
 }
 
 // Forced returns the variant forced for kernel name by SetOverride or
