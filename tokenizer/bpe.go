@@ -146,25 +146,7 @@ func (b *bpe) encode(text string, out []int32) []int32 {
 			q.push(bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
 		}
 		q.items = q.items[:0]
-		for i := 1; i < len(syms); i++ {
-			tryAdd(i-1, i)
-		}
-		for q.len() > 0 {
-			bg := q.pop()
-			l, r := &syms[bg.left], &syms[bg.right]
-			// Symbols only grow, so a changed size means a stale pair.
-			if l.n == 0 || r.n == 0 || l.n+r.n != bg.size {
-				continue
-			}
-			l.n += r.n
-			r.n = 0
-			l.next = r.next
-			if r.next >= 0 {
-				syms[r.next].prev = bg.left
-			}
-			tryAdd(l.prev, bg.left)
-			tryAdd(bg.left, l.next)
-		}
+		mergePairs(syms, &q, func(b bpeBigram) (int, int, int) { return b.left, b.right, b.size }, tryAdd)
 
 		for i := 0; i >= 0; i = syms[i].next {
 			piece := word[syms[i].start : syms[i].start+syms[i].n]

@@ -44,3 +44,30 @@ func (q *queue[T]) pop() T {
 		i = best
 	}
 }
+
+// mergePairs is the merge loop both tokenizers share: offer every adjacent
+// pair of symbols, then join the best pair the queue holds, again and
+// again, and offer the joined symbol's new neighbours. tryAdd pushes a pair
+// when the vocabulary can merge it; pair reads a queued pair back. A pair
+// is stale once either side has merged with something else: symbols only
+// grow, so its recorded size no longer matches.
+func mergePairs[T any](syms []symbol, q *queue[T], pair func(T) (left, right, size int), tryAdd func(left, right int)) {
+	for i := 1; i < len(syms); i++ {
+		tryAdd(i-1, i)
+	}
+	for q.len() > 0 {
+		left, right, size := pair(q.pop())
+		l, r := &syms[left], &syms[right]
+		if l.n == 0 || r.n == 0 || l.n+r.n != size {
+			continue
+		}
+		l.n += r.n
+		r.n = 0
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = left
+		}
+		tryAdd(l.prev, left)
+		tryAdd(left, l.next)
+	}
+}

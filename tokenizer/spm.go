@@ -90,25 +90,7 @@ func (s *spm) encode(text string, out []int32) []int32 {
 		}
 		q.push(spmBigram{left: left, right: right, score: s.scores[id], size: l.n + r.n})
 	}
-	for i := 1; i < len(syms); i++ {
-		tryAdd(i-1, i)
-	}
-	for q.len() > 0 {
-		bg := q.pop()
-		l, r := &syms[bg.left], &syms[bg.right]
-		// A pair is stale once either side has merged with something else.
-		if l.n == 0 || r.n == 0 || l.n+r.n != bg.size {
-			continue
-		}
-		l.n += r.n
-		r.n = 0
-		l.next = r.next
-		if r.next >= 0 {
-			syms[r.next].prev = bg.left
-		}
-		tryAdd(l.prev, bg.left)
-		tryAdd(bg.left, l.next)
-	}
+	mergePairs(syms, &q, func(b spmBigram) (int, int, int) { return b.left, b.right, b.size }, tryAdd)
 
 	// Every merged symbol is a vocabulary token by construction, so
 	// llama.cpp's resegment via rev_merge never splits one: a symbol either
