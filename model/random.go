@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/deft-vk/deft/gguf"
+	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/llama"
 	"github.com/deft-vk/deft/modelgen"
 	"github.com/deft-vk/deft/vk"
@@ -40,12 +41,20 @@ func LoadRandom(d *vk.Device, s RandomSpec, opts Options) (*Model, error) {
 	if c.HeadDimV != c.HeadDim {
 		return nil, fmt.Errorf("model: load random: value head size %d differs from key head size %d", c.HeadDimV, c.HeadDim)
 	}
-	return build(d, c, &randomSource{spec: s}, opts)
+	rec, err := d.NewRecorder()
+	if err != nil {
+		return nil, fmt.Errorf("model: load random: %w", err)
+	}
+	defer rec.Close()
+	return build(d, c, &randomSource{spec: s, rec: rec, ops: newOps(d)}, opts)
 }
 
-// randomSource generates weights with modelgen's generator.
+// randomSource generates weights with modelgen's generator: matrices on the
+// device (weight_fill), norms on the host.
 type randomSource struct {
 	spec RandomSpec
+	rec  *vk.Recorder
+	ops  *ops
 }
 
 func (s *randomSource) label() string { return fmt.Sprintf("random model (seed %d)", s.spec.Seed) }
@@ -56,29 +65,49 @@ func (s *randomSource) tensorType(name string) (gguf.TensorType, error) {
 
 func (s *randomSource) fill(d *vk.Device, w *weight, prog *progress) error {
 	p := modelgen.TensorParams(s.spec.Seed, w.name, w.typ, []uint64{uint64(w.cols), uint64(w.rows)})
-	return fillWeightHost(w, p, prog)
+	return fillWeightDevice(s.ops, s.rec, w, p, prog)
 }
 
-// fillWeightHost generates a weight on the host in chunks and uploads it.
-func fillWeightHost(w *weight, p modelgen.Params, prog *progress) error {
+// fillWeightDevice generates a weight on the device, one dispatch per part.
+func fillWeightDevice(o *ops, rec *vk.Recorder, w *weight, p modelgen.Params, prog *progress) error {
+	if w.dataBytes() > 1<<32-4 {
+		return fmt.Errorf("%d bytes: weight_fill addresses bytes in 32 bits", w.dataBytes())
+	}
+	pipe, err := o.pipeline(kernels.WeightFill, kernels.SpecValues{"local_size_x": fillGroup, "TYPE": uint32(w.typ)})
+	if err != nil {
+		return err
+	}
+	if err := rec.Reset(); err != nil {
+		return err
+	}
 	rb := uint64(w.rowBytes)
-	rowsPerChunk := max(1, uploadChunkBytes/rb)
-	buf := make([]byte, min(rowsPerChunk, uint64(w.rows))*rb)
+	norm := uint32(0)
+	if p.Norm {
+		norm = 1
+	}
 	for _, part := range w.parts {
-		for r := uint64(0); r < uint64(part.rows); r += rowsPerChunk {
-			n := min(rowsPerChunk, uint64(part.rows)-r)
-			chunk := buf[:n*rb]
-			if err := modelgen.Fill(chunk, w.typ, p, (uint64(part.row0)+r)*rb); err != nil {
-				return err
-			}
-			if err := part.buf.Write(r*rb, chunk); err != nil {
-				return err
-			}
-			prog.add(uint64(len(chunk)))
+		n := uint64(part.rows) * rb
+		words := (n + 3) / 4 // the last word may spill into the part's padding
+		groups := min(ceilDiv64(words, fillGroup), 65535)
+		if ceilDiv64(words, groups*fillGroup) > kernels.GridStrideSteps {
+			return fmt.Errorf("%d words exceed weight_fill's grid", words)
+		}
+		push := kernels.WeightFillPush{Key: p.Key, Norm: norm, Exp: p.Exp, ByteBase: uint32(uint64(part.row0) * rb), Words: uint32(words)}
+		if err := pipe.Dispatch(rec, [3]uint32{uint32(groups), 1, 1}, push, part.buf.All()); err != nil {
+			return err
 		}
 	}
+	if err := rec.Submit(); err != nil {
+		return err
+	}
+	prog.add(w.dataBytes())
 	return nil
 }
+
+// fillGroup is weight_fill's workgroup size.
+const fillGroup = 64
+
+func ceilDiv64(a, b uint64) uint64 { return (a + b - 1) / b }
 
 func (s *randomSource) vector(name string, n int) ([]float32, error) {
 	typ := s.spec.TensorType(name)

@@ -1,9 +1,11 @@
 package model
 
 import (
+	"bytes"
 	"math"
 	"testing"
 
+	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/modelgen"
 	"github.com/deft-vk/deft/treeattn"
@@ -41,5 +43,56 @@ func TestLoadRandomSmoke(t *testing.T) {
 		t.Logf("position %d: logit rms %.3f", i, rms)
 		require.Greater(t, rms, 0.05)
 		require.Less(t, rms, 20.0)
+	}
+}
+
+// weight_fill writes exactly modelgen.Fill's bytes for every type, in parts
+// that start at byte offsets that are not word-aligned.
+func TestWeightFillMatchesHost(t *testing.T) {
+	d := gputest.Device(t)
+	o := newOps(d)
+	rec, err := d.NewRecorder()
+	require.NoError(t, err)
+	defer rec.Close()
+	rng := gputest.Rand(t)
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K} {
+		t.Run(typ.String(), func(t *testing.T) {
+			for _, dims := range [][]uint64{{256, 7}, {512, 13}} {
+				cols, rows := dims[0], dims[1]
+				parts, rb, err := planParts(d, "w", typ, dims, 3)
+				require.NoError(t, err)
+				w := &weight{name: "w", typ: typ, cols: int(cols), rows: int(rows), rowBytes: int(rb)}
+				defer w.close()
+				for _, p := range parts {
+					p.buf, err = d.NewBuffer(uint64(p.rows)*rb + wordPad)
+					require.NoError(t, err)
+					poison := make([]byte, p.buf.Size())
+					for i := range poison {
+						poison[i] = 0xff // NaN in every float type
+					}
+					require.NoError(t, p.buf.Write(0, poison))
+					w.parts = append(w.parts, p)
+				}
+				seed := rng.Uint64()
+				for _, norm := range []bool{false, true} {
+					p := modelgen.TensorParams(seed, "blk.0.attn_q.weight", typ, dims)
+					if norm {
+						p.Norm = true
+					}
+					var prog progress
+					require.NoError(t, fillWeightDevice(o, rec, w, p, &prog))
+					require.Equal(t, w.dataBytes(), prog.done)
+					want := make([]byte, w.dataBytes())
+					require.NoError(t, modelgen.Fill(want, typ, p, 0))
+					got := make([]byte, 0, len(want))
+					for _, part := range w.parts {
+						b := make([]byte, uint64(part.rows)*rb)
+						require.NoError(t, part.buf.Read(0, b))
+						got = append(got, b...)
+					}
+					require.True(t, bytes.Equal(want, got), "%s %v norm %v: GPU bytes differ from the host generator's", typ, dims, norm)
+				}
+			}
+		})
 	}
 }
