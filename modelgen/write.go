@@ -121,22 +121,29 @@ func Write(out io.Writer, m Model, progress func(done, total uint64)) (int64, er
 	return n, nil
 }
 
-// WriteFile writes m to path (created or truncated; removed on failure).
-func WriteFile(path string, m Model, progress func(done, total uint64)) error {
+// WriteFile writes m to path (created or truncated; a regular file is
+// removed on failure) and returns the bytes written.
+func WriteFile(path string, m Model, progress func(done, total uint64)) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("modelgen: write: %w", err)
+		return 0, fmt.Errorf("modelgen: write: %w", err)
 	}
-	if _, err := Write(f, m, progress); err != nil {
+	removeBad := func() {
+		if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
+			os.Remove(path)
+		}
+	}
+	n, err := Write(f, m, progress)
+	if err != nil {
 		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("%w (writing %s)", err, path)
+		removeBad()
+		return n, fmt.Errorf("%w (writing %s)", err, path)
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("modelgen: write %s: %w", path, err)
+		removeBad()
+		return n, fmt.Errorf("modelgen: write %s: %w", path, err)
 	}
-	return nil
+	return n, nil
 }
 
 // tensorSource generates a tensor's bytes in chunks on every core, writing

@@ -74,18 +74,14 @@ func modelRandom(c *cli.Context) error {
 		TensorType: types, Seed: c.Uint64("seed"), Vocab: voc, FileType: modelgen.FileTypes[typeName]}
 	bar := newByteProgress(c.App.ErrWriter, "writing "+filepath.Base(out), c.Bool("quiet"))
 	start := time.Now()
-	err = modelgen.WriteFile(out, m, bar.update)
+	n, err := modelgen.WriteFile(out, m, bar.update)
 	bar.finish()
 	if err != nil {
 		return err
 	}
-	st, err := os.Stat(out)
-	if err != nil {
-		return err
-	}
-	secs := time.Since(start).Seconds()
-	fmt.Fprintf(c.App.Writer, "%s: %s %s, seed %d, %d tokens of vocabulary, %.2f GB in %.1f s (%.2f s/GB)\n",
-		out, shape, typeName, m.Seed, cfg.Vocab, float64(st.Size())/1e9, secs, secs/(float64(st.Size())/1e9))
+	secs, gb := time.Since(start).Seconds(), float64(n)/1e9
+	fmt.Fprintf(c.App.Writer, "%s: %s %s, seed %d, %d tokens of vocabulary, %.3f GB in %.1f s (%.2f s/GB)\n",
+		out, shape, typeName, m.Seed, cfg.Vocab, gb, secs, secs/gb)
 	return nil
 }
 

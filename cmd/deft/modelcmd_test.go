@@ -14,12 +14,14 @@ import (
 	"github.com/deft-vk/deft/modelgen"
 )
 
-// `deft model random` writes the tiny shape in every type the kernels
-// read, and `deft generate` runs it end to end (greedy, a few tokens).
+// `deft model random` writes the tiny shape in every type, and `deft
+// generate` runs it end to end (greedy, a few tokens). q4_k_m needs the
+// kernels' Q4_K and Q6_K: until they read them, generate must refuse it
+// with a clear error.
 func TestModelRandomGenerate(t *testing.T) {
 	setupCLITest(t)
 	dir := t.TempDir()
-	for _, typ := range []string{"f32", "f16", "bf16", "q8_0", "q4_0"} {
+	for _, typ := range modelgen.TypeNames() {
 		t.Run(typ, func(t *testing.T) {
 			out := filepath.Join(dir, "tiny-"+typ+".gguf")
 			stdout, stderr, err := runDeft(t, "model", "random", "--shape", "tiny", "--type", typ, "--seed", "9", "--out", out)
@@ -33,6 +35,10 @@ func TestModelRandomGenerate(t *testing.T) {
 			require.Equal(t, modelgen.TinySyntheticVocab, cfg.Vocab)
 
 			stdout, stderr, err = runDeft(t, "generate", "--validation", "--model", out, "--prompt", "hello world", "--temp", "0", "--n", "5", "--json")
+			if typ == "q4_k_m" && err != nil && strings.Contains(err.Error(), "Q4_K is not supported by the kernels") {
+				t.Logf("the kernels do not read Q4_K yet: %v", err)
+				return
+			}
 			require.NoError(t, err, stderr)
 			var res generateJSON
 			require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
