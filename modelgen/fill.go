@@ -83,7 +83,7 @@ func f16FromF32Bits(f uint32) uint16 {
 }
 
 // floatBits is the float32 bits of element value word w.
-func floatBits(w uint32, p Params) uint32 {
+func floatBits(w uint32, p *Params) uint32 {
 	if p.Norm {
 		// (64 + m) / 64 with m in [-8, 8): 7 significant bits, exact in BF16.
 		return f32Bits(64+int32(w>>28)-8, -6)
@@ -112,8 +112,37 @@ func Fill(dst []byte, typ gguf.TensorType, p Params, off uint64) error {
 	if b0+uint64(len(dst))/bb > 1<<32/wordsOf(typ) {
 		return fmt.Errorf("modelgen: fill %s: tensor too large for 32-bit counters", typ)
 	}
+	k, e0 := p.Key, uint32(b0)
+	// Float types: one element per block, whose value depends only on the
+	// top byte of its word (see floatBits), so a 256-entry table serves
+	// the tight loops (the hot path of F16 files).
+	if typ == gguf.F32 || typ == gguf.F16 || typ == gguf.BF16 {
+		var lut [256]uint32
+		for v := range lut {
+			lut[v] = floatBits(uint32(v)<<24, &p)
+		}
+		switch typ {
+		case gguf.F32:
+			for i := 0; i+4 <= len(dst); i += 4 {
+				binary.LittleEndian.PutUint32(dst[i:], lut[word(k, e0+uint32(i/4))>>24])
+			}
+		case gguf.F16:
+			var h [256]uint16
+			for v := range h {
+				h[v] = f16FromF32Bits(lut[v])
+			}
+			for i := 0; i+2 <= len(dst); i += 2 {
+				binary.LittleEndian.PutUint16(dst[i:], h[word(k, e0+uint32(i/2))>>24])
+			}
+		case gguf.BF16:
+			for i := 0; i+2 <= len(dst); i += 2 {
+				binary.LittleEndian.PutUint16(dst[i:], uint16(lut[word(k, e0+uint32(i/2))>>24]>>16))
+			}
+		}
+		return nil
+	}
 	for i := 0; i < len(dst); i += int(bb) {
-		fillBlock(dst[i:i+int(bb)], typ, p, uint32(b0)+uint32(i/int(bb)))
+		fillBlock(dst[i:i+int(bb)], typ, p, e0+uint32(i/int(bb)))
 	}
 	return nil
 }
@@ -152,11 +181,11 @@ func fillBlock(dst []byte, typ gguf.TensorType, p Params, b uint32) {
 	}
 	switch typ {
 	case gguf.F32:
-		binary.LittleEndian.PutUint32(dst, floatBits(word(k, b), p))
+		binary.LittleEndian.PutUint32(dst, floatBits(word(k, b), &p))
 	case gguf.F16:
-		binary.LittleEndian.PutUint16(dst, f16FromF32Bits(floatBits(word(k, b), p)))
+		binary.LittleEndian.PutUint16(dst, f16FromF32Bits(floatBits(word(k, b), &p)))
 	case gguf.BF16:
-		binary.LittleEndian.PutUint16(dst, uint16(floatBits(word(k, b), p)>>16))
+		binary.LittleEndian.PutUint16(dst, uint16(floatBits(word(k, b), &p)>>16))
 	case gguf.Q8_0:
 		w := b * wordsQ8_0
 		binary.LittleEndian.PutUint16(dst, scaleF16(word(k, w), p.Exp))
