@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	parser "github.com/gpustack/gguf-parser-go"
@@ -200,4 +201,34 @@ func TestVocabFrom(t *testing.T) {
 	require.Error(t, err)
 	_, err = modelgen.Write(&buf, modelgen.Model{Config: cfg, TensorType: types, Vocab: modelgen.Vocabulary{Size: 5}}, nil)
 	require.Error(t, err)
+}
+
+// Any tensor name gets a type without a panic; norms are always F32.
+func FuzzTensorTypes(f *testing.F) {
+	for _, s := range []string{"blk.0.attn_v.weight", "blk.-1.ffn_down.weight", "blk..x", "blk.99999999999999999999.attn_v.weight", "output_norm.weight", ""} {
+		f.Add(s)
+	}
+	cfg, err := modelgen.ShapeConfig("llama3-8b")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var fns []func(string) gguf.TensorType
+	for _, name := range modelgen.TypeNames() {
+		fn, err := modelgen.TensorTypes(name, cfg)
+		if err != nil {
+			f.Fatal(err)
+		}
+		fns = append(fns, fn)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		for _, fn := range fns {
+			typ := fn(name)
+			if !typ.Supported() {
+				t.Fatalf("%q: unsupported type %s", name, typ)
+			}
+			if strings.HasSuffix(name, "_norm.weight") && typ != gguf.F32 {
+				t.Fatalf("%q: norm of type %s", name, typ)
+			}
+		}
+	})
 }
