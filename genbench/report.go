@@ -1,0 +1,219 @@
+package genbench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/deft-vk/deft/bench"
+	"github.com/deft-vk/deft/llama"
+	"github.com/deft-vk/deft/probe"
+	"github.com/deft-vk/deft/vk"
+)
+
+// Report is a whole `deft bench generate` run.
+type Report struct {
+	Date   time.Time       `json:"date"`
+	Device string          `json:"device"`
+	Driver string          `json:"driver"`
+	UUID   string          `json:"uuid"`
+	Deft   bench.BuildInfo `json:"deft"`
+	// Model names the model ("llama3-8b f16" or a file) and Config its
+	// hyper-parameters.
+	Model  string       `json:"model"`
+	Config llama.Config `json:"model_config"`
+	KV     string       `json:"kv"`
+	// WeightBytes are all weights on the device, StepWeightBytes those a
+	// decoding step reads (without the token embedding, unless it is also
+	// the output matrix).
+	WeightBytes     uint64 `json:"weight_bytes"`
+	StepWeightBytes uint64 `json:"step_weight_bytes"`
+	// Bandwidth is the probe's (bytes/s; 0 if unknown) and BandwidthSource
+	// says where it came from.
+	Bandwidth       float64       `json:"bandwidth_bytes_per_second"`
+	BandwidthSource string        `json:"bandwidth_source"`
+	Probe           *probe.Result `json:"probe,omitempty"`
+	// Floor is StepWeightBytes / Bandwidth.
+	Floor     time.Duration     `json:"weight_read_floor_ns"`
+	Runs      int               `json:"runs"`
+	AttnRuns  int               `json:"attention_runs"`
+	WarmUp    time.Duration     `json:"warm_up_ns"`
+	Sizes     Sizes             `json:"sizes"`
+	Scale     float64           `json:"scale"`
+	Seed      uint64            `json:"seed"`
+	Timing    string            `json:"timing"`
+	Check     []CheckResult     `json:"check"`
+	Scenarios []*ScenarioResult `json:"scenarios"`
+}
+
+// NewReport starts a report for device info.
+func NewReport(info vk.DeviceInfo) *Report {
+	timing := "GPU timestamps per submission (start, end) and host wall time of model.Forward; attention share from separate runs with timestamps around every layer's attention"
+	if !info.Timestamps {
+		timing = "host wall time only: the device has no compute timestamps"
+	}
+	return &Report{Date: time.Now().UTC().Truncate(time.Second), Device: info.Name,
+		Driver: strings.TrimSpace(info.DriverName + " " + info.DriverInfo), UUID: info.UUID, Deft: bench.DeftBuild(), Timing: timing}
+}
+
+// SaveJSON writes the report to path.
+func (r *Report) SaveJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save report: %w", err)
+	}
+	return nil
+}
+
+// LoadReport reads a report saved by SaveJSON.
+func LoadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load report: %w", err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("load report %s: %w", path, err)
+	}
+	return &r, nil
+}
+
+func ms(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", float64(d)/1e6)
+}
+
+// WriteHeader prints the device, model, floor and how times are taken.
+func (r *Report) WriteHeader(w io.Writer) {
+	fmt.Fprintf(w, "device %s (%s), deft %s\n", r.Device, r.Driver, r.Deft)
+	c := r.Config
+	fmt.Fprintf(w, "model %s: %d blocks, embd %d, ffn %d, %d/%d heads x %d, vocab %d; %s KV\n",
+		r.Model, c.Blocks, c.Embd, c.FFN, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, r.KV)
+	fmt.Fprintf(w, "weights %s on the device, %s read per decoding step\n", bench.FormatBytes(float64(r.WeightBytes)), bench.FormatBytes(float64(r.StepWeightBytes)))
+	if r.Floor > 0 {
+		fmt.Fprintf(w, "weight-read floor %s ms (%s at %.1f GB/s, %s)\n", ms(r.Floor), bench.FormatBytes(float64(r.StepWeightBytes)), r.Bandwidth/1e9, r.BandwidthSource)
+	} else {
+		fmt.Fprintf(w, "weight-read floor unknown (%s)\n", r.BandwidthSource)
+	}
+	fmt.Fprintf(w, "%d runs per scenario and method after a %v warm-up, median; %s\n", r.Runs, r.WarmUp, r.Timing)
+	if r.Scale != 1 && r.Scale != 0 {
+		fmt.Fprintf(w, "lengths scaled by %g\n", r.Scale)
+	}
+	for _, c := range r.Check {
+		fmt.Fprintf(w, "check %s: 1-block slice, max relative L2 error %.2g against the float64 reference (tolerance %.0g)\n", c.Method, c.MaxErr, c.Tol)
+	}
+}
+
+// WriteScenario prints one scenario's table after a blank line.
+func (r *Report) WriteScenario(w io.Writer, s *ScenarioResult) error {
+	fmt.Fprintf(w, "\n%s: %s\n  %d step tokens (%d logit rows), %d KV tokens in the tree, KV pool %s\n",
+		s.Name, s.Description, s.StepTokens, s.LogitRows, s.Context, bench.FormatBytes(float64(s.KVBytes)))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  method\tms/step GPU\tms/step wall\tattention\tx floor\ttokens/s\tmemory\t")
+	for _, m := range s.Methods {
+		share, floor := "-", "-"
+		if m.AttentionShare > 0 {
+			share = fmt.Sprintf("%.1f%%", 100*m.AttentionShare)
+		}
+		if m.FloorFraction > 0 {
+			floor = fmt.Sprintf("%.2fx", m.FloorFraction)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.0f\t%s\t\n", m.Method, ms(m.StepGPU), ms(m.StepWall), share, floor,
+			m.TokensPerSec, bench.FormatBytes(float64(m.MemoryBytes)))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if s.SpeedUp > 0 {
+		fmt.Fprintf(w, "  flatten vs flashdecoding: %.2fx per step\n", s.SpeedUp)
+	}
+	return nil
+}
+
+// WriteTable prints the whole report.
+func (r *Report) WriteTable(w io.Writer) error {
+	r.WriteHeader(w)
+	for _, s := range r.Scenarios {
+		if err := r.WriteScenario(w, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SavePlot draws ms per step of every scenario, one bar per method, to a
+// .png or .svg file.
+func (r *Report) SavePlot(path string) error {
+	format := strings.ToLower(strings.TrimPrefix(filepath.Ext(path), "."))
+	if format != "png" && format != "svg" {
+		return fmt.Errorf("plot %s: want a .png or .svg file", path)
+	}
+	if len(r.Scenarios) == 0 {
+		return fmt.Errorf("plot %s: no scenarios", path)
+	}
+	var methods []string
+	for _, s := range r.Scenarios {
+		for _, m := range s.Methods {
+			if !contains(methods, m.Method) {
+				methods = append(methods, m.Method)
+			}
+		}
+	}
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("deft bench generate: %s on %s", r.Model, r.Device)
+	p.Y.Label.Text = "ms per step (GPU; prefill: whole prompt)"
+	names := make([]string, len(r.Scenarios))
+	for i, s := range r.Scenarios {
+		names[i] = s.Name
+	}
+	width := vg.Points(60 / float64(len(methods)))
+	for j, meth := range methods {
+		vals := make(plotter.Values, len(r.Scenarios))
+		for i, s := range r.Scenarios {
+			for _, m := range s.Methods {
+				if m.Method == meth {
+					vals[i] = float64(m.StepTime()) / 1e6
+				}
+			}
+		}
+		bars, err := plotter.NewBarChart(vals, width)
+		if err != nil {
+			return fmt.Errorf("plot %s: %w", path, err)
+		}
+		bars.Color = plotutil.Color(j)
+		bars.LineStyle.Width = 0
+		bars.Offset = width * vg.Length(float64(j)-float64(len(methods)-1)/2)
+		p.Add(bars)
+		p.Legend.Add(meth, bars)
+	}
+	p.Legend.Top = true
+	p.NominalX(names...)
+	if err := p.Save(vg.Length(max(6, 1.3*float64(len(names))))*vg.Inch, 4*vg.Inch, path); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
