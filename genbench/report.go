@@ -2,6 +2,7 @@ package genbench
 
 import (
 	"encoding/json"
+	"image/color"
 	"fmt"
 	"io"
 	"os"
@@ -11,9 +12,11 @@ import (
 	"time"
 
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/deft-vk/deft/bench"
 	"github.com/deft-vk/deft/llama"
@@ -156,7 +159,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return nil
 }
 
-// SavePlot draws ms per step of every scenario, one bar per method, to a
+// SavePlot draws ms per step of each method, one panel per scenario (each
+// with its own scale: a prefill takes far longer than a decoding step), to a
 // .png or .svg file.
 func (r *Report) SavePlot(path string) error {
 	format := strings.ToLower(strings.TrimPrefix(filepath.Ext(path), "."))
@@ -166,47 +170,76 @@ func (r *Report) SavePlot(path string) error {
 	if len(r.Scenarios) == 0 {
 		return fmt.Errorf("plot %s: no scenarios", path)
 	}
-	var methods []string
-	for _, s := range r.Scenarios {
-		for _, m := range s.Methods {
-			if !contains(methods, m.Method) {
-				methods = append(methods, m.Method)
-			}
-		}
+	const cols = 3
+	rows := (len(r.Scenarios) + cols - 1) / cols
+	grid := make([][]*plot.Plot, rows)
+	for i := range grid {
+		grid[i] = make([]*plot.Plot, cols)
 	}
-	p := plot.New()
-	p.Title.Text = fmt.Sprintf("deft bench generate: %s on %s", r.Model, r.Device)
-	p.Y.Label.Text = "ms per step (GPU; prefill: whole prompt)"
-	names := make([]string, len(r.Scenarios))
 	for i, s := range r.Scenarios {
-		names[i] = s.Name
-	}
-	width := vg.Points(60 / float64(len(methods)))
-	for j, meth := range methods {
-		vals := make(plotter.Values, len(r.Scenarios))
-		for i, s := range r.Scenarios {
-			for _, m := range s.Methods {
-				if m.Method == meth {
-					vals[i] = float64(m.StepTime()) / 1e6
-				}
-			}
-		}
-		bars, err := plotter.NewBarChart(vals, width)
+		p, err := scenarioPlot(s)
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", path, err)
 		}
-		bars.Color = plotutil.Color(j)
-		bars.LineStyle.Width = 0
-		bars.Offset = width * vg.Length(float64(j)-float64(len(methods)-1)/2)
-		p.Add(bars)
-		p.Legend.Add(meth, bars)
+		grid[i/cols][i%cols] = p
 	}
-	p.Legend.Top = true
-	p.NominalX(names...)
-	if err := p.Save(vg.Length(max(6, 1.3*float64(len(names))))*vg.Inch, 4*vg.Inch, path); err != nil {
+	width, height := vg.Length(cols)*4*vg.Inch, vg.Length(rows)*3.5*vg.Inch+0.4*vg.Inch
+	c, err := draw.NewFormattedCanvas(width, height, format)
+	if err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
-	return nil
+	dc := draw.New(c)
+	title := fmt.Sprintf("deft bench generate: %s on %s (GPU ms per step)", r.Model, r.Device)
+	dc.FillText(draw.TextStyle{Color: color.Black, Font: font.From(plot.DefaultFont, 12), Handler: plot.DefaultTextHandler, XAlign: draw.XCenter},
+		vg.Point{X: width / 2, Y: height - 0.3*vg.Inch}, title)
+	dc.Rectangle.Max.Y -= 0.4 * vg.Inch
+	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: 8 * vg.Millimeter, PadY: 8 * vg.Millimeter,
+		PadTop: 4 * vg.Millimeter, PadBottom: 4 * vg.Millimeter, PadLeft: 4 * vg.Millimeter, PadRight: 4 * vg.Millimeter}
+	canvases := plot.Align(grid, tiles, dc)
+	for i := range grid {
+		for j, p := range grid[i] {
+			if p != nil {
+				p.Draw(canvases[i][j])
+			}
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// scenarioPlot is one scenario's bars, one per method.
+func scenarioPlot(s *ScenarioResult) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = s.Name
+	if s.Name == Prefill {
+		p.Title.Text += ", whole prompt"
+	}
+	if s.SpeedUp > 0 {
+		p.Title.Text += fmt.Sprintf(" (flatten %.2fx)", s.SpeedUp)
+	}
+	p.Y.Label.Text = "ms"
+	p.Y.Min = 0
+	var names []string
+	for j, m := range s.Methods {
+		bars, err := plotter.NewBarChart(plotter.Values{float64(m.StepTime()) / 1e6}, vg.Points(40))
+		if err != nil {
+			return nil, err
+		}
+		bars.XMin = float64(j)
+		bars.Color = plotutil.Color(j)
+		bars.LineStyle.Width = 0
+		p.Add(bars)
+		names = append(names, m.Method)
+	}
+	p.NominalX(names...)
+	return p, nil
 }
 
 func contains(xs []string, x string) bool {

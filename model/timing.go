@@ -97,3 +97,15 @@ func (m *Model) WorkspaceBytes() uint64 {
 	}
 	return n
 }
+
+// StepWeightBytes is the device memory of the weights a decoding step
+// reads in full: every layer matrix and the output matrix. The token
+// embedding is only gathered (a row per token) unless it is also the
+// output matrix.
+func (m *Model) StepWeightBytes() uint64 {
+	n := m.WeightBytes()
+	if m.output != m.embd {
+		n -= m.embd.bytes()
+	}
+	return n
+}
