@@ -38,6 +38,12 @@ type Options struct {
 	Method treeattn.Method
 	// ChunkTokens bounds the tokens of one submission (0: DefaultChunkTokens).
 	ChunkTokens int
+	// Progress, when set, is called as weights reach the device with the
+	// bytes done and the total.
+	Progress func(done, total uint64)
+	// MemoryLimit is the device memory the model may assume (0: the
+	// device's largest device-local heap).
+	MemoryLimit uint64
 }
 
 // Model is a Llama model on a device. It is not safe for concurrent use.
@@ -69,8 +75,10 @@ type layer struct {
 	q, k, v, o, gate, up, down *weight
 }
 
-// Load reads the hyper-parameters of f and uploads its weights to d.
-// f may be closed afterwards.
+// Load reads the hyper-parameters of f and uploads its weights to d, in
+// chunks from the file's memory map (Options.Progress reports them). A
+// model whose weights and a minimum KV pool do not fit the device's
+// memory is refused before any upload. f may be closed afterwards.
 func Load(d *vk.Device, f *gguf.File, opts Options) (*Model, error) {
 	if d == nil || f == nil {
 		return nil, errors.New("model: load: nil device or file")
@@ -79,103 +87,7 @@ func Load(d *vk.Device, f *gguf.File, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Method == "" {
-		opts.Method = treeattn.MethodFlatten
-	}
-	if opts.ChunkTokens <= 0 {
-		opts.ChunkTokens = DefaultChunkTokens
-	}
-	if opts.ChunkTokens > treeattn.MaxShapeValue {
-		return nil, fmt.Errorf("model: load: chunk of %d tokens is too large", opts.ChunkTokens)
-	}
-	if _, err := treeattn.ParseMethod(string(opts.Method)); err != nil {
-		return nil, fmt.Errorf("model: load: %w", err)
-	}
-	if cfg.HeadDim%4 != 0 {
-		return nil, fmt.Errorf("model: load %s: head dim %d; tree attention needs a multiple of 4", f.Name(), cfg.HeadDim)
-	}
-	m := &Model{d: d, cfg: cfg, opts: opts, ops: newOps(d)}
-	fail := func(err error) (*Model, error) {
-		m.Close()
-		return nil, err
-	}
-	mat := func(name string, cols, rows int) (*weight, error) {
-		t, err := f.Tensor(name)
-		if err != nil {
-			return nil, fmt.Errorf("model: %w", err)
-		}
-		if len(t.Dims) != 2 || t.Dims[0] != uint64(cols) || t.Dims[1] != uint64(rows) {
-			return nil, fmt.Errorf("model: %s: %s has dims %v, want [%d %d]", f.Name(), name, t.Dims, cols, rows)
-		}
-		w, err := uploadWeight(d, t)
-		if err != nil {
-			return nil, fmt.Errorf("model: upload %w", err)
-		}
-		return w, nil
-	}
-	vec := func(name string, n int) (*vk.Buffer, error) {
-		t, err := f.Tensor(name)
-		if err != nil {
-			return nil, fmt.Errorf("model: %w", err)
-		}
-		if t.Elements() != uint64(n) {
-			return nil, fmt.Errorf("model: %s: %s has %d elements, want %d", f.Name(), name, t.Elements(), n)
-		}
-		v, err := decodeFloats(t.Type, t.Data, n)
-		if err != nil {
-			return nil, fmt.Errorf("model: %s: %w", name, err)
-		}
-		return m.upload(name, v)
-	}
-	c := cfg
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	if m.embd, err = mat("token_embd.weight", c.Embd, c.Vocab); err != nil {
-		return fail(err)
-	}
-	m.output = m.embd
-	if !c.TiedOutput {
-		if m.output, err = mat("output.weight", c.Embd, c.Vocab); err != nil {
-			return fail(err)
-		}
-	}
-	if m.outNorm, err = vec("output_norm.weight", c.Embd); err != nil {
-		return fail(err)
-	}
-	inv := invFreqs(c)
-	inv32 := make([]float32, max(len(inv), 1))
-	for i, v := range inv {
-		inv32[i] = float32(v)
-	}
-	if m.invFreq, err = m.upload("rope frequencies", inv32); err != nil {
-		return fail(err)
-	}
-	for i := range c.Blocks {
-		p := fmt.Sprintf("blk.%d.", i)
-		var l layer
-		m.layers = append(m.layers, l)
-		L := &m.layers[i]
-		steps := []func() error{
-			func() (err error) { L.attnNorm, err = vec(p+"attn_norm.weight", c.Embd); return },
-			func() (err error) { L.ffnNorm, err = vec(p+"ffn_norm.weight", c.Embd); return },
-			func() (err error) { L.q, err = mat(p+"attn_q.weight", c.Embd, qDim); return },
-			func() (err error) { L.k, err = mat(p+"attn_k.weight", c.Embd, kvDim); return },
-			func() (err error) { L.v, err = mat(p+"attn_v.weight", c.Embd, kvDim); return },
-			func() (err error) { L.o, err = mat(p+"attn_output.weight", qDim, c.Embd); return },
-			func() (err error) { L.gate, err = mat(p+"ffn_gate.weight", c.Embd, c.FFN); return },
-			func() (err error) { L.up, err = mat(p+"ffn_up.weight", c.Embd, c.FFN); return },
-			func() (err error) { L.down, err = mat(p+"ffn_down.weight", c.FFN, c.Embd); return },
-		}
-		for _, step := range steps {
-			if err := step(); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	m.ws = treeattn.NewWorkspace(d)
-	if m.rec, err = d.NewRecorder(); err != nil {
-		return fail(fmt.Errorf("model: load: %w", err))
-	}
-	return m, nil
+	return build(d, cfg, fileSource{f}, opts)
 }
 
 func (m *Model) upload(name string, v []float32) (*vk.Buffer, error) {

@@ -39,53 +39,84 @@ func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
 // uploadWeightParts is uploadWeight with parts of at most maxRows rows (0:
 // as many as a binding holds); tests split small tensors with it.
 func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
-	wt, ok := weightType(t.Type)
-	if !ok {
-		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0)", t.Name, t.Type)
-	}
-	if len(t.Dims) != 2 {
-		return nil, fmt.Errorf("%s: %d dims, want 2", t.Name, len(t.Dims))
-	}
-	cols, rows := t.Dims[0], t.Dims[1]
-	if cols == 0 || rows == 0 || cols > maxDim || rows > 1<<31-1 {
-		return nil, fmt.Errorf("%s: dims %v out of range", t.Name, t.Dims)
-	}
-	if cols%4 != 0 {
-		return nil, fmt.Errorf("%s: rows of %d elements; the kernels need a multiple of 4", t.Name, cols)
-	}
-	rb, err := t.Type.RowBytes(cols)
+	w, err := newWeight(d, t.Name, t.Type, t.Dims, maxRows)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.Name, err)
+		return nil, err
 	}
-	if uint64(len(t.Data)) < rb*rows {
-		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), rows, rb)
+	if uint64(len(t.Data)) < w.dataBytes() {
+		w.close()
+		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), w.rows, w.rowBytes)
 	}
-	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb)}
-	limit := uint64(d.Info.MaxStorageBufferRange)
-	perPart := (limit - wordPad) / rb
-	if perPart == 0 {
-		return nil, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", t.Name, rb, limit)
-	}
-	// Byte offsets inside the kernels are 32-bit.
-	perPart = min(perPart, (1<<32-1-wordPad)/rb)
-	if maxRows > 0 {
-		perPart = min(perPart, maxRows)
-	}
-	for r0 := uint64(0); r0 < rows; r0 += perPart {
-		n := min(perPart, rows-r0)
-		buf, err := d.NewBuffer(n*rb + wordPad)
-		if err != nil {
-			w.close()
-			return nil, fmt.Errorf("%s: %w", t.Name, err)
-		}
-		w.parts = append(w.parts, weightPart{buf: buf, row0: int(r0), rows: int(n)})
-		if err := buf.Write(0, t.Data[r0*rb:(r0+n)*rb]); err != nil {
+	for _, p := range w.parts {
+		if err := writeChunks(p.buf, t.Data[uint64(p.row0)*uint64(w.rowBytes):uint64(p.row0+p.rows)*uint64(w.rowBytes)], nil); err != nil {
 			w.close()
 			return nil, fmt.Errorf("%s: %w", t.Name, err)
 		}
 	}
 	return w, nil
 }
+
+// newWeight allocates the device buffers of a 2-D weight of type typ and
+// dims [cols rows], in parts of at most maxRows rows (0: as many as a
+// binding holds), without filling them.
+func newWeight(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64) (*weight, error) {
+	wt, ok := weightType(typ)
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0)", name, typ)
+	}
+	parts, rb, err := planParts(d, name, typ, dims, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	w := &weight{name: name, typ: typ, wtype: wt, cols: int(dims[0]), rows: int(dims[1]), rowBytes: int(rb)}
+	for _, p := range parts {
+		buf, err := d.NewBuffer(uint64(p.rows)*rb + wordPad)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		p.buf = buf
+		w.parts = append(w.parts, p)
+	}
+	return w, nil
+}
+
+// planParts checks a weight's dims and cuts its rows into parts that one
+// binding covers; it returns the parts (without buffers) and the row bytes.
+func planParts(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64) ([]weightPart, uint64, error) {
+	if len(dims) != 2 {
+		return nil, 0, fmt.Errorf("%s: %d dims, want 2", name, len(dims))
+	}
+	cols, rows := dims[0], dims[1]
+	if cols == 0 || rows == 0 || cols > maxDim || rows > 1<<31-1 {
+		return nil, 0, fmt.Errorf("%s: dims %v out of range", name, dims)
+	}
+	if cols%4 != 0 {
+		return nil, 0, fmt.Errorf("%s: rows of %d elements; the kernels need a multiple of 4", name, cols)
+	}
+	rb, err := typ.RowBytes(cols)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", name, err)
+	}
+	limit := uint64(d.Info.MaxStorageBufferRange)
+	perPart := (limit - wordPad) / rb
+	if perPart == 0 {
+		return nil, 0, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", name, rb, limit)
+	}
+	// Byte offsets inside the kernels are 32-bit.
+	perPart = min(perPart, (1<<32-1-wordPad)/rb)
+	if maxRows > 0 {
+		perPart = min(perPart, maxRows)
+	}
+	var parts []weightPart
+	for r0 := uint64(0); r0 < rows; r0 += perPart {
+		parts = append(parts, weightPart{row0: int(r0), rows: int(min(perPart, rows-r0))})
+	}
+	return parts, rb, nil
+}
+
+// dataBytes is the weight's encoded size without padding.
+func (w *weight) dataBytes() uint64 { return uint64(w.rows) * uint64(w.rowBytes) }
 
 func (w *weight) close() {
 	for _, p := range w.parts {
