@@ -103,12 +103,14 @@ func specSize(name string) int {
 	return 256
 }
 
-// GeneratedTree is the stand-in token tree when DeFT's files are not at
-// hand: the root and n candidates as a 4-ary tree in breadth-first order.
+// GeneratedTree is the stand-in token tree of n tokens when DeFT's files
+// are not at hand: the root and n-1 candidates as a 4-ary tree in
+// breadth-first order (DeFT's APPS_tree_sizeN.json also holds N tokens,
+// the root included).
 func GeneratedTree(n int) []int {
-	p := make([]int, n+1)
+	p := make([]int, n)
 	p[0] = -1
-	for i := 1; i <= n; i++ {
+	for i := 1; i < n; i++ {
 		p[i] = (i - 1) / 4
 	}
 	return p
@@ -244,7 +246,7 @@ func build(m *model.Model, name string, z Sizes, specs SpecTrees, rng *rand.Rand
 			specDesc = fmt.Sprintf("DeFT's token tree %s (root + %d candidates, depth %d)", t.TreeID, len(t.Parents)-1, slices.Max(t.Depths()))
 		} else {
 			specParents = GeneratedTree(n)
-			specDesc = fmt.Sprintf("a generated 4-ary token tree (root + %d candidates; DeFT's APPS_tree_size%d.json not found)", n, n)
+			specDesc = fmt.Sprintf("a generated 4-ary token tree (root + %d candidates; DeFT's APPS_tree_size%d.json not found)", n-1, n)
 		}
 		need, nodes = z.SpecContext+len(specParents), 1
 	case Beams:
@@ -464,9 +466,9 @@ func measure(m *model.Model, s *setup, meth treeattn.Method, timestamps bool, fl
 		_, err := m.Forward(s.pool, s.batch)
 		return time.Since(t0), err
 	}
-	// Warm-up: at least two runs (pipelines, buffers), then until WarmUp.
+	// Warm-up: at least one run (pipelines, buffers), then until WarmUp.
 	start := time.Now()
-	for i := 0; i < 2 || time.Since(start) < opts.WarmUp; i++ {
+	for i := 0; i < 1 || time.Since(start) < opts.WarmUp; i++ {
 		if _, err := forward(); err != nil {
 			return nil, err
 		}

@@ -2,8 +2,8 @@ package genbench
 
 import (
 	"encoding/json"
-	"image/color"
 	"fmt"
+	"image/color"
 	"io"
 	"os"
 	"path/filepath"

@@ -15,6 +15,7 @@ import (
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/llama"
 	"github.com/deft-vk/deft/model"
+	"github.com/deft-vk/deft/modelgen"
 	"github.com/deft-vk/deft/probe"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
@@ -31,7 +32,9 @@ func benchGenerateCommand() *cli.Command {
 			"The K/V of each scenario's tree are random fp16 values written into a kvpool (no real prefill); the step's own tokens\n" +
 			"run through model.Forward. The model is first checked on a 1-block slice against the float64 CPU reference.",
 		Flags: []cli.Flag{deviceFlag, validationFlag, variantFlag,
-			&cli.StringFlag{Name: "model", Usage: "a GGUF Llama model file to measure"},
+			&cli.StringFlag{Name: "shape", Usage: fmt.Sprintf("model shape %v with random weights generated on the device", modelgen.ShapeNames()), DefaultText: "llama3-8b"},
+			&cli.StringFlag{Name: "type", Usage: fmt.Sprintf("weight type of --shape %v", modelgen.TypeNames()), DefaultText: "f16"},
+			&cli.StringFlag{Name: "model", Usage: "a GGUF Llama model file to measure instead of --shape/--type"},
 			&cli.StringSliceFlag{Name: "scenario", Usage: fmt.Sprintf("scenarios %v, or 'all' (repeatable or comma-separated)", genbench.ScenarioNames()), DefaultText: "all"},
 			&cli.StringSliceFlag{Name: "method", Usage: "attention methods (repeatable or comma-separated)", DefaultText: "flatten,flashdecoding"},
 			&cli.IntFlag{Name: "runs", Value: 10, Usage: "timed runs per scenario and method, median reported"},
@@ -53,6 +56,7 @@ func benchGenerateCommand() *cli.Command {
 }
 
 func benchGenerateAction(c *cli.Context) (err error) {
+	w, ew := c.App.Writer, c.App.ErrWriter
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("bench generate: unexpected arguments %q", c.Args().Slice())
 	}
@@ -103,26 +107,20 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	if bw := c.Float64("bandwidth"); bw < 0 {
 		return fmt.Errorf("--bandwidth %v: want GB/s > 0", bw)
 	}
-	path := c.String("model")
-	if path == "" {
-		return fmt.Errorf("bench generate: give --model F.gguf")
+	seed := c.Uint64("seed")
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
 	}
-	f, err := gguf.Open(path)
+	t, err := resolveTarget(c, seed)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	cfg, err := llama.ConfigFrom(f)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if t.file != nil {
+		defer t.file.Close()
 	}
 	specs, err := loadSpecTrees(c.String("workloads"))
 	if err != nil {
 		return err
-	}
-	seed := c.Uint64("seed")
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
 	}
 
 	d, closeDevice, err := openDevice(c)
@@ -130,12 +128,14 @@ func benchGenerateAction(c *cli.Context) (err error) {
 		return err
 	}
 	defer closeDevice(&err)
-	w, ew := c.App.Writer, c.App.ErrWriter
 	report := genbench.NewReport(d.Info)
-	report.Model, report.Config, report.KV, report.Seed, report.Scale = filepath.Base(path), cfg, kv.String(), seed, scale
+	report.Model, report.Config, report.KV, report.Seed, report.Scale = t.name, t.cfg, kv.String(), seed, scale
 
 	// Check before anything is timed.
-	slice, err := genbench.BuildSlice(cfg, nil, f, seed)
+	if !c.Bool("quiet") {
+		fmt.Fprintf(ew, "bench generate: checking a 1-block slice of %s against the float64 CPU reference\n", t.name)
+	}
+	slice, err := genbench.BuildSlice(t.cfg, t.typeOf, t.file, seed)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,13 @@ func benchGenerateAction(c *cli.Context) (err error) {
 		return err
 	}
 
-	m, err := model.Load(d, f, model.Options{KV: kv, Method: methods[0]})
+	mopts := model.Options{KV: kv, Method: methods[0]}
+	var m *model.Model
+	if t.file != nil {
+		m, err = model.Load(d, t.file, mopts)
+	} else {
+		m, err = model.LoadRandom(d, model.RandomSpec{Config: t.cfg, TensorType: t.typeOf, Seed: seed}, mopts)
+	}
 	if err != nil {
 		return err
 	}
@@ -198,6 +204,49 @@ func benchGenerateAction(c *cli.Context) (err error) {
 		bar.Finish()
 	}
 	return saveGenReport(c, report)
+}
+
+// genTarget is the model to measure: a file (--model) or a shape and
+// weight type with random weights.
+type genTarget struct {
+	name   string
+	cfg    llama.Config
+	typeOf func(string) gguf.TensorType // nil for a file: the slice copies its tensors
+	file   *gguf.File
+}
+
+func resolveTarget(c *cli.Context, seed uint64) (*genTarget, error) {
+	if path := c.String("model"); path != "" {
+		if c.IsSet("shape") || c.IsSet("type") {
+			return nil, fmt.Errorf("--model %s: give either a file or --shape/--type, not both", path)
+		}
+		f, err := gguf.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := llama.ConfigFrom(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return &genTarget{name: filepath.Base(path), cfg: cfg, file: f}, nil
+	}
+	shape, typ := "llama3-8b", "f16"
+	if c.IsSet("shape") {
+		shape = c.String("shape")
+	}
+	if c.IsSet("type") {
+		typ = c.String("type")
+	}
+	cfg, err := modelgen.ShapeConfig(shape)
+	if err != nil {
+		return nil, fmt.Errorf("--shape: %w", err)
+	}
+	typeOf, err := modelgen.TensorTypes(typ, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--type: %w", err)
+	}
+	return &genTarget{name: fmt.Sprintf("%s %s (random weights, seed %d)", shape, typ, seed), cfg: cfg, typeOf: typeOf}, nil
 }
 
 // setBandwidth fills the report's bandwidth and floor: --bandwidth, the
