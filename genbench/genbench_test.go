@@ -53,7 +53,7 @@ func TestRunEveryScenarioAndReport(t *testing.T) {
 	specs := SpecTrees{Spec64: &replay.SpecTree{TreeID: "test9", Parents: GeneratedTree(9)},
 		Spec256: &replay.SpecTree{TreeID: "test17", Parents: GeneratedTree(17)}}
 	opts := Options{Runs: 2, AttnRuns: 1, WarmUp: -1, Sizes: testSizes, Seed: seed, Specs: specs,
-		Methods: []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodFlashDecoding},
+		Methods:  []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodFlashDecoding},
 		Progress: func(s string, meth treeattn.Method, r *MethodResult) { progress = append(progress, s+"/"+string(meth)) }}
 	res, err := Run(m, ScenarioNames(), floor, opts)
 	require.NoError(t, err)
@@ -99,7 +99,7 @@ func TestRunEveryScenarioAndReport(t *testing.T) {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, &raw))
-	for _, k := range []string{"device", "model", "weight_bytes", "step_weight_bytes", "bandwidth_bytes_per_second", "weight_read_floor_ns", "check", "scenarios", "sizes"} {
+	for _, k := range []string{"device", "model", "targets", "weight_bytes", "step_weight_bytes", "bandwidth_bytes_per_second", "weight_read_floor_ns", "check", "scenarios", "sizes"} {
 		assert.Contains(t, raw, k)
 	}
 	sc := raw["scenarios"].([]any)[1].(map[string]any)
@@ -124,6 +124,8 @@ func TestRunEveryScenarioAndReport(t *testing.T) {
 	}
 	assert.Contains(t, tab.String(), "flatten vs flashdecoding")
 	assert.Contains(t, tab.String(), "weight-read floor")
+	assert.Contains(t, tab.String(), "targets (issue 13; set for Llama-3-8B on an H200):")
+	assert.Len(t, back.Targets, 5, "every target the scenarios cover")
 	for _, ext := range []string{"png", "svg"} {
 		p := filepath.Join(dir, "gen."+ext)
 		require.NoError(t, back.SavePlot(p))

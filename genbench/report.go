@@ -57,6 +57,8 @@ type Report struct {
 	Timing    string            `json:"timing"`
 	Check     []CheckResult     `json:"check"`
 	Scenarios []*ScenarioResult `json:"scenarios"`
+	// Targets are EvalTargets, filled in by SaveJSON.
+	Targets []Target `json:"targets,omitempty"`
 }
 
 // NewReport starts a report for device info.
@@ -71,6 +73,7 @@ func NewReport(info vk.DeviceInfo) *Report {
 
 // SaveJSON writes the report to path.
 func (r *Report) SaveJSON(path string) error {
+	r.Targets = r.EvalTargets()
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save report: %w", err)
@@ -127,7 +130,7 @@ func (r *Report) WriteScenario(w io.Writer, s *ScenarioResult) error {
 	fmt.Fprintf(w, "\n%s: %s\n  %d step tokens (%d logit rows), %d KV tokens in the tree, KV pool %s\n",
 		s.Name, s.Description, s.StepTokens, s.LogitRows, s.Context, bench.FormatBytes(float64(s.KVBytes)))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "  method\tms/step GPU\tms/step wall\tattention\tx floor\ttokens/s\tmemory\t")
+	fmt.Fprintln(tw, "  method\tms/step GPU\tms/step wall\tattention\tx floor\ttok/s GPU\ttok/s wall\tmemory\t")
 	for _, m := range s.Methods {
 		share, floor := "-", "-"
 		if m.AttentionShare > 0 {
@@ -136,8 +139,12 @@ func (r *Report) WriteScenario(w io.Writer, s *ScenarioResult) error {
 		if m.FloorFraction > 0 {
 			floor = fmt.Sprintf("%.2fx", m.FloorFraction)
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.0f\t%s\t\n", m.Method, ms(m.StepGPU), ms(m.StepWall), share, floor,
-			m.TokensPerSec, bench.FormatBytes(float64(m.MemoryBytes)))
+		tpsGPU := "-"
+		if m.TokensPerSecGPU > 0 {
+			tpsGPU = fmt.Sprintf("%.0f", m.TokensPerSecGPU)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t\n", m.Method, ms(m.StepGPU), ms(m.StepWall), share, floor,
+			tpsGPU, m.TokensPerSec, bench.FormatBytes(float64(m.MemoryBytes)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -156,7 +163,83 @@ func (r *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 	}
+	r.WriteTargets(w)
 	return nil
+}
+
+// Target is one of the issue's performance targets, as measured.
+type Target struct {
+	What  string  `json:"what"`
+	Value float64 `json:"value"`
+	Limit float64 `json:"limit"`
+	// AtMost says the value must not exceed Limit (else be at least it).
+	AtMost bool `json:"at_most"`
+	Met    bool `json:"met"`
+}
+
+// EvalTargets evaluates the issue's targets that the report's scenarios
+// cover (GPU step times of flatten; prefill in tokens/s of GPU time).
+func (r *Report) EvalTargets() []Target {
+	find := func(name string) *ScenarioResult {
+		for _, s := range r.Scenarios {
+			if s.Name == name {
+				return s
+			}
+		}
+		return nil
+	}
+	flat := func(name string) *MethodResult {
+		if s := find(name); s != nil {
+			return s.Method("flatten")
+		}
+		return nil
+	}
+	var out []Target
+	add := func(what string, v, limit float64, atMost bool) {
+		met := v >= limit
+		if atMost {
+			met = v <= limit
+		}
+		out = append(out, Target{What: what, Value: v, Limit: limit, AtMost: atMost, Met: met})
+	}
+	if f := flat(Single); f != nil && f.FloorFraction > 0 {
+		add("single sequence: flatten step / weight-read floor", f.FloorFraction, 1.25, true)
+	}
+	if f, s := flat(FewShot), flat(Single); f != nil && s != nil && s.StepTime() > 0 {
+		add("few-shot b=50 step / single-sequence step (flatten)", float64(f.StepTime())/float64(s.StepTime()), 1.6, true)
+	}
+	for _, name := range []string{FewShot, Spec256} {
+		if s := find(name); s != nil && s.SpeedUp > 0 {
+			add(name+": flatten vs flashdecoding per step", s.SpeedUp, 1.5, false)
+		}
+	}
+	if f := flat(Prefill); f != nil {
+		tps := f.TokensPerSecGPU
+		if tps == 0 {
+			tps = f.TokensPerSec
+		}
+		add("prefill tokens/s (flatten, GPU time; the target is for f16 weights)", tps, 10000, false)
+	}
+	return out
+}
+
+// WriteTargets prints EvalTargets, if any.
+func (r *Report) WriteTargets(w io.Writer) {
+	ts := r.EvalTargets()
+	if len(ts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\ntargets (issue 13; set for Llama-3-8B on an H200):")
+	for _, t := range ts {
+		op, verdict := ">=", "met"
+		if t.AtMost {
+			op = "<="
+		}
+		if !t.Met {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(w, "  %s: %.3g (target %s %g) %s\n", t.What, t.Value, op, t.Limit, verdict)
+	}
 }
 
 // SavePlot draws ms per step of each method, one panel per scenario (each

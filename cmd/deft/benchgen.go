@@ -203,6 +203,7 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	if bar != nil {
 		bar.Finish()
 	}
+	report.WriteTargets(w)
 	return saveGenReport(c, report)
 }
 
