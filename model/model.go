@@ -65,6 +65,9 @@ type Model struct {
 	ws       *treeattn.Workspace
 	slots    *kvpool.SlotList
 	slotPool *kvpool.Pool
+	// Benchmark timestamps (timing.go).
+	timing Timing
+	times  StepTimes
 }
 
 type layer struct {
@@ -215,6 +218,7 @@ func (m *Model) Forward(pool *kvpool.Pool, b Batch) ([][]float32, error) {
 		}
 	}
 	chunk := m.opts.ChunkTokens
+	m.times = StepTimes{}
 	if err := m.s.ensure(m, min(n, chunk), len(b.LogitRows)); err != nil {
 		return nil, fmt.Errorf("model: forward: %w", err)
 	}
@@ -333,6 +337,9 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := rec.Reset(); err != nil {
 		return err
 	}
+	if err := m.stamp(TimingStep, "start"); err != nil {
+		return err
+	}
 	plan, err := m.planner.Plan(tree, treeattn.Config{
 		SlotsUnique: true, // a kvpool step: each slot belongs to one node
 		Method:      m.opts.Method,
@@ -359,7 +366,9 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			func() error { return o.matmul(rec, l.v, s.xn, n, s.v, false) },
 			func() error { return o.rope(rec, rs, s.q, s.k, s.pos, m.invFreq, n) },
 			func() error { return pool.Write(rec, li, list, s.k, s.v) },
+			func() error { return m.stamp(TimingAttention, "attn") },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
+			func() error { return m.stamp(TimingAttention, "attn-end") },
 			func() error { return o.matmul(rec, l.o, s.att, n, s.h, true) },
 			func() error { return o.rmsnorm(rec, s.h, l.ffnNorm, n, c.Embd, c.RMSEps, s.xn) },
 			func() error { return o.matmul(rec, l.gate, s.xn, n, s.gate, false) },
@@ -391,7 +400,13 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			return err
 		}
 	}
-	return rec.Submit()
+	if err := m.stamp(TimingStep, "end"); err != nil {
+		return err
+	}
+	if err := rec.Submit(); err != nil {
+		return err
+	}
+	return m.addTimes()
 }
 
 // slotList returns the model's slot list for pool, set to slots.
