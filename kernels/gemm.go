@@ -14,20 +14,28 @@ type GemmPush struct {
 	RowBytes uint32 // bytes per weight row
 	YStride  uint32 // floats per output row
 	YOff     uint32 // output column of weight row 0
+	KSteps   uint32 // TK steps of the input per split (grid z)
+	Splits   uint32 // 1: write y; more: write each split's sums to Pbuf for GemmReduce
+	PStride  uint32 // floats per split in Pbuf
 }
 
 // GemmMaxKTiles is the shaders' MAX_K_TILES: steps of TK input elements a
 // workgroup makes at most (the host checks rows against it).
 const GemmMaxKTiles = 32768
 
+// GemmMaxSplits is gemm_reduce.comp's MAX_SPLITS: split-K partial sums per
+// output at most.
+const GemmMaxSplits = 64
+
 // Gemm multiplies a batch of activation rows by the transpose of a weight
 // matrix in its GGUF encoding, tiled for prefill and large trees: grid x
-// walks tiles of TM activation rows, grid y tiles of TN weight rows (see
+// walks tiles of TM activation rows, grid y tiles of TN weight rows, grid z
+// splits of the input (split-K, summed by GemmReduce) (see
 // shaders/gemm.comp and shaders/gemm_coopmat.comp).
 var Gemm = register(&Contract{
 	Name:     "gemm",
 	Doc:      "y (+)= x W^T for batches: TM x TN output tiles, GGUF weights dequantized while tiles load",
-	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}},
+	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Pbuf", vk.Write}},
 	Push:     GemmPush{},
 	Spec: []Spec{
 		{0, "local_size_x"}, {1, "WTYPE"}, {2, "ADD"},
@@ -39,6 +47,24 @@ var Gemm = register(&Contract{
 		{Name: "coopmat", Module: "gemm_coopmat", Requires: requiresGemmCoopMat},
 		{Name: "scalar", Module: "gemm"},
 	},
+})
+
+// GemmReducePush is gemm_reduce.comp's push block.
+type GemmReducePush struct {
+	Count   uint32 // elements of y
+	Splits  uint32 // partial sums per element
+	PStride uint32 // floats per split in Pbuf
+}
+
+// GemmReduce sums gemm's split-K partial sums into y in split order (see
+// shaders/gemm_reduce.comp).
+var GemmReduce = register(&Contract{
+	Name:     "gemm_reduce",
+	Doc:      "y (+)= the sum of gemm's split-K partial sums, in split order",
+	Bindings: []Binding{{"Pbuf", vk.Read}, {"Ybuf", vk.Write}},
+	Push:     GemmReducePush{},
+	Spec:     []Spec{{0, "local_size_x"}, {1, "ADD"}},
+	Variants: []Variant{{Name: "scalar", Module: "gemm_reduce"}},
 })
 
 // GemmCoopMatShape is the cooperative-matrix shape gemm's coopmat variant

@@ -18,15 +18,66 @@ const (
 	gemmMinRowsScalar  = 32
 )
 
+// Split-K (grid z) gives a dispatch of few output tiles over a long input
+// about this many workgroups (two per SM of an H200's 132), keeping at
+// least gemmMinSplitSteps input steps per split so that the partial sums'
+// traffic and the reduction stay small next to the weights read.
+const (
+	gemmTargetGroups  = 264
+	gemmMinSplitSteps = 16
+	// gemmMaxScratch bounds the split-K partial sums (bytes).
+	gemmMaxScratch = 256 << 20
+)
+
 // gemmTiles is a gemm workgroup tile (see kernels.Gemm): TM activation rows
 // x TN weight rows, input steps of TK, SM x SN per subgroup (coopmat) or
-// per invocation (scalar).
+// per invocation (scalar); Split splits of the input (0: chosen from the
+// workgroup count, 1: none).
 type gemmTiles struct {
 	TM, TN, TK, SM, SN int
+	Split              int
 }
 
 func (t gemmTiles) String() string {
-	return fmt.Sprintf("%dx%dx%d/%dx%d", t.TM, t.TN, t.TK, t.SM, t.SN)
+	s := fmt.Sprintf("%dx%dx%d_%dx%d", t.TM, t.TN, t.TK, t.SM, t.SN)
+	if t.Split != 0 {
+		s += fmt.Sprintf("_k%d", t.Split)
+	}
+	return s
+}
+
+// gemmSplits is the number of input splits for groups output tiles over
+// steps input steps (t.Split when given), within the scratch limit for
+// partial sums of floats each.
+func (o *ops) gemmSplits(t gemmTiles, groups, steps, floats int) int {
+	splits := t.Split
+	if splits <= 0 {
+		splits = min(ceilDiv(gemmTargetGroups, max(groups, 1)), steps/gemmMinSplitSteps)
+	}
+	limit := min(uint64(o.d.Info.MaxStorageBufferRange), gemmMaxScratch) / 4
+	splits = min(splits, steps, kernels.GemmMaxSplits, int(limit/uint64(max(floats, 1))))
+	if splits <= 1 {
+		return 1
+	}
+	return ceilDiv(steps, ceilDiv(steps, splits)) // no empty split
+}
+
+// gemmScratch returns a buffer of at least floats floats for partial sums.
+func (o *ops) gemmScratch(floats int) (*vk.Buffer, error) {
+	need := uint64(4 * floats)
+	if o.scratch != nil && o.scratch.Size() >= need {
+		return o.scratch, nil
+	}
+	if o.scratch != nil {
+		o.scratch.Close()
+		o.scratch = nil
+	}
+	b, err := o.d.NewBuffer(need)
+	if err != nil {
+		return nil, err
+	}
+	o.scratch = b
+	return b, nil
 }
 
 // gemmVariant is the gemm variant the device runs (or the forced one).
@@ -76,23 +127,59 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 	if err != nil {
 		return fmt.Errorf("gemm %s: %w", w.name, err)
 	}
-	if ceilDiv(w.cols, t.TK) > kernels.GemmMaxKTiles {
+	steps := ceilDiv(w.cols, t.TK)
+	if steps > kernels.GemmMaxKTiles {
 		return fmt.Errorf("gemm %s: rows of %d elements are too long", w.name, w.cols)
 	}
+	groups := 0
 	for _, part := range w.parts {
-		grid := [3]uint32{uint32(ceilDiv(n, t.TM)), uint32(ceilDiv(part.rows, t.TN)), 1}
-		lim := o.d.Info.MaxWorkgroupCount
-		if grid[0] > lim[0] || grid[1] > lim[1] {
-			return fmt.Errorf("gemm %s: %v workgroups exceed the device's limits %v", w.name, grid, lim)
-		}
-		push := kernels.GemmPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
-			YStride: uint32(w.rows), YOff: uint32(part.row0)}
-		if err := p.Dispatch(rec, grid, push, part.buf.All(), x.All(), y.All()); err != nil {
+		groups += ceilDiv(n, t.TM) * ceilDiv(part.rows, t.TN)
+	}
+	pStride := n * w.rows
+	splits := o.gemmSplits(t, groups, steps, pStride)
+	kSteps := ceilDiv(steps, splits)
+	partial := y
+	if splits > 1 {
+		if partial, err = o.gemmScratch(splits * pStride); err != nil {
 			return fmt.Errorf("gemm %s: %w", w.name, err)
 		}
 	}
+	for _, part := range w.parts {
+		grid := [3]uint32{uint32(ceilDiv(n, t.TM)), uint32(ceilDiv(part.rows, t.TN)), uint32(splits)}
+		lim := o.d.Info.MaxWorkgroupCount
+		if grid[0] > lim[0] || grid[1] > lim[1] || grid[2] > lim[2] {
+			return fmt.Errorf("gemm %s: %v workgroups exceed the device's limits %v", w.name, grid, lim)
+		}
+		push := kernels.GemmPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
+			YStride: uint32(w.rows), YOff: uint32(part.row0), KSteps: uint32(kSteps), Splits: uint32(splits), PStride: uint32(pStride)}
+		if err := p.Dispatch(rec, grid, push, part.buf.All(), x.All(), y.All(), partial.All()); err != nil {
+			return fmt.Errorf("gemm %s: %w", w.name, err)
+		}
+	}
+	if splits == 1 {
+		return nil
+	}
+	addv := uint32(0)
+	if add {
+		addv = 1
+	}
+	red, err := o.pipeline(kernels.GemmReduce, kernels.SpecValues{"local_size_x": reduceGroup, "ADD": addv})
+	if err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
+	grid, err := strideGrid(o.d, pStride, reduceGroup)
+	if err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
+	push := kernels.GemmReducePush{Count: uint32(pStride), Splits: uint32(splits), PStride: uint32(pStride)}
+	if err := red.Dispatch(rec, grid, push, partial.All(), y.All()); err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
 	return nil
 }
+
+// reduceGroup is gemm_reduce's workgroup size.
+const reduceGroup = 256
 
 // gemmPipeline checks tile t against the variant's rules and the device's
 // limits and returns its pipeline.

@@ -91,14 +91,15 @@ func TestGemm(t *testing.T) {
 	type gcase struct {
 		n, cols, rows int
 		add           bool
-		split         uint64
+		split         uint64 // rows per weight part
+		kSplit        int    // gemmTiles.Split
 	}
 	cases := []gcase{
 		{n: 5, cols: 96, rows: 37},
-		{n: 33, cols: 160, rows: 130, add: true},
-		{n: 70, cols: 96, rows: 70, split: 40},
-		{n: 17, cols: 44, rows: 29, add: true}, // float types only: 44 is no block multiple
-		{n: 40, cols: 512, rows: 66},           // whole 256-element super-blocks
+		{n: 33, cols: 160, rows: 130, add: true, kSplit: 3},
+		{n: 70, cols: 96, rows: 70, split: 40, kSplit: 2},
+		{n: 17, cols: 44, rows: 29, add: true, kSplit: 2}, // float types only: 44 is no block multiple
+		{n: 40, cols: 512, rows: 66, kSplit: 5},           // whole 256-element super-blocks
 	}
 	variants := gemmVariants(t, d)
 	require.NotEmpty(t, variants)
@@ -111,7 +112,9 @@ func TestGemm(t *testing.T) {
 					if _, err := typ.RowBytes(uint64(c.cols)); err != nil {
 						continue // no whole blocks
 					}
-					name := fmt.Sprintf("%s/%s/%s/n=%d/%dx%d/add=%v/split=%d", variant, tiles, typ, c.n, c.cols, c.rows, c.add, c.split)
+					tiles := tiles
+					tiles.Split = c.kSplit
+					name := fmt.Sprintf("%s/%s/%s/n=%d/%dx%d/add=%v/parts=%d", variant, tiles, typ, c.n, c.cols, c.rows, c.add, c.split)
 					t.Run(name, func(t *testing.T) {
 						wt := randTensor(r, typ, c.cols, c.rows)
 						w, err := uploadWeightParts(d, wt, c.split)
@@ -125,6 +128,7 @@ func TestGemm(t *testing.T) {
 							y0 = randFloats(r, c.n*c.rows, 1)
 						}
 						o := newOps(d)
+						defer o.close()
 						got := runTwice(t, d, yb, c.n*c.rows, y0, func(rec *vk.Recorder) error {
 							return o.gemm(rec, variant, tiles, w, xb, c.n, yb, c.add)
 						})
@@ -152,6 +156,7 @@ func TestLinearChoice(t *testing.T) {
 	d := gputest.Device(t)
 	r := gputest.Rand(t)
 	o := newOps(d)
+	defer o.close()
 	variant, err := o.gemmVariant()
 	require.NoError(t, err)
 	minRows := gemmMinRowsScalar
@@ -232,5 +237,38 @@ func TestGemmPrefill(t *testing.T) {
 			require.Less(t, e, tol[variant], "gemm %s: token %d", variant, i)
 		}
 		t.Logf("gemm variant %s: %d-token prefill, worst rel L2 %.2e against the float64 reference (tol %.0e)", variant, len(prompt), worst, tol[variant])
+	}
+}
+
+// Split-K: few output tiles over a long input are split up to about
+// gemmTargetGroups workgroups with at least gemmMinSplitSteps steps each,
+// never into empty splits, and not beyond the scratch limit.
+func TestGemmSplits(t *testing.T) {
+	d := gputest.Device(t)
+	o := newOps(d)
+	defer o.close()
+	auto := gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64}
+	forced := auto
+	forced.Split = 3
+	for _, c := range []struct {
+		t                    gemmTiles
+		groups, steps, float int
+		want                 int
+	}{
+		{auto, 32, 128, 1000, 8},     // 4096 -> 4096 at n <= 64: 8 splits of 16 steps
+		{auto, 32, 448, 1000, 9},     // 14336 -> 4096: ceil(264/32) = 9
+		{auto, 448, 128, 1000, 1},    // 4096 -> 14336 at n = 256: enough tiles
+		{auto, 1, 20, 1000, 1},       // short input: no split under 16 steps each
+		{forced, 1, 5, 1000, 3},      // 2 + 2 + 1 steps
+		{forced, 1, 2, 1000, 2},      // no more splits than steps
+		{forced, 1, 4, 1000, 2},      // 3 would leave an empty split: 2 + 2
+		{forced, 1, 100, 1 << 30, 1}, // partial sums over the scratch limit
+	} {
+		got := o.gemmSplits(c.t, c.groups, c.steps, c.float)
+		require.Equal(t, c.want, got, "%s over %d groups, %d steps", c.t, c.groups, c.steps)
+		if got > 1 {
+			k := ceilDiv(c.steps, got)
+			require.Less(t, (got-1)*k, c.steps, "split %d is empty", got-1)
+		}
 	}
 }

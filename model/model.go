@@ -234,6 +234,7 @@ func (m *Model) Close() {
 	m.outNorm.Close()
 	m.invFreq.Close()
 	m.s.close()
+	m.ops.close()
 	if m.ws != nil {
 		m.ws.Close()
 		m.ws = nil

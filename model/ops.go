@@ -107,8 +107,17 @@ func (w *weight) bytes() uint64 {
 // (creating one through its contract on every dispatch costs more than the
 // dispatch itself on a CPU device).
 type ops struct {
-	d     *vk.Device
-	pipes map[pipeKey]*kernels.Pipeline
+	d       *vk.Device
+	pipes   map[pipeKey]*kernels.Pipeline
+	scratch *vk.Buffer // gemm's split-K partial sums, grown on demand
+}
+
+// close frees the ops' buffers (pipelines belong to the device).
+func (o *ops) close() {
+	if o.scratch != nil {
+		o.scratch.Close()
+		o.scratch = nil
+	}
 }
 
 type pipeKey struct {

@@ -18,6 +18,10 @@
 // belong to the coopmat variant and are unused here.
 //
 // ADD = 1 adds the product to y (the residual stream) instead of storing it.
+// Split-K: grid z cuts the input dimension into splits of kSteps steps;
+// with more than one, each split's sums go to part (no ADD) and
+// gemm_reduce adds them up in split order (deterministic), so that a few
+// output tiles over a long input still fill the GPU.
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint WTYPE = 0u;  // W_* of include/weights.glsl
@@ -34,6 +38,7 @@ layout(constant_id = 10) const uint CM_K = 16u;
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
+layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
 
 layout(push_constant) uniform Push {
     uint n;        // activation rows
@@ -42,6 +47,9 @@ layout(push_constant) uniform Push {
     uint rowBytes; // bytes per weight row
     uint yStride;  // floats per y row
     uint yOff;     // column of y that weight row 0 writes
+    uint kSteps;   // TK steps per split of the input (grid z)
+    uint splits;   // 1: write y; more: write split z's sums to part[z * pStride + (y index)]
+    uint pStride;  // floats per split in part
 } pc;
 
 #include "include/weights.glsl"
@@ -67,7 +75,9 @@ void main() {
     uint tx = tid % NTX;
     uint ty = tid / NTX;
     uint in4 = pc.inDim / 4u;
-    uint kTiles = min((pc.inDim + TK - 1u) / TK, MAX_K_TILES);
+    uint allTiles = (pc.inDim + TK - 1u) / TK;
+    uint kFirst = min(gl_WorkGroupID.z * pc.kSteps, allTiles);       // this split's steps
+    uint kTiles = min(min(pc.kSteps, allTiles - kFirst), MAX_K_TILES);
 
     float acc[SM][SN];
     [[unroll]] for (uint r = 0u; r < SM; r++) {
@@ -76,7 +86,7 @@ void main() {
         }
     }
     for (uint kt = 0u; kt < kTiles; kt++) {
-        uint k0 = kt * TK;
+        uint k0 = (kFirst + kt) * TK;
         for (uint idx = tid; idx < TM * TK4; idx += WG) {
             uint r = idx / TK4;
             uint q = idx % TK4;
@@ -130,7 +140,11 @@ void main() {
             uint o = col0 + tx + c * NTX;
             if (row < pc.n && o < pc.outDim) {
                 uint at = row * pc.yStride + pc.yOff + o;
-                y[at] = ADD != 0u ? y[at] + acc[r][c] : acc[r][c];
+                if (pc.splits > 1u) {
+                    part[gl_WorkGroupID.z * pc.pStride + at] = acc[r][c];
+                } else {
+                    y[at] = ADD != 0u ? y[at] + acc[r][c] : acc[r][c];
+                }
             }
         }
     }

@@ -29,6 +29,10 @@
 // edges and ADD need no special tiles.
 //
 // ADD = 1 adds the product to y (the residual stream) instead of storing it.
+// Split-K: grid z cuts the input dimension into splits of kSteps steps;
+// with more than one, each split's sums go to part (no ADD) and
+// gemm_reduce adds them up in split order (deterministic), so that a few
+// output tiles over a long input still fill the GPU.
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint WTYPE = 0u;  // W_* of include/weights.glsl
@@ -45,6 +49,7 @@ layout(constant_id = 10) const uint CM_K = 16u;
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
+layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
 
 layout(push_constant) uniform Push {
     uint n;        // activation rows
@@ -53,6 +58,9 @@ layout(push_constant) uniform Push {
     uint rowBytes; // bytes per weight row
     uint yStride;  // floats per y row
     uint yOff;     // column of y that weight row 0 writes
+    uint kSteps;   // TK steps per split of the input (grid z)
+    uint splits;   // 1: write y; more: write split z's sums to part[z * pStride + (y index)]
+    uint pStride;  // floats per split in part
 } pc;
 
 #include "include/weights.glsl"
@@ -133,7 +141,9 @@ void main() {
     uint nsg = gl_NumSubgroups;
     uint lane = gl_SubgroupInvocationID;
     uint passes = (NST + nsg - 1u) / nsg;
-    uint kTiles = min((pc.inDim + TK - 1u) / TK, MAX_K_TILES);
+    uint allTiles = (pc.inDim + TK - 1u) / TK;
+    uint kFirst = min(gl_WorkGroupID.z * pc.kSteps, allTiles);       // this split's steps
+    uint kTiles = min(min(pc.kSteps, allTiles - kFirst), MAX_K_TILES);
 
     for (uint pass = 0u; pass < passes && pass < NST; pass++) {
         uint st = sg + pass * nsg;
@@ -144,13 +154,13 @@ void main() {
         [[unroll]] for (uint i = 0u; i < MT * NT; i++) {
             acc[i] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
         }
-        fetchTile(row0, col0, 0u);
+        fetchTile(row0, col0, kFirst * TK);
         for (uint kt = 0u; kt < kTiles; kt++) {
             barrier();   // the previous step's tiles are consumed
             storeTile();
             barrier();
             if (kt + 1u < kTiles) {
-                fetchTile(row0, col0, (kt + 1u) * TK);
+                fetchTile(row0, col0, (kFirst + kt + 1u) * TK);
             }
             if (!on) {
                 continue;
@@ -182,7 +192,11 @@ void main() {
                         if (r < pc.n && o < pc.outDim) {
                             uint at = r * pc.yStride + pc.yOff + o;
                             float v = sC[st * CS + e];
-                            y[at] = ADD != 0u ? y[at] + v : v;
+                            if (pc.splits > 1u) {
+                                part[gl_WorkGroupID.z * pc.pStride + at] = v;
+                            } else {
+                                y[at] = ADD != 0u ? y[at] + v : v;
+                            }
                         }
                     }
                     subgroupSync();
