@@ -42,6 +42,7 @@ var Gemm = register(&Contract{
 		{3, "TM"}, {4, "TN"}, {5, "TK"}, // workgroup tile: rows x weight rows x input step
 		{6, "SM"}, {7, "SN"}, // per subgroup (coopmat) or per invocation (scalar)
 		{8, "CM_M"}, {9, "CM_N"}, {10, "CM_K"},
+		{11, "STAGES"}, // shared-memory tile buffers of the coopmat variant: 1 or 2
 	},
 	Variants: []Variant{
 		{Name: "coopmat", Module: "gemm_coopmat", Requires: requiresGemmCoopMat},

@@ -32,14 +32,19 @@ const (
 // gemmTiles is a gemm workgroup tile (see kernels.Gemm): TM activation rows
 // x TN weight rows, input steps of TK, SM x SN per subgroup (coopmat) or
 // per invocation (scalar); Split splits of the input (0: chosen from the
-// workgroup count, 1: none).
+// workgroup count, 1: none); Stages shared-memory tile buffers of the
+// coopmat variant (0: two when they fit, else one).
 type gemmTiles struct {
 	TM, TN, TK, SM, SN int
 	Split              int
+	Stages             int
 }
 
 func (t gemmTiles) String() string {
 	s := fmt.Sprintf("%dx%dx%d_%dx%d", t.TM, t.TN, t.TK, t.SM, t.SN)
+	if t.Stages != 0 {
+		s += fmt.Sprintf("_s%d", t.Stages)
+	}
 	if t.Split != 0 {
 		s += fmt.Sprintf("_k%d", t.Split)
 	}
@@ -189,6 +194,7 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		return nil, fmt.Errorf("tile %s: TM, TN must be multiples of SM, SN and TK of 4", t)
 	}
 	cm := vk.CoopMatShape{M: 16, N: 16, K: 16} // unused by the scalar variant
+	stages := 1                                // unused by the scalar variant
 	var group, shared int
 	switch variant {
 	case "coopmat":
@@ -201,7 +207,19 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		}
 		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
 		group = subTiles * int(info.SubgroupSize)
-		shared = (t.TM+t.TN)*(t.TK/4+2)*8 + subTiles*int(cm.M*cm.N)*4
+		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/4+2)*8 + subTiles*int(cm.M*cm.N)*4 }
+		switch t.Stages {
+		case 0:
+			stages = 2
+			if bytes(2) > int(info.MaxSharedMemory) {
+				stages = 1
+			}
+		case 1, 2:
+			stages = t.Stages
+		default:
+			return nil, fmt.Errorf("tile %s: %d stages (1 or 2)", t, t.Stages)
+		}
+		shared = bytes(stages)
 	case "scalar":
 		group = (t.TM / t.SM) * (t.TN / t.SN)
 		shared = t.TK * (t.TM + t.TN + 2) * 4
@@ -221,6 +239,6 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 	return o.pipelineVariant(kernels.Gemm, variant, kernels.SpecValues{
 		"local_size_x": uint32(group), "WTYPE": wtype, "ADD": addv,
 		"TM": uint32(t.TM), "TN": uint32(t.TN), "TK": uint32(t.TK), "SM": uint32(t.SM), "SN": uint32(t.SN),
-		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K,
+		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages),
 	})
 }

@@ -14,8 +14,8 @@
 // columns tx + c*TN/SN: neighbouring invocations read neighbouring shared
 // words and write neighbouring outputs). The workgroup is
 // (TM/SM)*(TN/SN) invocations. Each output is summed by one invocation in
-// input order (no atomics: reruns are bit-identical). CM_M, CM_N and CM_K
-// belong to the coopmat variant and are unused here.
+// input order (no atomics: reruns are bit-identical). CM_M, CM_N, CM_K and
+// STAGES belong to the coopmat variant and are unused here.
 //
 // ADD = 1 adds the product to y (the residual stream) instead of storing it.
 // Split-K: grid z cuts the input dimension into splits of kSteps steps;
@@ -34,6 +34,7 @@ layout(constant_id = 7) const uint SN = 4u;     // columns per invocation
 layout(constant_id = 8) const uint CM_M = 16u;  // unused (coopmat variant)
 layout(constant_id = 9) const uint CM_N = 16u;
 layout(constant_id = 10) const uint CM_K = 16u;
+layout(constant_id = 11) const uint STAGES = 1u; // unused (coopmat variant)
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };

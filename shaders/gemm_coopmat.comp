@@ -21,6 +21,9 @@
 //   2. each subgroup multiplies its SM x SN sub-tile: SM/CM_M A matrices
 //      (rows of x) times SN/CM_N B matrices (W^T, read column-major from
 //      the weight rows) into f32 accumulators.
+// With STAGES = 2 the tiles alternate between two shared buffers: the next
+// step's tiles are stored while others may still read the current one, one
+// barrier per step (STAGES = 1: two barriers, half the shared memory).
 // The host sizes the workgroup as (TM/SM)*(TN/SN) subgroups; should the
 // device run fewer (smaller subgroups), extra passes over the input cover
 // the remaining sub-tiles, larger ones leave subgroups idle. Every output
@@ -45,6 +48,7 @@ layout(constant_id = 7) const uint SN = 64u;    // sub-tile columns per subgroup
 layout(constant_id = 8) const uint CM_M = 16u;  // cooperative-matrix shape (M x K) * (K x N)
 layout(constant_id = 9) const uint CM_N = 16u;
 layout(constant_id = 10) const uint CM_K = 16u;
+layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 1 or 2
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
@@ -78,8 +82,8 @@ const uint LB = (TN * TK4 + WG - 1u) / WG;  // weight quads per invocation
 const uint CS = CM_M * CM_N;       // floats of output staging per sub-tile
 const uint MAX_K_TILES = 32768u;   // bound of the step loop (host-checked)
 
-shared f16vec4 sA[TM * SA];
-shared f16vec4 sB[TN * SA];
+shared f16vec4 sA[STAGES * TM * SA];
+shared f16vec4 sB[STAGES * TN * SA];
 shared float sC[NST * CS];
 
 f16vec4 stA[LA];
@@ -111,17 +115,18 @@ void fetchTile(uint row0, uint col0, uint k0) {
     }
 }
 
-void storeTile() {
+// The fetched tiles into shared-memory stage stage.
+void storeTile(uint stage) {
     [[unroll]] for (uint i = 0u; i < LA; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < TM * TK4) {
-            sA[(idx / TK4) * SA + idx % TK4] = stA[i];
+            sA[stage * TM * SA + (idx / TK4) * SA + idx % TK4] = stA[i];
         }
     }
     [[unroll]] for (uint i = 0u; i < LB; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < TN * TK4) {
-            sB[(idx / TK4) * SA + idx % TK4] = stB[i];
+            sB[stage * TN * SA + (idx / TK4) * SA + idx % TK4] = stB[i];
         }
     }
 }
@@ -155,30 +160,45 @@ void main() {
             acc[i] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
         }
         fetchTile(row0, col0, kFirst * TK);
-        for (uint kt = 0u; kt < kTiles; kt++) {
-            barrier();   // the previous step's tiles are consumed
-            storeTile();
+        if (STAGES == 2u) {
+            storeTile(0u);
             barrier();
+        }
+        for (uint kt = 0u; kt < kTiles; kt++) {
+            uint stage = STAGES == 2u ? (kt & 1u) : 0u;
+            if (STAGES != 2u) {
+                barrier();   // the previous step's tiles are consumed
+                storeTile(0u);
+                barrier();
+            }
             if (kt + 1u < kTiles) {
                 fetchTile(row0, col0, (kFirst + kt + 1u) * TK);
             }
-            if (!on) {
-                continue;
-            }
-            [[unroll]] for (uint kk = 0u; kk < KT; kk++) {
-                coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> a[MT];
-                [[unroll]] for (uint i = 0u; i < MT; i++) {
-                    coopMatLoad(a[i], sA, (sm * SM + i * CM_M) * SA + kk * (CM_K / 4u), SA,
-                                gl_CooperativeMatrixLayoutRowMajor);
-                }
-                [[unroll]] for (uint j = 0u; j < NT; j++) {
-                    coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> b;
-                    coopMatLoad(b, sB, (sn * SN + j * CM_N) * SA + kk * (CM_K / 4u), SA,
-                                gl_CooperativeMatrixLayoutColumnMajor);
+            if (on) {
+                uint aBase = stage * TM * SA + sm * SM * SA;
+                uint bBase = stage * TN * SA + sn * SN * SA;
+                [[unroll]] for (uint kk = 0u; kk < KT; kk++) {
+                    coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> a[MT];
                     [[unroll]] for (uint i = 0u; i < MT; i++) {
-                        acc[i * NT + j] = coopMatMulAdd(a[i], b, acc[i * NT + j]);
+                        coopMatLoad(a[i], sA, aBase + i * CM_M * SA + kk * (CM_K / 4u), SA,
+                                    gl_CooperativeMatrixLayoutRowMajor);
+                    }
+                    [[unroll]] for (uint j = 0u; j < NT; j++) {
+                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> b;
+                        coopMatLoad(b, sB, bBase + j * CM_N * SA + kk * (CM_K / 4u), SA,
+                                    gl_CooperativeMatrixLayoutColumnMajor);
+                        [[unroll]] for (uint i = 0u; i < MT; i++) {
+                            acc[i * NT + j] = coopMatMulAdd(a[i], b, acc[i * NT + j]);
+                        }
                     }
                 }
+            }
+            if (STAGES == 2u) {
+                // The other stage was last read before the previous barrier.
+                if (kt + 1u < kTiles) {
+                    storeTile(stage ^ 1u);
+                }
+                barrier();
             }
         }
         if (on) {
