@@ -51,6 +51,7 @@ layout(constant_id = 10) const uint CM_K = 16u;
 layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 1 or 2
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
+layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: one 8-byte load each
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
@@ -108,7 +109,18 @@ void fetchTile(uint row0, uint col0, uint k0) {
         uint o = idx / TK4;
         uint e = k0 + 4u * (idx % TK4);
         vec4 v = vec4(0.0);
-        if (idx < TN * TK4 && col0 + o < pc.outDim && e < pc.inDim) {
+        bool inside = idx < TN * TK4 && col0 + o < pc.outDim && e < pc.inDim;
+        if (WTYPE == W_F16) {
+            // Rows of a multiple of 4 halves are 8-byte aligned: the quad
+            // is one aligned load, its halves taken as they are.
+            uvec2 q = uvec2(0u);
+            if (inside) {
+                q = w2[((col0 + o) * pc.rowBytes) / 8u + e / 4u];
+            }
+            stB[i] = f16vec4(unpackFloat2x16(q.x), unpackFloat2x16(q.y));
+            continue;
+        }
+        if (inside) {
             v = wQuad((col0 + o) * pc.rowBytes, e);
         }
         stB[i] = f16vec4(v);
