@@ -57,7 +57,11 @@ func BenchmarkGemm(b *testing.B) {
 		name   string
 		record func(rec *vk.Recorder, w *weight, n int) error
 	}
-	methods := []method{{"matmul", func(rec *vk.Recorder, w *weight, n int) error { return o.matmul(rec, w, xb, n, yb, false) }}}
+	methods := []method{
+		{"matmul", func(rec *vk.Recorder, w *weight, n int) error { return o.matmul(rec, w, xb, n, yb, false) }},
+		// What the model runs: gemm's default tile for n, or matmul.
+		{"linear", func(rec *vk.Recorder, w *weight, n int) error { return o.linear(rec, w, xb, n, yb, false) }},
+	}
 	for _, variant := range gemmVariants(b, d) {
 		sets := gemmTileSets[variant]
 		// Split-K chosen automatically (Split 0), and off for the first two.
@@ -82,10 +86,20 @@ func BenchmarkGemm(b *testing.B) {
 			in, out := sh[0], sh[1]
 			w := benchWeight(b, d, typ, in, out)
 			wBytes := float64(out * w.rowBytes)
+			// The single-sequence decoding step: matmul over one row.
+			var one time.Duration
+			b.Run(fmt.Sprintf("%s/%dx%d/n=1/matmul", typ, in, out), func(b *testing.B) {
+				for range b.N {
+					one = timeDispatch(b, d, flush, reps, func(rec *vk.Recorder) error { return o.matmul(rec, w, xb, 1, yb, false) })
+				}
+				b.ReportMetric(us(one), "us")
+				b.ReportMetric(wBytes/one.Seconds()/1e9, "wGB/s")
+				b.ReportMetric(0, "ns/op")
+			})
 			for _, n := range ns {
 				flops := 2 * float64(n) * float64(in) * float64(out)
 				best, bestName, mm := 0.0, "", 0.0
-				var bestT, mmT time.Duration
+				var bestT, mmT, linT time.Duration
 				for _, m := range methods {
 					name := fmt.Sprintf("%s/%dx%d/n=%d/%s", typ, in, out, n, m.name)
 					b.Run(name, func(b *testing.B) {
@@ -95,25 +109,30 @@ func BenchmarkGemm(b *testing.B) {
 						}
 						sec := med.Seconds()
 						tf := flops / sec / 1e12
-						b.ReportMetric(float64(med.Nanoseconds())/1e3, "us")
+						b.ReportMetric(us(med), "us")
 						b.ReportMetric(tf, "TFLOP/s")
 						b.ReportMetric(wBytes/sec/1e9, "wGB/s")
 						b.ReportMetric(0, "ns/op")
-						if m.name == "matmul" {
+						switch {
+						case m.name == "matmul":
 							mm, mmT = tf, med
-						} else if tf > best {
+						case m.name == "linear":
+							linT = med
+						case tf > best:
 							best, bestName, bestT = tf, m.name, med
 						}
 					})
 				}
-				summary = append(summary, fmt.Sprintf("%-5s %5dx%-5d n=%-3d  matmul %8.1f us %7.2f TFLOP/s  best gemm %8.1f us %7.2f TFLOP/s %5.0f wGB/s (%s, %.1fx)",
-					typ, in, out, n, us(mmT), mm, us(bestT), best, wBytes/bestT.Seconds()/1e9, bestName, best/max(mm, 1e-9)))
+				summary = append(summary, fmt.Sprintf("%-5s %5dx%-5d n=%-3d  matmul %8.1f us %6.2f TFLOP/s | best gemm %8.1f us %6.2f TFLOP/s %5.0f wGB/s %-28s %5.1fx matmul | linear %8.1f us %6.2f TFLOP/s = %4.2fx the n=1 step (%.1f us)",
+					typ, in, out, n, us(mmT), mm, us(bestT), best, wBytes/bestT.Seconds()/1e9, bestName, best/max(mm, 1e-9),
+					us(linT), flops/linT.Seconds()/1e12, linT.Seconds()/one.Seconds(), us(one)))
 			}
 			w.close()
 		}
 	}
 	// Printed, not logged: a parent benchmark's log is not shown.
-	fmt.Printf("gemm on %s (best gemm tile against matmul):\n%s\n", d.Info.Name, strings.Join(summary, "\n"))
+	fmt.Printf("gemm on %s: matmul, the fastest gemm tile, and linear (the model's choice) against matmul's n=1 step:\n%s\n",
+		d.Info.Name, strings.Join(summary, "\n"))
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
