@@ -133,6 +133,11 @@ func TestGemm(t *testing.T) {
 						o := newOps(d)
 						defer o.close()
 						got := runTwice(t, d, yb, c.n*c.rows, y0, func(rec *vk.Recorder) error {
+							// Split-K partial sums start as NaN too: every
+							// split must write all of its outputs.
+							sc, err := o.gemmScratch(1 << 16)
+							require.NoError(t, err)
+							require.NoError(t, rec.Fill(sc, math.Float32bits(float32(math.NaN()))))
 							return o.gemm(rec, variant, tiles, w, xb, c.n, yb, c.add)
 						})
 						want := gemmRef(x, decodeTensor(t, wt), y0, c.n, c.cols)
