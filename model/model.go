@@ -149,6 +149,7 @@ func (m *Model) Close() {
 	m.outNorm.Close()
 	m.invFreq.Close()
 	m.s.close()
+	m.ops.close()
 	if m.ws != nil {
 		m.ws.Close()
 		m.ws = nil
@@ -361,20 +362,20 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	for li, l := range m.layers {
 		steps := []func() error{
 			func() error { return o.rmsnorm(rec, s.h, l.attnNorm, n, c.Embd, c.RMSEps, s.xn) },
-			func() error { return o.matmul(rec, l.q, s.xn, n, s.q, false) },
-			func() error { return o.matmul(rec, l.k, s.xn, n, s.k, false) },
-			func() error { return o.matmul(rec, l.v, s.xn, n, s.v, false) },
+			func() error { return o.linear(rec, l.q, s.xn, n, s.q, false) },
+			func() error { return o.linear(rec, l.k, s.xn, n, s.k, false) },
+			func() error { return o.linear(rec, l.v, s.xn, n, s.v, false) },
 			func() error { return o.rope(rec, rs, s.q, s.k, s.pos, m.invFreq, n) },
 			func() error { return pool.Write(rec, li, list, s.k, s.v) },
 			func() error { return m.stamp(TimingAttention, "attn") },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
 			func() error { return m.stamp(TimingAttention, "attn-end") },
-			func() error { return o.matmul(rec, l.o, s.att, n, s.h, true) },
+			func() error { return o.linear(rec, l.o, s.att, n, s.h, true) },
 			func() error { return o.rmsnorm(rec, s.h, l.ffnNorm, n, c.Embd, c.RMSEps, s.xn) },
-			func() error { return o.matmul(rec, l.gate, s.xn, n, s.gate, false) },
-			func() error { return o.matmul(rec, l.up, s.xn, n, s.up, false) },
+			func() error { return o.linear(rec, l.gate, s.xn, n, s.gate, false) },
+			func() error { return o.linear(rec, l.up, s.xn, n, s.up, false) },
 			func() error { return o.swiglu(rec, s.gate, s.up, n*c.FFN) },
-			func() error { return o.matmul(rec, l.down, s.gate, n, s.h, true) },
+			func() error { return o.linear(rec, l.down, s.gate, n, s.h, true) },
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {
@@ -396,7 +397,7 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 		if err := o.rmsnorm(rec, s.hsel, m.outNorm, nl, c.Embd, c.RMSEps, s.xsel); err != nil {
 			return err
 		}
-		if err := o.matmul(rec, m.output, s.xsel, nl, s.logits, false); err != nil {
+		if err := o.linear(rec, m.output, s.xsel, nl, s.logits, false); err != nil {
 			return err
 		}
 	}

@@ -138,13 +138,23 @@ func (w *weight) bytes() uint64 {
 // (creating one through its contract on every dispatch costs more than the
 // dispatch itself on a CPU device).
 type ops struct {
-	d     *vk.Device
-	pipes map[pipeKey]*kernels.Pipeline
+	d       *vk.Device
+	pipes   map[pipeKey]*kernels.Pipeline
+	scratch *vk.Buffer // gemm's split-K partial sums, grown on demand
+}
+
+// close frees the ops' buffers (pipelines belong to the device).
+func (o *ops) close() {
+	if o.scratch != nil {
+		o.scratch.Close()
+		o.scratch = nil
+	}
 }
 
 type pipeKey struct {
-	c    *kernels.Contract
-	spec [5]uint32
+	c       *kernels.Contract
+	variant string // "" for the device's automatic choice
+	spec    [12]uint32
 }
 
 func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.Pipeline{}} }
@@ -152,14 +162,28 @@ func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.P
 // pipeline returns c's pipeline for the named constants in order (a
 // contract's constants are few; names are given in the contract's order).
 func (o *ops) pipeline(c *kernels.Contract, spec kernels.SpecValues) (*kernels.Pipeline, error) {
-	k := pipeKey{c: c}
+	return o.pipelineVariant(c, "", spec)
+}
+
+// pipelineVariant is pipeline in a given variant ("": the device's choice).
+func (o *ops) pipelineVariant(c *kernels.Contract, variant string, spec kernels.SpecValues) (*kernels.Pipeline, error) {
+	k := pipeKey{c: c, variant: variant}
+	if len(c.Spec) > len(k.spec) {
+		return nil, fmt.Errorf("create pipeline %s: %d specialization constants, the cache keys %d", c.Name, len(c.Spec), len(k.spec))
+	}
 	for i, s := range c.Spec {
 		k.spec[i] = spec[s.Name]
 	}
 	if p := o.pipes[k]; p != nil {
 		return p, nil
 	}
-	p, err := c.Pipeline(o.d, spec)
+	var p *kernels.Pipeline
+	var err error
+	if variant == "" {
+		p, err = c.Pipeline(o.d, spec)
+	} else {
+		p, err = c.PipelineVariant(o.d, variant, spec)
+	}
 	if err != nil {
 		return nil, err
 	}
