@@ -3,6 +3,7 @@ package treeattn
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -23,6 +24,7 @@ type Planner struct {
 	anc                   []int64 // tokens of each node's strict ancestors
 	queryByTin            []int32 // queries sorted by their node's tin
 	qAt                   []int32 // per tin value, the first position in queryByTin at or after it
+	inOrder               bool    // queries are in depth-first order: queryByTin[i] == i
 	dupBits               []uint64
 
 	// Work in progress.
@@ -285,7 +287,8 @@ func (pl *Planner) index(t *Tree) {
 	}
 	byTin := func(a, b int32) int { return int(pl.tin[t.Queries[a].Node]) - int(pl.tin[t.Queries[b].Node]) }
 	// Queries usually come in depth-first order already (one per leaf).
-	if !slices.IsSortedFunc(pl.queryByTin, byTin) {
+	pl.inOrder = slices.IsSortedFunc(pl.queryByTin, byTin)
+	if !pl.inOrder {
 		slices.SortStableFunc(pl.queryByTin, byTin)
 	}
 	// qAt[t]: the first position in queryByTin of a query whose node's
@@ -308,6 +311,19 @@ func (pl *Planner) index(t *Tree) {
 // seeing appends, in increasing order, the queries whose paths contain a
 // node of segs (whether or not they see the segment's tokens).
 func (pl *Planner) seeing(t *Tree, segs []segment, dst []int32) []int32 {
+	if pl.inOrder {
+		// A subtree's queries are a run of indices, and the runs of nodes
+		// in depth-first order are nested or follow each other: merge them.
+		end := int32(-1)
+		for _, s := range segs {
+			a, b := pl.qAt[pl.tin[s.node]], pl.qAt[pl.tout[s.node]]
+			for q := max(a, end); q < b; q++ {
+				dst = append(dst, q)
+			}
+			end = max(end, b)
+		}
+		return dst
+	}
 	pl.stampGen++
 	gen := pl.stampGen
 	start := len(dst)
@@ -508,7 +524,27 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	for j, s := range cs {
 		below := bits[2*words*j : 2*words*j+words]
 		at := bits[2*words*j+words : 2*words*(j+1)]
-		for _, q := range pl.queryByTin[pl.qAt[pl.tin[s.node]]:pl.qAt[pl.tout[s.node]]] {
+		lo, hi := pl.qAt[pl.tin[s.node]], pl.qAt[pl.tout[s.node]]
+		if mid := pl.qAt[pl.tin[s.node]+1]; pl.inOrder && mid < hi {
+			// The queries below the node (after those at it) are indices
+			// mid..hi-1; when q0 holds them all, they are one run of
+			// positions.
+			pa := pl.pos[mid]
+			pb := int(pa) + int(hi-mid)
+			if pa >= 0 && pb <= len(q0) && q0[pa] == mid && q0[pb-1] == hi-1 {
+				setBits(below, int(pa), pb)
+				for p := int(pa); p < pb; p++ {
+					sees[p] = true
+				}
+				if len(cs) > 1 {
+					for p := pa; p < int32(pb); p++ {
+						pairs = append(pairs, [2]int32{p, int32(j)})
+					}
+				}
+				hi = mid
+			}
+		}
+		for _, q := range pl.queryByTin[lo:hi] {
 			qn := int32(t.Queries[q].Node)
 			p := pl.pos[q]
 			if p < 0 || int(p) >= len(q0) || q0[p] != q {
@@ -550,6 +586,17 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	pl.segStamp = grow(pl.segStamp, len(cs))
 	clear(pl.segStamp)
 	pl.segGen = 0
+}
+
+// setBits sets bits [a, b) of set.
+func setBits(set []uint64, a, b int) {
+	for a < b {
+		w, sh := a/64, uint(a%64)
+		n := min(b-a, 64-int(sh))
+		m := ^uint64(0) >> (64 - uint(n)) << sh
+		set[w] |= m
+		a += n
+	}
 }
 
 // gather returns bit i set where position qs[i] is set in set.
@@ -633,10 +680,9 @@ func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, wor
 		uniformTo := s.to
 		if own != 0 {
 			minOwn := int32(math.MaxInt32)
-			for i, p := range qs {
-				if own>>i&1 != 0 {
-					minOwn = min(minOwn, int32(t.Queries[q0[p]].Offset))
-				}
+			for m := own; m != 0; m &= m - 1 {
+				p := qs[bits.TrailingZeros32(m)]
+				minOwn = min(minOwn, int32(t.Queries[q0[p]].Offset))
 			}
 			uniformTo = max(s.from, min(s.to, minOwn+1))
 		}
@@ -645,8 +691,9 @@ func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, wor
 		}
 		for off := uniformTo; off < s.to; off++ {
 			w := base
-			for i, p := range qs {
-				if own>>i&1 != 0 && off <= int32(t.Queries[q0[p]].Offset) {
+			for m := own; m != 0; m &= m - 1 {
+				i := bits.TrailingZeros32(m)
+				if off <= int32(t.Queries[q0[qs[i]]].Offset) {
 					w |= 1 << i
 				}
 			}

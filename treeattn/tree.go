@@ -82,53 +82,113 @@ func (t *Tree) Validate(numSlots int) error {
 // validation of a step costs one read of each slot. unique skips the
 // duplicate check (the caller guarantees distinct slots).
 func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (int, error) {
+	maxSlot := int32(-1)
 	if unique {
-		maxSlot := int32(-1)
 		for i, nd := range t.Nodes {
 			if len(nd.Slots) != nd.Tokens {
 				continue // reported by validate below
 			}
-			for j, s := range nd.Slots {
-				if s < 0 {
-					return 0, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
-				}
-				maxSlot = max(maxSlot, s)
+			lo, hi := slotRange(nd.Slots)
+			if lo < 0 {
+				return 0, negativeSlot(i, nd.Slots)
 			}
+			maxSlot = max(maxSlot, hi)
 		}
 		return int(maxSlot) + 1, t.validate(int(maxSlot)+1, skipSlotChecks)
 	}
 	seen := *bitmap
 	clear(seen)
-	maxSlot := int32(-1)
 	total := t.TotalTokens()
 	for i, nd := range t.Nodes {
 		if nd.Slots == nil || len(nd.Slots) != nd.Tokens {
 			continue // reported by validate below
 		}
-		for j, s := range nd.Slots {
-			if s < 0 {
-				return 0, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
+		var ok bool
+		seen, maxSlot, ok = markSlots(seen, nd.Slots, maxSlot, total)
+		*bitmap = seen
+		if !ok {
+			if _, err := negativeOrNil(i, nd.Slots); err != nil {
+				return 0, err
 			}
-			w := int(s / 64)
-			if w >= len(seen) {
-				if (w+1)*8 > 4*total+4096 {
-					// Sparse, huge slot numbers: the general check sorts.
-					return t.NumSlots(), t.validate(t.NumSlots(), nil)
-				}
-				seen = append(seen, make([]uint64, w+1-len(seen))...)
-			}
-			b := uint64(1) << (s % 64)
-			if seen[w]&b != 0 {
-				*bitmap = seen
-				return 0, t.validate(t.NumSlots(), nil) // names both tokens
-			}
-			seen[w] |= b
-			maxSlot = max(maxSlot, s)
+			// A repeated slot (validate names both tokens), or sparse,
+			// huge slot numbers (the general check sorts).
+			return t.NumSlots(), t.validate(t.NumSlots(), nil)
 		}
 	}
-	*bitmap = seen
 	numSlots := int(maxSlot) + 1
 	return numSlots, t.validate(numSlots, skipSlotChecks)
+}
+
+// slotRange returns the smallest and largest slot of a non-empty list
+// (0, -1 for an empty one).
+func slotRange(slots []int32) (lo, hi int32) {
+	if len(slots) == 0 {
+		return 0, -1
+	}
+	lo, hi = slots[0], slots[0]
+	for _, s := range slots[1:] {
+		lo, hi = min(lo, s), max(hi, s)
+	}
+	return lo, hi
+}
+
+// negativeSlot names the first negative slot of node i.
+func negativeSlot(i int, slots []int32) error {
+	_, err := negativeOrNil(i, slots)
+	return err
+}
+
+func negativeOrNil(i int, slots []int32) (int, error) {
+	for j, s := range slots {
+		if s < 0 {
+			return j, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
+		}
+	}
+	return -1, nil
+}
+
+// markSlots sets the bits of slots in seen, run by run of consecutive slots
+// (pages of a KV pool, a snapshot's contiguous nodes), so a step's check
+// costs a word operation per 64 slots rather than a test per slot. It
+// reports false on a negative or repeated slot, or a slot so large that a
+// bitmap would outgrow 4*total+4096 bytes (the caller then falls back to
+// the general check); maxSlot is updated.
+func markSlots(seen []uint64, slots []int32, maxSlot int32, total int) ([]uint64, int32, bool) {
+	for j := 0; j < len(slots); {
+		lo := slots[j]
+		k := j + 1
+		for k < len(slots) && slots[k] == slots[k-1]+1 {
+			k++
+		}
+		hi := lo + int32(k-j) - 1 // run [lo, hi]
+		j = k
+		if lo < 0 || hi < lo { // hi < lo: the run wrapped past MaxInt32
+			return seen, maxSlot, false
+		}
+		w1 := int(hi / 64)
+		if w1 >= len(seen) {
+			if (w1+1)*8 > 4*total+4096 {
+				return seen, maxSlot, false
+			}
+			seen = append(seen, make([]uint64, w1+1-len(seen))...)
+		}
+		w0 := int(lo / 64)
+		for w := w0; w <= w1; w++ {
+			m := ^uint64(0)
+			if w == w0 {
+				m &= ^uint64(0) << (lo % 64)
+			}
+			if w == w1 {
+				m &= ^uint64(0) >> (63 - hi%64)
+			}
+			if seen[w]&m != 0 {
+				return seen, maxSlot, false
+			}
+			seen[w] |= m
+		}
+		maxSlot = max(maxSlot, hi)
+	}
+	return seen, maxSlot, true
 }
 
 // skipSlotChecks tells validate that the slots were checked already.
