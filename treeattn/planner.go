@@ -45,6 +45,16 @@ type Planner struct {
 	data              []uint32 // slot, query and mask lists
 	recs              []kernels.ItemRecord
 	counts            []uint32
+
+	// Incremental planning (planner_next.go).
+	prev        prevStep
+	units       []unit
+	reusing     bool // units may be copied from prev
+	reused      int
+	firstChange int
+	tokStart    []int
+	dirty       []bool
+	grownPath   []bool
 }
 
 // segment is tokens [from, to) of a node.
@@ -62,6 +72,13 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 // its metadata belong to the Planner and stay valid until its next Plan
 // call; upload (or copy) it before planning the next step.
 func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
+	return pl.planStep(t, cfg, false)
+}
+
+// planStep is Plan, and PlanNext when appended.
+func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
+	itemsOK := pl.prev.items
+	pl.prev.items, pl.reusing, pl.reused = false, false, 0
 	if err := cfg.Shape.Validate(); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -71,7 +88,18 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if !t.SlotsAssigned() {
 		return nil, fmt.Errorf("plan: tree has nodes without slots (assign them first)")
 	}
-	numSlots, err := t.validateSlots(&pl.dupBits, cfg.SlotsUnique)
+	same := appended && pl.extends(t)
+	numSlots, marked := 0, false
+	if same && pl.prev.marked && pl.prev.unique == cfg.SlotsUnique {
+		numSlots, marked = pl.markNew(t, cfg.SlotsUnique)
+	}
+	pl.prev.tree, pl.prev.marked = false, false
+	var err error
+	if marked {
+		err = t.validate(numSlots, skipSlotChecks)
+	} else {
+		numSlots, marked, err = t.validateSlots(&pl.dupBits, cfg.SlotsUnique)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("plan: validate tree: %w", err)
 	}
@@ -129,7 +157,18 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	meta := p.meta[:0]
 	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
 	p.meta = meta
-	pl.data, pl.recs = pl.data[:0], pl.recs[:0]
+	// The previous plan's items become prev's; this plan's go to the
+	// other buffers.
+	pr := &pl.prev
+	pl.data, pr.data = pr.data[:0], pl.data
+	pl.recs, pr.recs = pr.recs[:0], pl.recs
+	pl.units, pr.units = pr.units[:0], pl.units
+	win := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes()))
+	windowed := win > 0 && numSlots > win
+	if same && itemsOK && !windowed && pr.cfg == cfg && pr.tiles == tiles && pr.variant == variant && pl.sameQueryNodes(t) {
+		pl.reusing = true
+		pl.changes(t)
+	}
 
 	// Query slices of one row tile, and token chunks of at most MaxPasses
 	// shared-memory passes (see MaxTilePasses).
@@ -154,8 +193,8 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("plan: unknown method %q", cfg.Method)
 	}
 	p.Windows = p.Windows[:0]
-	if w := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes())); w > 0 && numSlots > w {
-		pl.window(p, w)
+	if windowed {
+		pl.window(p, win)
 	}
 	if len(p.Windows) == 0 {
 		p.Windows = nil
@@ -169,6 +208,9 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	p.IO.KVUniqueBytes = int64(total) * kvRow
 	p.IO.QueryBytes = int64(p.NumQueries*cfg.Shape.QHeads*cfg.Shape.HeadDim) * 4
 	p.IO.OutputBytes = p.IO.QueryBytes
+	pl.remember(t, numSlots)
+	pr.marked, pr.unique = marked, cfg.SlotsUnique
+	pr.items, pr.cfg, pr.tiles, pr.variant = !windowed, cfg, tiles, variant
 	return p, nil
 }
 
@@ -344,23 +386,26 @@ func (pl *Planner) seeing(t *Tree, segs []segment, dst []int32) []int32 {
 // queries).
 func (pl *Planner) blocks(t *Tree, size int, all bool, emit func([]segment, []int32)) {
 	segs := pl.segs[:0]
-	used := 0
+	used, end := 0, 0
 	flush := func() {
 		if len(segs) == 0 {
 			return
 		}
-		q0 := pl.q0[:0]
-		if all {
-			for i := range t.Queries {
-				q0 = append(q0, int32(i))
+		// A block before the first change plans as before.
+		pl.unit(end <= pl.firstChange, func() {
+			q0 := pl.q0[:0]
+			if all {
+				for i := range t.Queries {
+					q0 = append(q0, int32(i))
+				}
+			} else {
+				q0 = pl.seeing(t, segs, q0)
 			}
-		} else {
-			q0 = pl.seeing(t, segs, q0)
-		}
-		pl.q0 = q0
-		if len(q0) > 0 {
-			emit(segs, q0)
-		}
+			pl.q0 = q0
+			if len(q0) > 0 {
+				emit(segs, q0)
+			}
+		})
 		segs, used = segs[:0], 0
 	}
 	for _, n := range pl.dfs {
@@ -369,6 +414,7 @@ func (pl *Planner) blocks(t *Tree, size int, all bool, emit func([]segment, []in
 			take := min(tokens-from, size-used)
 			segs = append(segs, segment{n, int32(from), int32(from + take)})
 			used += take
+			end += take
 			from += take
 			if used == size {
 				flush()
@@ -383,28 +429,38 @@ func (pl *Planner) blocks(t *Tree, size int, all bool, emit func([]segment, []in
 // chunk tokens (DeFT-Node, DeFT-Node-Chunk).
 func (pl *Planner) nodes(t *Tree, chunk int, emit func([]segment, []int32)) {
 	for _, n := range pl.dfs {
-		seg := append(pl.segs[:0], segment{n, 0, int32(t.Nodes[n].Tokens)})
-		pl.segs = seg
-		q0 := pl.seeing(t, seg, pl.q0[:0])
-		pl.q0 = q0
-		if len(q0) == 0 {
-			continue // no query reads this node
-		}
-		tokens := t.Nodes[n].Tokens
-		step := tokens
-		if chunk > 0 {
-			step = chunk
-		}
-		for from := 0; from < tokens; from += step {
-			seg[0] = segment{n, int32(from), int32(min(from+step, tokens))}
-			emit(seg, q0)
-		}
+		pl.unit(pl.reusing && !pl.dirty[n], func() {
+			seg := append(pl.segs[:0], segment{n, 0, int32(t.Nodes[n].Tokens)})
+			pl.segs = seg
+			q0 := pl.seeing(t, seg, pl.q0[:0])
+			pl.q0 = q0
+			if len(q0) == 0 {
+				return // no query reads this node
+			}
+			tokens := t.Nodes[n].Tokens
+			step := tokens
+			if chunk > 0 {
+				step = chunk
+			}
+			for from := 0; from < tokens; from += step {
+				seg[0] = segment{n, int32(from), int32(min(from+step, tokens))}
+				emit(seg, q0)
+			}
+		})
 	}
 }
 
 // perQuery splits each query's own path into chunks (Flash-Decoding).
 func (pl *Planner) perQuery(t *Tree, chunk int, emit func([]segment, []int32)) {
 	for qi, q := range t.Queries {
+		clean := pl.reusing && pl.prev.queries[qi].Offset == q.Offset && !pl.grownPath[q.Node]
+		pl.unit(clean, func() { pl.queryPath(t, qi, q, chunk, emit) })
+	}
+}
+
+// queryPath emits query qi's path in chunks of chunk tokens.
+func (pl *Planner) queryPath(t *Tree, qi int, q Query, chunk int, emit func([]segment, []int32)) {
+	{
 		path := pl.chunkSegs[:0]
 		for n := q.Node; n >= 0; n = t.Nodes[n].Parent {
 			to := t.Nodes[n].Tokens
@@ -838,16 +894,13 @@ func (pl *Planner) encode(p *Plan) error {
 	counts := grow(pl.counts, p.NumQueries+1)
 	clear(counts)
 	partials := 0
+	// pl.recs keep offsets into pl.data, so that the next step may reuse
+	// them (PlanNext); the table gets them shifted past itself.
 	for i := range pl.recs {
 		rec := &pl.recs[i]
-		rec.SlotsOff += table
-		rec.QueriesOff += table
-		if rec.MaskWords != 0 {
-			rec.MaskOff += table
-		}
 		rec.PartialBase = uint32(partials)
 		partials += int(rec.NumQueries)
-		for _, q := range pl.data[rec.QueriesOff-table : rec.QueriesOff-table+rec.NumQueries] {
+		for _, q := range pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
 			counts[q+1]++
 		}
 		tokens := int64(rec.NumSlots)
@@ -862,6 +915,11 @@ func (pl *Planner) encode(p *Plan) error {
 	}
 	meta := grow(p.meta, size)
 	for i, rec := range pl.recs {
+		rec.SlotsOff += table
+		rec.QueriesOff += table
+		if rec.MaskWords != 0 {
+			rec.MaskOff += table
+		}
 		putItem(meta[i*itemWords:(i+1)*itemWords], rec)
 	}
 	copy(meta[table:], pl.data)
@@ -877,7 +935,7 @@ func (pl *Planner) encode(p *Plan) error {
 	p.listOff = p.offsetsOff + uint32(p.NumQueries+1)
 	list := meta[p.listOff:]
 	for _, rec := range pl.recs {
-		qs := meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
+		qs := pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
 		for i, q := range qs {
 			list[counts[q]] = rec.PartialBase + uint32(i)
 			counts[q]++

@@ -81,7 +81,11 @@ func (t *Tree) Validate(numSlots int) error {
 // (kept by the caller between calls) marking the slots seen: the planner's
 // validation of a step costs one read of each slot. unique skips the
 // duplicate check (the caller guarantees distinct slots).
-func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (int, error) {
+//
+// marked reports that the check ran in full: *bitmap then holds exactly
+// the tree's slots (unless unique), which PlanNext extends with the next
+// step's new slots.
+func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (numSlots int, marked bool, err error) {
 	maxSlot := int32(-1)
 	if unique {
 		for i, nd := range t.Nodes {
@@ -90,11 +94,11 @@ func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (int, error) {
 			}
 			lo, hi := slotRange(nd.Slots)
 			if lo < 0 {
-				return 0, negativeSlot(i, nd.Slots)
+				return 0, false, negativeSlot(i, nd.Slots)
 			}
 			maxSlot = max(maxSlot, hi)
 		}
-		return int(maxSlot) + 1, t.validate(int(maxSlot)+1, skipSlotChecks)
+		return int(maxSlot) + 1, true, t.validate(int(maxSlot)+1, skipSlotChecks)
 	}
 	seen := *bitmap
 	clear(seen)
@@ -108,15 +112,15 @@ func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (int, error) {
 		*bitmap = seen
 		if !ok {
 			if _, err := negativeOrNil(i, nd.Slots); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 			// A repeated slot (validate names both tokens), or sparse,
 			// huge slot numbers (the general check sorts).
-			return t.NumSlots(), t.validate(t.NumSlots(), nil)
+			return t.NumSlots(), false, t.validate(t.NumSlots(), nil)
 		}
 	}
-	numSlots := int(maxSlot) + 1
-	return numSlots, t.validate(numSlots, skipSlotChecks)
+	numSlots = int(maxSlot) + 1
+	return numSlots, true, t.validate(numSlots, skipSlotChecks)
 }
 
 // slotRange returns the smallest and largest slot of a non-empty list
