@@ -33,6 +33,7 @@ type Planner struct {
 	allPos, pos       []int32 // 0..len(q0)-1; each query's last position in a q0
 	bits              []uint64
 	sees              []bool // per position in q0: sees a token of the chunk
+	nSees             int    // how many do
 	chunkSlots        int    // data offset of the current chunk's whole slot list, -1 before it is written
 	stamp             []uint32
 	stampGen          uint32
@@ -517,11 +518,10 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 	for i, q := range q0 {
 		pl.pos[q] = int32(i)
 	}
-	all := pl.allPos[:0]
-	for i := range q0 {
-		all = append(all, int32(i))
+	for i := len(pl.allPos); i < len(q0); i++ {
+		pl.allPos = append(pl.allPos, int32(i)) // kept as 0, 1, 2, ...
 	}
-	pl.allPos = all
+	all := pl.allPos[:len(q0)]
 	for from := 0; from < n; from += chunk {
 		to := min(from+chunk, n)
 		cs := pl.chunkSegs[:0]
@@ -538,7 +538,8 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 		pl.chunkSlots = -1
 		pl.segBits(t, cs, q0, words)
 		partQ := all
-		if from != 0 || to != n {
+		seeAll := dense || pl.nSees == len(q0)
+		if !seeAll && (from != 0 || to != n) {
 			partQ = pl.partQ[:0]
 			for p := range q0 {
 				if dense || pl.sees[p] {
@@ -550,7 +551,7 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 		for qs := 0; qs < len(partQ); qs += slice {
 			qe := min(qs+slice, len(partQ))
 			sq := partQ[qs:qe]
-			if qs != 0 || qe != len(partQ) {
+			if !seeAll && (qs != 0 || qe != len(partQ)) {
 				kept := pl.sliceQ[:0]
 				for _, p := range sq {
 					if dense || pl.sees[p] {
@@ -577,6 +578,8 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	sees := grow(pl.sees, len(q0))
 	clear(sees)
 	pl.sees = sees
+	nSees := 0
+	defer func() { pl.nSees = nSees }()
 	for j, s := range cs {
 		below := bits[2*words*j : 2*words*j+words]
 		at := bits[2*words*j+words : 2*words*(j+1)]
@@ -590,7 +593,10 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 			if pa >= 0 && pb <= len(q0) && q0[pa] == mid && q0[pb-1] == hi-1 {
 				setBits(below, int(pa), pb)
 				for p := int(pa); p < pb; p++ {
-					sees[p] = true
+					if !sees[p] {
+						sees[p] = true
+						nSees++
+					}
 				}
 				if len(cs) > 1 {
 					for p := pa; p < int32(pb); p++ {
@@ -608,10 +614,16 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 			}
 			if qn == s.node {
 				at[p/64] |= 1 << (p % 64)
-				sees[p] = sees[p] || int32(t.Queries[q].Offset) >= s.from
+				if !sees[p] && int32(t.Queries[q].Offset) >= s.from {
+					sees[p] = true
+					nSees++
+				}
 			} else {
 				below[p/64] |= 1 << (p % 64)
-				sees[p] = true
+				if !sees[p] {
+					sees[p] = true
+					nSees++
+				}
 			}
 			if len(cs) > 1 {
 				pairs = append(pairs, [2]int32{p, int32(j)})
@@ -642,6 +654,17 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	pl.segStamp = grow(pl.segStamp, len(cs))
 	clear(pl.segStamp)
 	pl.segGen = 0
+}
+
+// fillWords sets every word of dst to w (doubling copies for long runs).
+func fillWords(dst []uint32, w uint32) {
+	if len(dst) == 0 {
+		return
+	}
+	dst[0] = w
+	for k := 1; k < len(dst); k *= 2 {
+		copy(dst[k:], dst[:k])
+	}
 }
 
 // setBits sets bits [a, b) of set.
@@ -809,10 +832,7 @@ func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, wor
 		pl.data = slices.Grow(pl.data, kept)[:at+kept]
 		for _, r := range runs {
 			if kept == tokens || r.w != 0 {
-				fill := pl.data[at : at+int(r.n)]
-				for i := range fill {
-					fill[i] = r.w
-				}
+				fillWords(pl.data[at:at+int(r.n)], r.w)
 				at += int(r.n)
 			}
 		}

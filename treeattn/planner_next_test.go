@@ -65,7 +65,7 @@ func TestPlanNextMatchesPlanOnReplays(t *testing.T) {
 	require.NoError(t, err)
 	rt := replay.Completed(traces)[0]
 	workloads := map[string]func() (replay.Workload, error){
-		"fewshot": func() (replay.Workload, error) { return replay.NewFewShot(300, 5, 40) },
+		"fewshot":   func() (replay.Workload, error) { return replay.NewFewShot(300, 5, 40) },
 		"reasoning": func() (replay.Workload, error) { return replay.NewReasoning(rt) },
 		"speculative": func() (replay.Workload, error) {
 			return replay.NewSpeculative(spec, replay.SpecOptions{Prefix: 200, Steps: 25})

@@ -123,17 +123,42 @@ func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (numSlots int, marke
 	return numSlots, true, t.validate(numSlots, skipSlotChecks)
 }
 
-// slotRange returns the smallest and largest slot of a non-empty list
-// (0, -1 for an empty one).
+// slotRange returns the smallest and largest slot of a list (0, -1 for an
+// empty one), run by run of consecutive slots; lo < 0 when a slot is
+// negative or a run wraps past MaxInt32.
 func slotRange(slots []int32) (lo, hi int32) {
 	if len(slots) == 0 {
 		return 0, -1
 	}
 	lo, hi = slots[0], slots[0]
-	for _, s := range slots[1:] {
-		lo, hi = min(lo, s), max(hi, s)
+	for j := 0; j < len(slots); {
+		k := runEnd(slots, j)
+		a, b := slots[j], slots[j]+int32(k-j-1)
+		if b < a {
+			return -1, hi
+		}
+		lo, hi = min(lo, a), max(hi, b)
+		j = k
 	}
 	return lo, hi
+}
+
+// runEnd returns the end of the run of consecutive slots starting at j.
+func runEnd(slots []int32, j int) int {
+	k := j + 1
+	// Eight at a time, without a branch per slot.
+	for k+8 <= len(slots) {
+		s := slots[k-1 : k+8]
+		if (s[1]-s[0]-1)|(s[2]-s[1]-1)|(s[3]-s[2]-1)|(s[4]-s[3]-1)|
+			(s[5]-s[4]-1)|(s[6]-s[5]-1)|(s[7]-s[6]-1)|(s[8]-s[7]-1) != 0 {
+			break
+		}
+		k += 8
+	}
+	for k < len(slots) && slots[k] == slots[k-1]+1 {
+		k++
+	}
+	return k
 }
 
 // negativeSlot names the first negative slot of node i.
@@ -160,10 +185,7 @@ func negativeOrNil(i int, slots []int32) (int, error) {
 func markSlots(seen []uint64, slots []int32, maxSlot int32, total int) ([]uint64, int32, bool) {
 	for j := 0; j < len(slots); {
 		lo := slots[j]
-		k := j + 1
-		for k < len(slots) && slots[k] == slots[k-1]+1 {
-			k++
-		}
+		k := runEnd(slots, j)
 		hi := lo + int32(k-j) - 1 // run [lo, hi]
 		j = k
 		if lo < 0 || hi < lo { // hi < lo: the run wrapped past MaxInt32
