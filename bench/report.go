@@ -330,7 +330,7 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 		break
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "method\tlayer\tstep (x%d)\tp50\tp90\t%s\tvs flashdecoding\tIO/step\tIO cut\tKV/step\tplan/step\tGB/s\tof probe\troofline/layer\tTFLOP/s\tof FMA\tflops floor/layer\tcheck\n", layers, total)
+	fmt.Fprintf(tw, "method\tlayer\tstep (x%d)\tp50\tp90\t%s\tvs flashdecoding\tIO/step\tIO cut\tKV/step\tplan/step (scratch)\tGB/s\tof probe\troofline/layer\tTFLOP/s\tof FMA\tflops floor/layer\tcheck\n", layers, total)
 	for _, m := range wr.Methods {
 		chk := "-"
 		if m.Checked {
@@ -363,9 +363,9 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 		if s.ArithmeticLayer > 0 {
 			floor = FormatDuration(s.ArithmeticLayer)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Label(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%s)\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Label(),
 			FormatDuration(s.Layer), FormatDuration(s.Step), FormatDuration(s.StepP50), FormatDuration(s.StepP90), FormatDuration(s.Total),
-			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), FormatDuration(s.Plan),
+			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), FormatDuration(s.Plan), FormatDuration(s.PlanScratch),
 			s.Bandwidth/1e9, frac, roof, s.FlopsPerSec/1e12, fmaFrac, floor, chk)
 	}
 	if err := tw.Flush(); err != nil {

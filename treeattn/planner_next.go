@@ -2,6 +2,7 @@ package treeattn
 
 import (
 	"math"
+	"slices"
 
 	"github.com/deft-vk/deft/kernels"
 )
@@ -191,3 +192,20 @@ func (pl *Planner) unit(clean bool, plan func()) {
 // Reused returns how many units the last plan copied from the one before
 // (tests and benchmarks).
 func (pl *Planner) Reused() int { return pl.reused }
+
+// Extends reports whether next is prev with tokens appended: the same
+// nodes with the same parents, each node's slots beginning with its slots
+// in prev (PlanNext's promise). It reads every slot; decoding knows this
+// without looking (kvpool.Step.Layout), benchmarks of recorded trees ask.
+func Extends(prev, next *Tree) bool {
+	if prev == nil || next == nil || len(prev.Nodes) != len(next.Nodes) {
+		return false
+	}
+	for i, a := range prev.Nodes {
+		b := next.Nodes[i]
+		if a.Parent != b.Parent || len(a.Slots) > len(b.Slots) || !slices.Equal(a.Slots, b.Slots[:len(a.Slots)]) {
+			return false
+		}
+	}
+	return true
+}
