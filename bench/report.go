@@ -363,9 +363,9 @@ func writeWorkloadTable(w io.Writer, wr *WorkloadResult, layers int) error {
 		if s.ArithmeticLayer > 0 {
 			floor = FormatDuration(s.ArithmeticLayer)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s (%s)\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Label(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%s\t%.3g\t%s\t%s\t%s\n", m.Label(),
 			FormatDuration(s.Layer), FormatDuration(s.Step), FormatDuration(s.StepP50), FormatDuration(s.StepP90), FormatDuration(s.Total),
-			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), FormatDuration(s.Plan), FormatDuration(s.PlanScratch),
+			ratio(s.SpeedUp), FormatBytes(s.IOPerStep), ratio(s.IOReduction), FormatBytes(s.KVPerStep), planCell(s),
 			s.Bandwidth/1e9, frac, roof, s.FlopsPerSec/1e12, fmaFrac, floor, chk)
 	}
 	if err := tw.Flush(); err != nil {
@@ -396,4 +396,14 @@ func intList(xs []int, limit int) string {
 		fmt.Fprint(&sb, x)
 	}
 	return sb.String()
+}
+
+// planCell is the plan/step column: host planning of a decoding step after
+// the one before, and in parentheses the same step planned from scratch
+// (absent from reports made before plans were timed both ways).
+func planCell(s *Summary) string {
+	if s.PlanScratch == 0 {
+		return FormatDuration(s.Plan)
+	}
+	return FormatDuration(s.Plan) + " (" + FormatDuration(s.PlanScratch) + ")"
 }
