@@ -2,8 +2,9 @@ package treeattn_test
 
 import (
 	"runtime"
-	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/deft-vk/deft/bench"
 	"github.com/deft-vk/deft/treeattn"
@@ -98,12 +99,14 @@ func BenchmarkPlanIncremental(b *testing.B) {
 }
 
 // threadCPU is the calling thread's CPU time in ns (the benchmark loop
-// stays on one locked thread).
+// stays on one locked thread), from CLOCK_THREAD_CPUTIME_ID: nanosecond
+// resolution, where getrusage counts scheduler ticks (too coarse to time
+// one plan at a time).
 func threadCPU() int64 {
 	runtime.LockOSThread()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		return 0
 	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	return ts.Nano()
 }

@@ -536,6 +536,10 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 		}
 		pl.chunkSegs = cs
 		pl.chunkSlots = -1
+		if len(cs) == 1 && pl.allBelow(cs[0].node, q0) {
+			pl.uniformItems(t, cs[0], q0, slice)
+			continue
+		}
 		pl.segBits(t, cs, q0, words)
 		partQ := all
 		seeAll := dense || pl.nSees == len(q0)
@@ -565,6 +569,32 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 				pl.item(t, cs, to-from, q0, sq, words, compact)
 			}
 		}
+	}
+}
+
+// allBelow reports whether q0 is exactly the queries strictly below node
+// n (depth-first query order only): then every query sees every token of
+// n, the case of a shared prompt or prefix.
+func (pl *Planner) allBelow(n int32, q0 []int32) bool {
+	if !pl.inOrder || len(q0) == 0 {
+		return false
+	}
+	lo, mid, hi := pl.qAt[pl.tin[n]], pl.qAt[pl.tin[n]+1], pl.qAt[pl.tout[n]]
+	return lo == mid && int(hi-mid) == len(q0) && q0[0] == mid && q0[len(q0)-1] == hi-1
+}
+
+// uniformItems emits the items of a chunk of one segment that every query
+// of q0 sees whole (allBelow): one per slice of queries, sharing one slot
+// list, without masks, as item would make them.
+func (pl *Planner) uniformItems(t *Tree, s segment, q0 []int32, slice int) {
+	slotsOff := uint32(len(pl.data))
+	pl.data = append(pl.data, asUint32(t.Nodes[s.node].Slots[s.from:s.to])...)
+	for qs := 0; qs < len(q0); qs += slice {
+		qe := min(qs+slice, len(q0))
+		rec := kernels.ItemRecord{SlotsOff: slotsOff, NumSlots: uint32(s.to - s.from),
+			QueriesOff: uint32(len(pl.data)), NumQueries: uint32(qe - qs)}
+		pl.data = append(pl.data, asUint32(q0[qs:qe])...)
+		pl.recs = append(pl.recs, rec)
 	}
 }
 
