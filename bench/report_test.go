@@ -248,3 +248,8 @@ func TestLoadReportRecomputesSummaries(t *testing.T) {
 	_, err = LoadReport(filepath.Join(t.TempDir(), "missing.json"))
 	require.Error(t, err)
 }
+
+func TestPlanCell(t *testing.T) {
+	assert.Equal(t, "1.00 ms", planCell(&Summary{Plan: time.Millisecond}), "reports saved before plans were timed both ways")
+	assert.Equal(t, "20.0 us (35.0 us)", planCell(&Summary{Plan: 20 * time.Microsecond, PlanScratch: 35 * time.Microsecond}))
+}

@@ -47,18 +47,24 @@ type Progress struct {
 // StepResult is one method's measurement of one sampled step. Times and
 // IO are per layer unless named per step.
 type StepResult struct {
-	Step       int           `json:"step"`        // the workload's step index
-	Decode     int           `json:"decode_step"` // index among the decode steps
-	Queries    int           `json:"queries"`
-	Tokens     int           `json:"tokens"`
-	PlanTime   time.Duration `json:"plan_ns"`          // host planning, once per step
-	Layer      time.Duration `json:"layer_median_ns"`  // median over runs
-	Reduce     time.Duration `json:"reduce_median_ns"` // of the runs, the reduction's median
-	P10        time.Duration `json:"layer_p10_ns"`
-	P90        time.Duration `json:"layer_p90_ns"`
-	StepTime   time.Duration `json:"step_ns"` // Layers x Layer
-	IO         treeattn.IO   `json:"io"`      // per layer
-	Workgroups int           `json:"workgroups"`
+	Step    int `json:"step"`        // the workload's step index
+	Decode  int `json:"decode_step"` // index among the decode steps
+	Queries int `json:"queries"`
+	Tokens  int `json:"tokens"`
+	// PlanTime is host planning of the step after this one (StepTree.Next)
+	// by the Planner that planned this one, as in decoding: with
+	// PlanNext's promise when the next step extends this one (only what
+	// changed is planned again). PlanScratch is the same step planned from
+	// scratch (Plan) by that Planner.
+	PlanTime    time.Duration `json:"plan_ns"`
+	PlanScratch time.Duration `json:"plan_scratch_ns"`
+	Layer       time.Duration `json:"layer_median_ns"`  // median over runs
+	Reduce      time.Duration `json:"reduce_median_ns"` // of the runs, the reduction's median
+	P10         time.Duration `json:"layer_p10_ns"`
+	P90         time.Duration `json:"layer_p90_ns"`
+	StepTime    time.Duration `json:"step_ns"` // Layers x Layer
+	IO          treeattn.IO   `json:"io"`      // per layer
+	Workgroups  int           `json:"workgroups"`
 }
 
 // Summary aggregates a method's sampled steps.
@@ -70,7 +76,9 @@ type Summary struct {
 	// Total is Step x the workload's decode steps: extrapolated from the
 	// sampled steps unless every step was sampled.
 	Total time.Duration `json:"total_ns"`
-	Plan  time.Duration `json:"plan_mean_ns"` // host planning per step
+	Plan  time.Duration `json:"plan_mean_ns"` // host planning per step (StepResult.PlanTime)
+	// PlanScratch is the mean StepResult.PlanScratch.
+	PlanScratch time.Duration `json:"plan_scratch_mean_ns"`
 	// IOPerStep and KVPerStep are the mean bytes moved (all of treeattn.IO)
 	// and K/V bytes read per step, over all layers; UniqueKVPerStep is the
 	// K/V of every tree token once, the roofline's bytes.
@@ -252,29 +260,57 @@ func Measure(d *vk.Device, rng *rand.Rand, w *Sampled, cfg Config) (*WorkloadRes
 // planRuns is how many times a step is planned for its plan time.
 const planRuns = 5
 
+// planTimes returns the median times of planning st.Next after st.Tree,
+// with PlanNext's promise when st.NextExtends (incr) and from scratch.
+// Each timed plan follows an untimed plan of st.Tree, so that it starts
+// from step n's state, not from a plan of the same tree (which would
+// copy everything). Without a Next, both time Plan of st.Tree.
+func planTimes(pl *treeattn.Planner, st StepTree, cfg treeattn.Config) (incr, scratch time.Duration, err error) {
+	var ti, ts [planRuns]time.Duration
+	for i := -1; i < planRuns; i++ {
+		for k, times := range []*[planRuns]time.Duration{&ti, &ts} {
+			if _, err := pl.Plan(st.Tree, cfg); err != nil {
+				return 0, 0, err
+			}
+			start := time.Now()
+			switch {
+			case st.Next == nil:
+				_, err = pl.Plan(st.Tree, cfg)
+			case k == 0:
+				_, err = pl.PlanNext(st.Next, cfg, st.NextExtends)
+			default:
+				_, err = pl.Plan(st.Next, cfg)
+			}
+			if err != nil {
+				return 0, 0, fmt.Errorf("plan the next step: %w", err)
+			}
+			if i >= 0 {
+				times[i] = time.Since(start)
+			}
+		}
+	}
+	slices.Sort(ti[:])
+	slices.Sort(ts[:])
+	return ti[planRuns/2], ts[planRuns/2], nil
+}
+
 func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buffers, flush *vk.Buffer, first bool, want []float64, tol float64) (StepResult, error) {
 	sr := StepResult{Step: st.Step, Decode: st.Decode, Queries: len(st.Tree.Queries), Tokens: st.Tree.TotalTokens()}
 	pcfg := treeattn.Config{Method: mr.Method, Shape: cfg.Model.Shape, KV: cfg.KV, Limits: treeattn.LimitsOf(d.Info),
 		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want}
 	// Plan time as in decoding, where one Planner keeps its memory from
-	// step to step: the median of planRuns plans after a first one.
+	// step to step and plans step n+1 after step n.
 	if mr.planner == nil {
 		mr.planner = new(treeattn.Planner)
 	}
-	var times [planRuns]time.Duration
-	var plan *treeattn.Plan
 	var err error
-	for i := -1; i < planRuns; i++ {
-		start := time.Now()
-		if plan, err = mr.planner.Plan(st.Tree, pcfg); err != nil {
-			return sr, err
-		}
-		if i >= 0 {
-			times[i] = time.Since(start)
-		}
+	if sr.PlanTime, sr.PlanScratch, err = planTimes(mr.planner, st, pcfg); err != nil {
+		return sr, err
 	}
-	slices.Sort(times[:])
-	sr.PlanTime = times[planRuns/2]
+	plan, err := mr.planner.Plan(st.Tree, pcfg)
+	if err != nil {
+		return sr, err
+	}
 	mr.Variant = plan.Variant
 	sr.IO = plan.IO
 	sr.Workgroups = plan.Items * cfg.Model.Shape.KVHeads
@@ -337,11 +373,12 @@ func Summarize(res *WorkloadResult, m Model, roofline, fmaPeak float64) {
 			continue
 		}
 		n := float64(len(mr.Steps))
-		var layer, plan, bytes, gpu, kv, unique, flops, pathFlops float64
+		var layer, plan, planScratch, bytes, gpu, kv, unique, flops, pathFlops float64
 		steps := make([]time.Duration, 0, len(mr.Steps))
 		for _, s := range mr.Steps {
 			layer += float64(s.Layer)
 			plan += float64(s.PlanTime)
+			planScratch += float64(s.PlanScratch)
 			bytes += float64(s.IO.Total())
 			kv += float64(s.IO.KVBytes)
 			unique += float64(s.IO.KVUniqueBytes)
@@ -355,6 +392,7 @@ func Summarize(res *WorkloadResult, m Model, roofline, fmaPeak float64) {
 		s := &Summary{
 			Layer:           time.Duration(layer / n),
 			Plan:            time.Duration(plan / n),
+			PlanScratch:     time.Duration(planScratch / n),
 			StepP50:         percentile(steps, 0.5),
 			StepP90:         percentile(steps, 0.9),
 			IOPerStep:       L * bytes / n,

@@ -57,6 +57,7 @@ func TestMeasureWorkload(t *testing.T) {
 			assert.LessOrEqual(t, s.Reduce, s.Layer)
 			assert.Equal(t, 3*s.Layer, s.StepTime, "a step is layers x one layer")
 			assert.Positive(t, s.PlanTime)
+			assert.Positive(t, s.PlanScratch)
 			assert.Equal(t, int64(s.Tokens*2*64*2*2), s.IO.KVUniqueBytes, "K and V of every token, 2 KV heads, dim 64, fp16")
 		}
 		s := m.Summary

@@ -325,6 +325,15 @@ type StepTree struct {
 	// Decode is the index among the workload's decode steps.
 	Decode int
 	Tree   *treeattn.Tree
+	// Next is the tree of the decoding step after Tree, whose plan time
+	// is measured with the Planner that planned Tree (what decoding
+	// does): the workload's next decode step, or for a single tree (and a
+	// workload's last step) treeattn.NextStep (every queried leaf one
+	// token longer). NextExtends says Next only appends to Tree's nodes
+	// (kvpool's Layout unchanged), so that it is planned with PlanNext's
+	// promise. Nil when Tree has no slots.
+	Next        *treeattn.Tree
+	NextExtends bool
 }
 
 // Sampled is the part of a workload a run times.
@@ -341,7 +350,16 @@ type Sampled struct {
 
 // SingleStep returns a one-step Sampled for a snapshot or user tree.
 func SingleStep(name, description string, t *treeattn.Tree) *Sampled {
-	return &Sampled{Name: name, Description: description, DecodeSteps: 1, Steps: []StepTree{{Tree: t}}}
+	st := StepTree{Tree: t}
+	st.nextStep()
+	return &Sampled{Name: name, Description: description, DecodeSteps: 1, Steps: []StepTree{st}}
+}
+
+// nextStep sets Next to treeattn.NextStep of Tree.
+func (st *StepTree) nextStep() {
+	if st.Tree.SlotsAssigned() {
+		st.Next, st.NextExtends = treeattn.NextStep(st.Tree), true
+	}
 }
 
 // SampleIndices returns n evenly spaced indices in [0, m): the first and
@@ -420,25 +438,46 @@ func Sample(name, description string, newW func() (replay.Workload, error), n in
 		return nil, fmt.Errorf("workload %s: %w", name, err)
 	}
 	decode := 0
-	take := func(st replay.Step, tree func() (*treeattn.Tree, error)) error {
+	// The step after a sampled one gives its Next; layouts tell whether it
+	// extends it (0: unknown, compare the trees).
+	pending, pendingLayout := false, uint64(0)
+	take := func(st replay.Step, tree func() (*treeattn.Tree, uint64, error)) error {
 		if st.Prefill {
 			return nil
 		}
 		k := decode
 		decode++
-		if len(s.Steps) < len(want) && want[len(s.Steps)] == k {
-			t, err := tree()
-			if err != nil {
-				return err
+		sampled := len(s.Steps) < len(want) && want[len(s.Steps)] == k
+		if !sampled && !pending {
+			return nil
+		}
+		t, layout, err := tree()
+		if err != nil {
+			return err
+		}
+		if pending {
+			last := &s.Steps[len(s.Steps)-1]
+			last.Next = t
+			if layout != 0 {
+				last.NextExtends = layout == pendingLayout
+			} else {
+				last.NextExtends = treeattn.Extends(last.Tree, t)
 			}
+			pending = false
+		}
+		if sampled {
 			s.Steps = append(s.Steps, StepTree{Step: st.Index, Decode: k, Tree: t})
+			pending, pendingLayout = true, layout
 		}
 		return nil
 	}
 	switch layout {
 	case LayoutContiguous, "":
 		_, err = replay.Run(w, func(st replay.Step, sim *replay.Simulator) error {
-			return take(st, sim.Tree)
+			return take(st, func() (*treeattn.Tree, uint64, error) {
+				t, err := sim.Tree()
+				return t, 0, err
+			})
 		})
 	case LayoutPaged:
 		err = replayPaged(w, take)
@@ -447,6 +486,9 @@ func Sample(name, description string, newW func() (replay.Workload, error), n in
 	}
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: %w", name, err)
+	}
+	if pending {
+		s.Steps[len(s.Steps)-1].nextStep() // the last step: no next one to replay
 	}
 	if len(s.Steps) != len(want) || decode != s.DecodeSteps {
 		return nil, fmt.Errorf("workload %s: the second replay differs from the first (%d of %d sampled steps, %d of %d decode steps)",
@@ -457,7 +499,7 @@ func Sample(name, description string, newW func() (replay.Workload, error), n in
 
 // replayPaged drives w onto a host KV pool and hands take each step's tree
 // over the pool's slots (a copy: the pool's tree changes with later steps).
-func replayPaged(w replay.Workload, take func(replay.Step, func() (*treeattn.Tree, error)) error) error {
+func replayPaged(w replay.Workload, take func(replay.Step, func() (*treeattn.Tree, uint64, error)) error) error {
 	pool, err := kvpool.NewHost(kvpool.Config{Layers: 1, KVHeads: 1, HeadDim: 4, KV: treeattn.KVF32, BudgetBytes: pagedBudget})
 	if err != nil {
 		return err
@@ -468,7 +510,8 @@ func replayPaged(w replay.Workload, take func(replay.Step, func() (*treeattn.Tre
 		if err != nil {
 			return err
 		}
-		if err := take(st, func() (*treeattn.Tree, error) { return step.Tree.Clone(), nil }); err != nil {
+		// Layouts are counted from 1 (0 means unknown to take).
+		if err := take(st, func() (*treeattn.Tree, uint64, error) { return step.Tree.Clone(), step.Layout + 1, nil }); err != nil {
 			return err
 		}
 		if err := d.End(st); err != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -64,6 +65,14 @@ func TestSampleFewShot(t *testing.T) {
 		// After step s the few-shot tree is FewShotTree(P, b, s).
 		sameShape(t, treeattn.FewShotTree(10, 3, st.Step), st.Tree)
 		require.NoError(t, st.Tree.Validate(st.Tree.NumSlots()))
+		// Plan time is of the next step: the replay's next step, or for
+		// the last one every branch + 1 (NextStep, which keeps the
+		// slots). The contiguous layout renumbers slots every step, so
+		// only that one extends its step.
+		require.NotNil(t, st.Next)
+		sameShape(t, treeattn.FewShotTree(10, 3, st.Step+1), st.Next)
+		assert.Equal(t, i == 2, st.NextExtends)
+		assert.Equal(t, st.NextExtends, treeattn.Extends(st.Tree, st.Next))
 	}
 
 	all, err := Sample("tiny", "", func() (replay.Workload, error) { return replay.NewFewShot(10, 3, 8) }, 0, LayoutContiguous)
@@ -275,6 +284,14 @@ func TestSamplePagedLayout(t *testing.T) {
 			require.NoError(t, st.Tree.Validate(st.Tree.NumSlots()), "%s step %d", name, st.Step)
 			assert.Equal(t, pathLengths(flat.Steps[i].Tree), pathLengths(st.Tree), "%s step %d", name, st.Step)
 			assert.Equal(t, flat.Steps[i].Tree.TotalTokens(), st.Tree.TotalTokens(), "%s step %d", name, st.Step)
+			// kvpool's Layout says whether the next step extends this one;
+			// it agrees with a comparison of the trees.
+			require.NotNil(t, st.Next, name)
+			require.NoError(t, st.Next.Validate(st.Next.NumSlots()), "%s step %d", name, st.Step)
+			assert.Equal(t, treeattn.Extends(st.Tree, st.Next), st.NextExtends, "%s step %d", name, st.Step)
+			if strings.HasPrefix(name, "fewshot") {
+				assert.True(t, st.NextExtends, "%s step %d: few-shot steps append", name, st.Step)
+			}
 		}
 	}
 	def, _ := FindWorkload("fewshot-b20")

@@ -169,6 +169,7 @@ type Pool struct {
 
 	// Tree cache (tree.go).
 	structDirty bool
+	layout      uint64 // counts rebuilds of the tree cache (Step.Layout)
 	cache       []treeattn.Node
 	order       []*Node                 // pool node behind cache[i]
 	defaults    []int                   // cache indices of the default queries

@@ -635,3 +635,48 @@ func TestAttentionOverPool(t *testing.T) {
 		})
 	}
 }
+
+// Step.Layout stays while steps only append, and changes with every fork,
+// prune, draft and accept; a step of the same Layout extends the one
+// before (what treeattn.Planner.PlanNext is promised).
+func TestTreeLayout(t *testing.T) {
+	p, err := NewHost(testConfig(treeattn.KVF32, 4, 64))
+	require.NoError(t, err)
+	s := p.NewSequence()
+	_, err = p.Append(s, 10)
+	require.NoError(t, err)
+	last, err := p.Tree(nil)
+	require.NoError(t, err)
+	step := func(change string, op func()) {
+		t.Helper()
+		op()
+		st, err := p.Tree(nil)
+		require.NoError(t, err)
+		if change == "" {
+			require.Equal(t, last.Layout, st.Layout, "appending keeps the layout")
+			require.True(t, treeattn.Extends(last.Tree, st.Tree), "a step of the same layout extends the last")
+		} else {
+			require.NotEqual(t, last.Layout, st.Layout, "%s changes the layout", change)
+		}
+		last = st
+	}
+	must := func(_ any, err error) { require.NoError(t, err) }
+	step("", func() { must(p.Append(s, 3)) })
+	var a, b *Node
+	step("fork", func() {
+		a, err = p.Fork(s)
+		require.NoError(t, err)
+		b, err = p.Fork(s)
+		require.NoError(t, err)
+		must(p.Append(a, 1))
+		must(p.Append(b, 1))
+	})
+	step("", func() { must(p.Append(a, 2)); must(p.Append(b, 1)) })
+	step("", func() { must(p.Append(a, 1)) })
+	step("prune", func() { require.NoError(t, p.Prune(b)) })
+	step("", func() { must(p.Append(a, 5)) })
+	var drafts []*Node
+	step("draft", func() { drafts, _, err = p.Draft(a, []int{-1, 0, -1}); require.NoError(t, err) })
+	step("accept", func() { must(p.Accept(nil, a, []*Node{drafts[0], drafts[1]})) })
+	step("", func() { must(p.Append(a, 1)) })
+}

@@ -31,6 +31,13 @@ type Step struct {
 	Nodes []*Node
 	// Queries[i] is the token behind Tree.Queries[i].
 	Queries []Query
+	// Layout names the tree's node table: it changes whenever nodes are
+	// added, removed or reordered (a fork, prune, draft or accept, or a
+	// sequence's first token). Two steps of the same Layout have the same
+	// nodes in the same order, the later one's with tokens appended, its
+	// slot lists extending the earlier one's: what
+	// treeattn.Planner.PlanNext needs to re-plan only what changed.
+	Layout uint64
 }
 
 // touch records that n grew; wasEmpty says it had no tokens before (which
@@ -96,6 +103,7 @@ func (p *Pool) rebuild() {
 		}
 	}
 	p.structDirty = false
+	p.layout++
 }
 
 // patch refreshes the cache entries of nodes that grew.
@@ -164,5 +172,6 @@ func (p *Pool) Tree(queries []Query) (*Step, error) {
 		Tree:    &treeattn.Tree{Nodes: slices.Clone(p.cache), Queries: tq},
 		Nodes:   slices.Clone(p.order),
 		Queries: queries,
+		Layout:  p.layout,
 	}, nil
 }

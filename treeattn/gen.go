@@ -194,3 +194,33 @@ func SpeculativeStar(prefix, leaves int) *Tree {
 	t.AssignContiguousSlots()
 	return t
 }
+
+// NextStep returns the tree of the decoding step after t (slots assigned):
+// every node with a query at its last token gains one token, in a slot
+// after every slot in use, and those queries move to it; other queries stay.
+// Nodes keep their indices, so the result extends t as PlanNext's appended
+// promises (benchmarks plan it after t, as a decoding step after the one
+// before).
+func NextStep(t *Tree) *Tree {
+	c := t.Clone()
+	next := int32(c.NumSlots())
+	grown := make([]bool, len(c.Nodes))
+	for _, q := range c.Queries {
+		if n := q.Node; !grown[n] && q.Offset == c.Nodes[n].Tokens-1 {
+			grown[n] = true
+		}
+	}
+	for i, g := range grown {
+		if g {
+			c.Nodes[i].Slots = append(c.Nodes[i].Slots, next)
+			c.Nodes[i].Tokens++
+			next++
+		}
+	}
+	for i, q := range c.Queries {
+		if grown[q.Node] && q.Offset == c.Nodes[q.Node].Tokens-2 {
+			c.Queries[i].Offset++
+		}
+	}
+	return c
+}

@@ -199,7 +199,7 @@ func ChooseCoopTiles(s Shape, lim Limits) (Tiles, error) {
 		return Tiles{}, err
 	}
 	cm := lim.CoopMat
-	var last error = fmt.Errorf("the device cannot run the coopmat variant")
+	var last error // made only on failure: planning a step allocates nothing
 	for r := 128; cm.M > 0 && r >= cm.M; r /= 2 {
 		if r > cm.M && r > 32*s.GroupSize() {
 			continue
@@ -208,6 +208,9 @@ func ChooseCoopTiles(s Shape, lim Limits) (Tiles, error) {
 		if last = t.coopCheck(s, lim); last == nil {
 			return t, nil
 		}
+	}
+	if last == nil {
+		last = fmt.Errorf("the device cannot run the coopmat variant")
 	}
 	return Tiles{}, fmt.Errorf("choose coopmat tiles: %w", last)
 }

@@ -3,6 +3,7 @@ package treeattn
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -23,6 +24,7 @@ type Planner struct {
 	anc                   []int64 // tokens of each node's strict ancestors
 	queryByTin            []int32 // queries sorted by their node's tin
 	qAt                   []int32 // per tin value, the first position in queryByTin at or after it
+	inOrder               bool    // queries are in depth-first order: queryByTin[i] == i
 	dupBits               []uint64
 
 	// Work in progress.
@@ -31,6 +33,7 @@ type Planner struct {
 	allPos, pos       []int32 // 0..len(q0)-1; each query's last position in a q0
 	bits              []uint64
 	sees              []bool // per position in q0: sees a token of the chunk
+	nSees             int    // how many do
 	chunkSlots        int    // data offset of the current chunk's whole slot list, -1 before it is written
 	stamp             []uint32
 	stampGen          uint32
@@ -43,6 +46,16 @@ type Planner struct {
 	data              []uint32 // slot, query and mask lists
 	recs              []kernels.ItemRecord
 	counts            []uint32
+
+	// Incremental planning (planner_next.go).
+	prev        prevStep
+	units       []unit
+	reusing     bool // units may be copied from prev
+	reused      int
+	firstChange int
+	tokStart    []int
+	dirty       []bool
+	grownPath   []bool
 }
 
 // segment is tokens [from, to) of a node.
@@ -60,6 +73,13 @@ func NewPlan(t *Tree, cfg Config) (*Plan, error) {
 // its metadata belong to the Planner and stay valid until its next Plan
 // call; upload (or copy) it before planning the next step.
 func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
+	return pl.planStep(t, cfg, false)
+}
+
+// planStep is Plan, and PlanNext when appended.
+func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
+	itemsOK := pl.prev.items
+	pl.prev.items, pl.reusing, pl.reused = false, false, 0
 	if err := cfg.Shape.Validate(); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -69,7 +89,18 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if !t.SlotsAssigned() {
 		return nil, fmt.Errorf("plan: tree has nodes without slots (assign them first)")
 	}
-	numSlots, err := t.validateSlots(&pl.dupBits, cfg.SlotsUnique)
+	same := appended && pl.extends(t)
+	numSlots, marked := 0, false
+	if same && pl.prev.marked && pl.prev.unique == cfg.SlotsUnique {
+		numSlots, marked = pl.markNew(t, cfg.SlotsUnique)
+	}
+	pl.prev.tree, pl.prev.marked = false, false
+	var err error
+	if marked {
+		err = t.validate(numSlots, skipSlotChecks)
+	} else {
+		numSlots, marked, err = t.validateSlots(&pl.dupBits, cfg.SlotsUnique)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("plan: validate tree: %w", err)
 	}
@@ -127,7 +158,18 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	meta := p.meta[:0]
 	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
 	p.meta = meta
-	pl.data, pl.recs = pl.data[:0], pl.recs[:0]
+	// The previous plan's items become prev's; this plan's go to the
+	// other buffers.
+	pr := &pl.prev
+	pl.data, pr.data = pr.data[:0], pl.data
+	pl.recs, pr.recs = pr.recs[:0], pl.recs
+	pl.units, pr.units = pr.units[:0], pl.units
+	win := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes()))
+	windowed := win > 0 && numSlots > win
+	if same && itemsOK && !windowed && pr.cfg == cfg && pr.tiles == tiles && pr.variant == variant && pl.sameQueryNodes(t) {
+		pl.reusing = true
+		pl.changes(t)
+	}
 
 	// Query slices of one row tile, and token chunks of at most MaxPasses
 	// shared-memory passes (see MaxTilePasses).
@@ -152,8 +194,8 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("plan: unknown method %q", cfg.Method)
 	}
 	p.Windows = p.Windows[:0]
-	if w := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes())); w > 0 && numSlots > w {
-		pl.window(p, w)
+	if windowed {
+		pl.window(p, win)
 	}
 	if len(p.Windows) == 0 {
 		p.Windows = nil
@@ -167,6 +209,9 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	p.IO.KVUniqueBytes = int64(total) * kvRow
 	p.IO.QueryBytes = int64(p.NumQueries*cfg.Shape.QHeads*cfg.Shape.HeadDim) * 4
 	p.IO.OutputBytes = p.IO.QueryBytes
+	pl.remember(t, numSlots)
+	pr.marked, pr.unique = marked, cfg.SlotsUnique
+	pr.items, pr.cfg, pr.tiles, pr.variant = !windowed, cfg, tiles, variant
 	return p, nil
 }
 
@@ -285,7 +330,8 @@ func (pl *Planner) index(t *Tree) {
 	}
 	byTin := func(a, b int32) int { return int(pl.tin[t.Queries[a].Node]) - int(pl.tin[t.Queries[b].Node]) }
 	// Queries usually come in depth-first order already (one per leaf).
-	if !slices.IsSortedFunc(pl.queryByTin, byTin) {
+	pl.inOrder = slices.IsSortedFunc(pl.queryByTin, byTin)
+	if !pl.inOrder {
 		slices.SortStableFunc(pl.queryByTin, byTin)
 	}
 	// qAt[t]: the first position in queryByTin of a query whose node's
@@ -308,6 +354,19 @@ func (pl *Planner) index(t *Tree) {
 // seeing appends, in increasing order, the queries whose paths contain a
 // node of segs (whether or not they see the segment's tokens).
 func (pl *Planner) seeing(t *Tree, segs []segment, dst []int32) []int32 {
+	if pl.inOrder {
+		// A subtree's queries are a run of indices, and the runs of nodes
+		// in depth-first order are nested or follow each other: merge them.
+		end := int32(-1)
+		for _, s := range segs {
+			a, b := pl.qAt[pl.tin[s.node]], pl.qAt[pl.tout[s.node]]
+			for q := max(a, end); q < b; q++ {
+				dst = append(dst, q)
+			}
+			end = max(end, b)
+		}
+		return dst
+	}
 	pl.stampGen++
 	gen := pl.stampGen
 	start := len(dst)
@@ -328,23 +387,26 @@ func (pl *Planner) seeing(t *Tree, segs []segment, dst []int32) []int32 {
 // queries).
 func (pl *Planner) blocks(t *Tree, size int, all bool, emit func([]segment, []int32)) {
 	segs := pl.segs[:0]
-	used := 0
+	used, end := 0, 0
 	flush := func() {
 		if len(segs) == 0 {
 			return
 		}
-		q0 := pl.q0[:0]
-		if all {
-			for i := range t.Queries {
-				q0 = append(q0, int32(i))
+		// A block before the first change plans as before.
+		pl.unit(end <= pl.firstChange, func() {
+			q0 := pl.q0[:0]
+			if all {
+				for i := range t.Queries {
+					q0 = append(q0, int32(i))
+				}
+			} else {
+				q0 = pl.seeing(t, segs, q0)
 			}
-		} else {
-			q0 = pl.seeing(t, segs, q0)
-		}
-		pl.q0 = q0
-		if len(q0) > 0 {
-			emit(segs, q0)
-		}
+			pl.q0 = q0
+			if len(q0) > 0 {
+				emit(segs, q0)
+			}
+		})
 		segs, used = segs[:0], 0
 	}
 	for _, n := range pl.dfs {
@@ -353,6 +415,7 @@ func (pl *Planner) blocks(t *Tree, size int, all bool, emit func([]segment, []in
 			take := min(tokens-from, size-used)
 			segs = append(segs, segment{n, int32(from), int32(from + take)})
 			used += take
+			end += take
 			from += take
 			if used == size {
 				flush()
@@ -367,28 +430,38 @@ func (pl *Planner) blocks(t *Tree, size int, all bool, emit func([]segment, []in
 // chunk tokens (DeFT-Node, DeFT-Node-Chunk).
 func (pl *Planner) nodes(t *Tree, chunk int, emit func([]segment, []int32)) {
 	for _, n := range pl.dfs {
-		seg := append(pl.segs[:0], segment{n, 0, int32(t.Nodes[n].Tokens)})
-		pl.segs = seg
-		q0 := pl.seeing(t, seg, pl.q0[:0])
-		pl.q0 = q0
-		if len(q0) == 0 {
-			continue // no query reads this node
-		}
-		tokens := t.Nodes[n].Tokens
-		step := tokens
-		if chunk > 0 {
-			step = chunk
-		}
-		for from := 0; from < tokens; from += step {
-			seg[0] = segment{n, int32(from), int32(min(from+step, tokens))}
-			emit(seg, q0)
-		}
+		pl.unit(pl.reusing && !pl.dirty[n], func() {
+			seg := append(pl.segs[:0], segment{n, 0, int32(t.Nodes[n].Tokens)})
+			pl.segs = seg
+			q0 := pl.seeing(t, seg, pl.q0[:0])
+			pl.q0 = q0
+			if len(q0) == 0 {
+				return // no query reads this node
+			}
+			tokens := t.Nodes[n].Tokens
+			step := tokens
+			if chunk > 0 {
+				step = chunk
+			}
+			for from := 0; from < tokens; from += step {
+				seg[0] = segment{n, int32(from), int32(min(from+step, tokens))}
+				emit(seg, q0)
+			}
+		})
 	}
 }
 
 // perQuery splits each query's own path into chunks (Flash-Decoding).
 func (pl *Planner) perQuery(t *Tree, chunk int, emit func([]segment, []int32)) {
 	for qi, q := range t.Queries {
+		clean := pl.reusing && pl.prev.queries[qi].Offset == q.Offset && !pl.grownPath[q.Node]
+		pl.unit(clean, func() { pl.queryPath(t, qi, q, chunk, emit) })
+	}
+}
+
+// queryPath emits query qi's path in chunks of chunk tokens.
+func (pl *Planner) queryPath(t *Tree, qi int, q Query, chunk int, emit func([]segment, []int32)) {
+	{
 		path := pl.chunkSegs[:0]
 		for n := q.Node; n >= 0; n = t.Nodes[n].Parent {
 			to := t.Nodes[n].Tokens
@@ -445,11 +518,10 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 	for i, q := range q0 {
 		pl.pos[q] = int32(i)
 	}
-	all := pl.allPos[:0]
-	for i := range q0 {
-		all = append(all, int32(i))
+	for i := len(pl.allPos); i < len(q0); i++ {
+		pl.allPos = append(pl.allPos, int32(i)) // kept as 0, 1, 2, ...
 	}
-	pl.allPos = all
+	all := pl.allPos[:len(q0)]
 	for from := 0; from < n; from += chunk {
 		to := min(from+chunk, n)
 		cs := pl.chunkSegs[:0]
@@ -464,9 +536,14 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 		}
 		pl.chunkSegs = cs
 		pl.chunkSlots = -1
+		if len(cs) == 1 && pl.allBelow(cs[0].node, q0) {
+			pl.uniformItems(t, cs[0], q0, slice)
+			continue
+		}
 		pl.segBits(t, cs, q0, words)
 		partQ := all
-		if from != 0 || to != n {
+		seeAll := dense || pl.nSees == len(q0)
+		if !seeAll && (from != 0 || to != n) {
 			partQ = pl.partQ[:0]
 			for p := range q0 {
 				if dense || pl.sees[p] {
@@ -478,7 +555,7 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 		for qs := 0; qs < len(partQ); qs += slice {
 			qe := min(qs+slice, len(partQ))
 			sq := partQ[qs:qe]
-			if qs != 0 || qe != len(partQ) {
+			if !seeAll && (qs != 0 || qe != len(partQ)) {
 				kept := pl.sliceQ[:0]
 				for _, p := range sq {
 					if dense || pl.sees[p] {
@@ -495,6 +572,32 @@ func (pl *Planner) bound(t *Tree, segs []segment, q0 []int32, slice, chunk int, 
 	}
 }
 
+// allBelow reports whether q0 is exactly the queries strictly below node
+// n (depth-first query order only): then every query sees every token of
+// n, the case of a shared prompt or prefix.
+func (pl *Planner) allBelow(n int32, q0 []int32) bool {
+	if !pl.inOrder || len(q0) == 0 {
+		return false
+	}
+	lo, mid, hi := pl.qAt[pl.tin[n]], pl.qAt[pl.tin[n]+1], pl.qAt[pl.tout[n]]
+	return lo == mid && int(hi-mid) == len(q0) && q0[0] == mid && q0[len(q0)-1] == hi-1
+}
+
+// uniformItems emits the items of a chunk of one segment that every query
+// of q0 sees whole (allBelow): one per slice of queries, sharing one slot
+// list, without masks, as item would make them.
+func (pl *Planner) uniformItems(t *Tree, s segment, q0 []int32, slice int) {
+	slotsOff := uint32(len(pl.data))
+	pl.data = append(pl.data, asUint32(t.Nodes[s.node].Slots[s.from:s.to])...)
+	for qs := 0; qs < len(q0); qs += slice {
+		qe := min(qs+slice, len(q0))
+		rec := kernels.ItemRecord{SlotsOff: slotsOff, NumSlots: uint32(s.to - s.from),
+			QueriesOff: uint32(len(pl.data)), NumQueries: uint32(qe - qs)}
+		pl.data = append(pl.data, asUint32(q0[qs:qe])...)
+		pl.recs = append(pl.recs, rec)
+	}
+}
+
 // segBits fills, for every segment, the bitsets (over positions in q0) of
 // the queries below its node and of those at its node.
 func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
@@ -505,10 +608,35 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	sees := grow(pl.sees, len(q0))
 	clear(sees)
 	pl.sees = sees
+	nSees := 0
+	defer func() { pl.nSees = nSees }()
 	for j, s := range cs {
 		below := bits[2*words*j : 2*words*j+words]
 		at := bits[2*words*j+words : 2*words*(j+1)]
-		for _, q := range pl.queryByTin[pl.qAt[pl.tin[s.node]]:pl.qAt[pl.tout[s.node]]] {
+		lo, hi := pl.qAt[pl.tin[s.node]], pl.qAt[pl.tout[s.node]]
+		if mid := pl.qAt[pl.tin[s.node]+1]; pl.inOrder && mid < hi {
+			// The queries below the node (after those at it) are indices
+			// mid..hi-1; when q0 holds them all, they are one run of
+			// positions.
+			pa := pl.pos[mid]
+			pb := int(pa) + int(hi-mid)
+			if pa >= 0 && pb <= len(q0) && q0[pa] == mid && q0[pb-1] == hi-1 {
+				setBits(below, int(pa), pb)
+				for p := int(pa); p < pb; p++ {
+					if !sees[p] {
+						sees[p] = true
+						nSees++
+					}
+				}
+				if len(cs) > 1 {
+					for p := pa; p < int32(pb); p++ {
+						pairs = append(pairs, [2]int32{p, int32(j)})
+					}
+				}
+				hi = mid
+			}
+		}
+		for _, q := range pl.queryByTin[lo:hi] {
 			qn := int32(t.Queries[q].Node)
 			p := pl.pos[q]
 			if p < 0 || int(p) >= len(q0) || q0[p] != q {
@@ -516,10 +644,16 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 			}
 			if qn == s.node {
 				at[p/64] |= 1 << (p % 64)
-				sees[p] = sees[p] || int32(t.Queries[q].Offset) >= s.from
+				if !sees[p] && int32(t.Queries[q].Offset) >= s.from {
+					sees[p] = true
+					nSees++
+				}
 			} else {
 				below[p/64] |= 1 << (p % 64)
-				sees[p] = true
+				if !sees[p] {
+					sees[p] = true
+					nSees++
+				}
 			}
 			if len(cs) > 1 {
 				pairs = append(pairs, [2]int32{p, int32(j)})
@@ -550,6 +684,28 @@ func (pl *Planner) segBits(t *Tree, cs []segment, q0 []int32, words int) {
 	pl.segStamp = grow(pl.segStamp, len(cs))
 	clear(pl.segStamp)
 	pl.segGen = 0
+}
+
+// fillWords sets every word of dst to w (doubling copies for long runs).
+func fillWords(dst []uint32, w uint32) {
+	if len(dst) == 0 {
+		return
+	}
+	dst[0] = w
+	for k := 1; k < len(dst); k *= 2 {
+		copy(dst[k:], dst[:k])
+	}
+}
+
+// setBits sets bits [a, b) of set.
+func setBits(set []uint64, a, b int) {
+	for a < b {
+		w, sh := a/64, uint(a%64)
+		n := min(b-a, 64-int(sh))
+		m := ^uint64(0) >> (64 - uint(n)) << sh
+		set[w] |= m
+		a += n
+	}
 }
 
 // gather returns bit i set where position qs[i] is set in set.
@@ -633,10 +789,9 @@ func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, wor
 		uniformTo := s.to
 		if own != 0 {
 			minOwn := int32(math.MaxInt32)
-			for i, p := range qs {
-				if own>>i&1 != 0 {
-					minOwn = min(minOwn, int32(t.Queries[q0[p]].Offset))
-				}
+			for m := own; m != 0; m &= m - 1 {
+				p := qs[bits.TrailingZeros32(m)]
+				minOwn = min(minOwn, int32(t.Queries[q0[p]].Offset))
 			}
 			uniformTo = max(s.from, min(s.to, minOwn+1))
 		}
@@ -645,8 +800,9 @@ func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, wor
 		}
 		for off := uniformTo; off < s.to; off++ {
 			w := base
-			for i, p := range qs {
-				if own>>i&1 != 0 && off <= int32(t.Queries[q0[p]].Offset) {
+			for m := own; m != 0; m &= m - 1 {
+				i := bits.TrailingZeros32(m)
+				if off <= int32(t.Queries[q0[qs[i]]].Offset) {
 					w |= 1 << i
 				}
 			}
@@ -706,10 +862,7 @@ func (pl *Planner) item(t *Tree, segs []segment, tokens int, q0, qs []int32, wor
 		pl.data = slices.Grow(pl.data, kept)[:at+kept]
 		for _, r := range runs {
 			if kept == tokens || r.w != 0 {
-				fill := pl.data[at : at+int(r.n)]
-				for i := range fill {
-					fill[i] = r.w
-				}
+				fillWords(pl.data[at:at+int(r.n)], r.w)
 				at += int(r.n)
 			}
 		}
@@ -791,16 +944,13 @@ func (pl *Planner) encode(p *Plan) error {
 	counts := grow(pl.counts, p.NumQueries+1)
 	clear(counts)
 	partials := 0
+	// pl.recs keep offsets into pl.data, so that the next step may reuse
+	// them (PlanNext); the table gets them shifted past itself.
 	for i := range pl.recs {
 		rec := &pl.recs[i]
-		rec.SlotsOff += table
-		rec.QueriesOff += table
-		if rec.MaskWords != 0 {
-			rec.MaskOff += table
-		}
 		rec.PartialBase = uint32(partials)
 		partials += int(rec.NumQueries)
-		for _, q := range pl.data[rec.QueriesOff-table : rec.QueriesOff-table+rec.NumQueries] {
+		for _, q := range pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
 			counts[q+1]++
 		}
 		tokens := int64(rec.NumSlots)
@@ -815,6 +965,11 @@ func (pl *Planner) encode(p *Plan) error {
 	}
 	meta := grow(p.meta, size)
 	for i, rec := range pl.recs {
+		rec.SlotsOff += table
+		rec.QueriesOff += table
+		if rec.MaskWords != 0 {
+			rec.MaskOff += table
+		}
 		putItem(meta[i*itemWords:(i+1)*itemWords], rec)
 	}
 	copy(meta[table:], pl.data)
@@ -830,7 +985,7 @@ func (pl *Planner) encode(p *Plan) error {
 	p.listOff = p.offsetsOff + uint32(p.NumQueries+1)
 	list := meta[p.listOff:]
 	for _, rec := range pl.recs {
-		qs := meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
+		qs := pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
 		for i, q := range qs {
 			list[counts[q]] = rec.PartialBase + uint32(i)
 			counts[q]++

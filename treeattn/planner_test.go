@@ -151,12 +151,19 @@ func TestPlannerRejectsBadSlots(t *testing.T) {
 		"duplicate":      {5, 2},
 		"negative":       {-1, 7},
 		"huge duplicate": {1<<31 - 1, 1<<31 - 1},
+		"wrapping run":   {1<<31 - 1, -1 << 31},
 	}
 	for name, slots := range cases {
 		bad := good.Clone()
 		bad.Nodes[1].Slots = slots
 		_, err := pl.Plan(bad, cfg)
 		require.Error(t, err, name)
+		unique := cfg
+		unique.SlotsUnique = true
+		if name != "duplicate" && name != "huge duplicate" {
+			_, err := pl.Plan(bad, unique)
+			require.Error(t, err, name+" (unique)")
+		}
 		require.Error(t, bad.Validate(bad.NumSlots()), name)
 		t.Logf("%s: %v", name, err)
 	}

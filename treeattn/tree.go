@@ -81,54 +81,140 @@ func (t *Tree) Validate(numSlots int) error {
 // (kept by the caller between calls) marking the slots seen: the planner's
 // validation of a step costs one read of each slot. unique skips the
 // duplicate check (the caller guarantees distinct slots).
-func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (int, error) {
+//
+// marked reports that the check ran in full: *bitmap then holds exactly
+// the tree's slots (unless unique), which PlanNext extends with the next
+// step's new slots.
+func (t *Tree) validateSlots(bitmap *[]uint64, unique bool) (numSlots int, marked bool, err error) {
+	maxSlot := int32(-1)
 	if unique {
-		maxSlot := int32(-1)
 		for i, nd := range t.Nodes {
 			if len(nd.Slots) != nd.Tokens {
 				continue // reported by validate below
 			}
-			for j, s := range nd.Slots {
-				if s < 0 {
-					return 0, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
-				}
-				maxSlot = max(maxSlot, s)
+			lo, hi := slotRange(nd.Slots)
+			if lo < 0 {
+				return 0, false, negativeSlot(i, nd.Slots)
 			}
+			maxSlot = max(maxSlot, hi)
 		}
-		return int(maxSlot) + 1, t.validate(int(maxSlot)+1, skipSlotChecks)
+		return int(maxSlot) + 1, true, t.validate(int(maxSlot)+1, skipSlotChecks)
 	}
 	seen := *bitmap
 	clear(seen)
-	maxSlot := int32(-1)
 	total := t.TotalTokens()
 	for i, nd := range t.Nodes {
 		if nd.Slots == nil || len(nd.Slots) != nd.Tokens {
 			continue // reported by validate below
 		}
-		for j, s := range nd.Slots {
-			if s < 0 {
-				return 0, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
+		var ok bool
+		seen, maxSlot, ok = markSlots(seen, nd.Slots, maxSlot, total)
+		*bitmap = seen
+		if !ok {
+			if _, err := negativeOrNil(i, nd.Slots); err != nil {
+				return 0, false, err
 			}
-			w := int(s / 64)
-			if w >= len(seen) {
-				if (w+1)*8 > 4*total+4096 {
-					// Sparse, huge slot numbers: the general check sorts.
-					return t.NumSlots(), t.validate(t.NumSlots(), nil)
-				}
-				seen = append(seen, make([]uint64, w+1-len(seen))...)
-			}
-			b := uint64(1) << (s % 64)
-			if seen[w]&b != 0 {
-				*bitmap = seen
-				return 0, t.validate(t.NumSlots(), nil) // names both tokens
-			}
-			seen[w] |= b
-			maxSlot = max(maxSlot, s)
+			// A repeated slot (validate names both tokens), or sparse,
+			// huge slot numbers (the general check sorts).
+			return t.NumSlots(), false, t.validate(t.NumSlots(), nil)
 		}
 	}
-	*bitmap = seen
-	numSlots := int(maxSlot) + 1
-	return numSlots, t.validate(numSlots, skipSlotChecks)
+	numSlots = int(maxSlot) + 1
+	return numSlots, true, t.validate(numSlots, skipSlotChecks)
+}
+
+// slotRange returns the smallest and largest slot of a list (0, -1 for an
+// empty one), run by run of consecutive slots; lo < 0 when a slot is
+// negative or a run wraps past MaxInt32.
+func slotRange(slots []int32) (lo, hi int32) {
+	if len(slots) == 0 {
+		return 0, -1
+	}
+	lo, hi = slots[0], slots[0]
+	for j := 0; j < len(slots); {
+		k := runEnd(slots, j)
+		a, b := slots[j], slots[j]+int32(k-j-1)
+		if b < a {
+			return -1, hi
+		}
+		lo, hi = min(lo, a), max(hi, b)
+		j = k
+	}
+	return lo, hi
+}
+
+// runEnd returns the end of the run of consecutive slots starting at j.
+func runEnd(slots []int32, j int) int {
+	k := j + 1
+	// Eight at a time, without a branch per slot.
+	for k+8 <= len(slots) {
+		s := slots[k-1 : k+8]
+		if (s[1]-s[0]-1)|(s[2]-s[1]-1)|(s[3]-s[2]-1)|(s[4]-s[3]-1)|
+			(s[5]-s[4]-1)|(s[6]-s[5]-1)|(s[7]-s[6]-1)|(s[8]-s[7]-1) != 0 {
+			break
+		}
+		k += 8
+	}
+	for k < len(slots) && slots[k] == slots[k-1]+1 {
+		k++
+	}
+	return k
+}
+
+// negativeSlot names the first negative slot of node i.
+func negativeSlot(i int, slots []int32) error {
+	_, err := negativeOrNil(i, slots)
+	return err
+}
+
+func negativeOrNil(i int, slots []int32) (int, error) {
+	for j, s := range slots {
+		if s < 0 {
+			return j, fmt.Errorf("node %d token %d: slot %d is negative", i, j, s)
+		}
+	}
+	return -1, nil
+}
+
+// markSlots sets the bits of slots in seen, run by run of consecutive slots
+// (pages of a KV pool, a snapshot's contiguous nodes), so a step's check
+// costs a word operation per 64 slots rather than a test per slot. It
+// reports false on a negative or repeated slot, or a slot so large that a
+// bitmap would outgrow 4*total+4096 bytes (the caller then falls back to
+// the general check); maxSlot is updated.
+func markSlots(seen []uint64, slots []int32, maxSlot int32, total int) ([]uint64, int32, bool) {
+	for j := 0; j < len(slots); {
+		lo := slots[j]
+		k := runEnd(slots, j)
+		hi := lo + int32(k-j) - 1 // run [lo, hi]
+		j = k
+		if lo < 0 || hi < lo { // hi < lo: the run wrapped past MaxInt32
+			return seen, maxSlot, false
+		}
+		w1 := int(hi / 64)
+		if w1 >= len(seen) {
+			if (w1+1)*8 > 4*total+4096 {
+				return seen, maxSlot, false
+			}
+			seen = append(seen, make([]uint64, w1+1-len(seen))...)
+		}
+		w0 := int(lo / 64)
+		for w := w0; w <= w1; w++ {
+			m := ^uint64(0)
+			if w == w0 {
+				m &= ^uint64(0) << (lo % 64)
+			}
+			if w == w1 {
+				m &= ^uint64(0) >> (63 - hi%64)
+			}
+			if seen[w]&m != 0 {
+				return seen, maxSlot, false
+			}
+			seen[w] |= m
+		}
+		maxSlot = max(maxSlot, hi)
+	}
+	return seen, maxSlot, true
 }
 
 // skipSlotChecks tells validate that the slots were checked already.

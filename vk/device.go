@@ -45,7 +45,7 @@ type Device struct {
 	stats   bool // pipelines capture compiler statistics
 
 	updateDescriptors unsafe.Pointer // vkUpdateDescriptorSets, called through the shim
-	fns               C.deft_fns     // barrier, copy and submit, called through the shim
+	fns               C.deft_fns     // recording and submission calls made through the shim
 
 	// FenceTimeout bounds every wait for GPU work.
 	FenceTimeout time.Duration
@@ -212,7 +212,9 @@ func (i *Instance) Open(sel string) (*Device, error) {
 	}
 	d.updateDescriptors = C.deft_update_descriptors_fn(unsafe.Pointer(i.handle), unsafe.Pointer(h))
 	C.deft_device_fns(unsafe.Pointer(i.handle), unsafe.Pointer(h), &d.fns)
-	if d.updateDescriptors == nil || d.fns.barrier == nil || d.fns.copy == nil || d.fns.submit == nil {
+	if f := &d.fns; d.updateDescriptors == nil || f.barrier == nil || f.copy == nil || f.submit == nil || f.begin == nil ||
+		f.alloc_sets == nil || f.bind_pipeline == nil || f.bind_sets == nil || f.push == nil || f.dispatch == nil ||
+		f.reset_fences == nil || f.wait_fences == nil {
 		d.Close()
 		return nil, fmt.Errorf("open device %q: device functions not found", info.Name)
 	}

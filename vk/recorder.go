@@ -37,6 +37,12 @@ type Recorder struct {
 	dispatchs int
 	barriers  int
 	inFlight  bool // submitted by Start and not yet waited for
+	// Arguments handed to the shim by address live here: locals whose
+	// address goes to C escape to the heap, once per call.
+	args struct {
+		handles, offsets, ranges [maxBindings]C.uint64_t
+		set                      C.uint64_t
+	}
 }
 
 // MaxTimestamps is the most timestamps one Recorder holds.
@@ -135,9 +141,9 @@ func (r *Recorder) begin() error {
 	if r.recording {
 		return nil
 	}
-	if err := check("vkBeginCommandBuffer", vk.BeginCommandBuffer(r.cmd, &vk.CommandBufferBeginInfo{
-		SType: vk.StructureTypeCommandBufferBeginInfo,
-	})); err != nil {
+	// Through the shim: the binding's marshalling of the begin info
+	// allocates on every step.
+	if err := check("vkBeginCommandBuffer", vk.Result(C.deft_begin_commands(&r.d.fns, unsafe.Pointer(r.cmd)))); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
 	if r.queries != nil {
@@ -226,8 +232,6 @@ func (r *Recorder) Barrier() {
 }
 
 func (r *Recorder) descriptorSet(k *Kernel) (vk.DescriptorSet, error) {
-	var a arena
-	defer a.free()
 	for {
 		if r.setsLeft == 0 {
 			r.poolIdx++
@@ -243,13 +247,9 @@ func (r *Recorder) descriptorSet(k *Kernel) (vk.DescriptorSet, error) {
 			}
 			r.setsLeft = setsPerPool
 		}
-		var set vk.DescriptorSet
-		res := vk.AllocateDescriptorSets(r.d.handle, &vk.DescriptorSetAllocateInfo{
-			SType:              vk.StructureTypeDescriptorSetAllocateInfo,
-			DescriptorPool:     r.descPools[r.poolIdx],
-			DescriptorSetCount: 1,
-			PSetLayouts:        cslice(&a, k.setLay),
-		}, &set)
+		raw := &r.args.set
+		res := vk.Result(C.deft_alloc_set(&r.d.fns, unsafe.Pointer(r.d.handle), handle64(unsafe.Pointer(r.descPools[r.poolIdx])),
+			handle64(unsafe.Pointer(k.setLay)), raw))
 		if res == vk.ErrorOutOfPoolMemory || res == vk.ErrorFragmentedPool {
 			r.setsLeft = 0 // this pool ran out of descriptors: move on to the next
 			continue
@@ -258,7 +258,7 @@ func (r *Recorder) descriptorSet(k *Kernel) (vk.DescriptorSet, error) {
 			return nil, err
 		}
 		r.setsLeft--
-		return set, nil
+		return *(*vk.DescriptorSet)(unsafe.Pointer(raw)), nil
 	}
 }
 
@@ -278,8 +278,9 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 	// The descriptor writes are built in C (the shim): the binding would
 	// put the nested buffer infos in memory its finalizers may free during
 	// the call.
-	var handles, offsets, ranges [maxBindings]C.uint64_t
-	var reads, writes []vk.Buffer
+	handles, offsets, ranges := &r.args.handles, &r.args.offsets, &r.args.ranges
+	var readBufs, writeBufs [maxBindings]vk.Buffer
+	reads, writes := readBufs[:0], writeBufs[:0]
 	for i, b := range bufs {
 		size := uint64(b.Size)
 		if b.Size == 0 {
@@ -298,15 +299,16 @@ func (r *Recorder) Dispatch(k *Kernel, groups [3]uint32, push []byte, bufs ...Ra
 			return fmt.Errorf("dispatch %s: vkUpdateDescriptorSets: %w", k.Name, check("vkUpdateDescriptorSets", vk.Result(rc)))
 		}
 	}
-	var a arena
-	defer a.free()
 	r.hazard(reads, writes)
-	vk.CmdBindPipeline(r.cmd, vk.PipelineBindPointCompute, k.pipeline)
-	vk.CmdBindDescriptorSets(r.cmd, vk.PipelineBindPointCompute, k.layout, 0, 1, cslice(&a, set), 0, nil)
+	// One shim call binds, pushes and dispatches: the binding's calls
+	// allocate for their array arguments. The push constants are copied
+	// into the command buffer during the call.
+	var pushPtr unsafe.Pointer
 	if k.pushSize > 0 {
-		vk.CmdPushConstants(r.cmd, k.layout, vk.ShaderStageFlags(vk.ShaderStageComputeBit), 0, k.pushSize, a.cbytes(push))
+		pushPtr = unsafe.Pointer(&push[0])
 	}
-	vk.CmdDispatch(r.cmd, groups[0], groups[1], groups[2])
+	C.deft_cmd_dispatch(&r.d.fns, unsafe.Pointer(r.cmd), handle64(unsafe.Pointer(k.pipeline)), handle64(unsafe.Pointer(k.layout)),
+		handle64(unsafe.Pointer(set)), C.uint32_t(k.pushSize), pushPtr, C.uint32_t(groups[0]), C.uint32_t(groups[1]), C.uint32_t(groups[2]))
 	r.dispatchs++
 	return nil
 }
@@ -438,9 +440,7 @@ func (r *Recorder) Start() error {
 		r.ended = true
 	}
 	d := r.d
-	var a arena
-	defer a.free()
-	if err := check("vkResetFences", vk.ResetFences(d.handle, 1, cslice(&a, r.fence))); err != nil {
+	if err := check("vkResetFences", vk.Result(C.deft_reset_fence(&d.fns, unsafe.Pointer(d.handle), handle64(unsafe.Pointer(r.fence))))); err != nil {
 		return fmt.Errorf("submit: %w", err)
 	}
 	d.queueMu.Lock()
@@ -463,11 +463,10 @@ func (r *Recorder) Wait() error {
 	if !r.inFlight {
 		return nil
 	}
-	var a arena
-	defer a.free()
 	d := r.d
 	r.inFlight = false
-	if err := check("vkWaitForFences", vk.WaitForFences(d.handle, 1, cslice(&a, r.fence), vk.True, uint64(d.FenceTimeout/time.Nanosecond))); err != nil {
+	res := C.deft_wait_fence(&d.fns, unsafe.Pointer(d.handle), handle64(unsafe.Pointer(r.fence)), C.uint64_t(d.FenceTimeout/time.Nanosecond))
+	if err := check("vkWaitForFences", vk.Result(res)); err != nil {
 		return fmt.Errorf("wait for GPU work (limit %s): %w", d.FenceTimeout, err)
 	}
 	return nil

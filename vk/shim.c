@@ -493,6 +493,14 @@ void deft_device_fns(void *instance, void *device, deft_fns *out) {
 	out->barrier = gdpa ? (void *)gdpa(device, "vkCmdPipelineBarrier") : NULL;
 	out->copy = gdpa ? (void *)gdpa(device, "vkCmdCopyBuffer") : NULL;
 	out->submit = gdpa ? (void *)gdpa(device, "vkQueueSubmit") : NULL;
+	out->begin = gdpa ? (void *)gdpa(device, "vkBeginCommandBuffer") : NULL;
+	out->alloc_sets = gdpa ? (void *)gdpa(device, "vkAllocateDescriptorSets") : NULL;
+	out->bind_pipeline = gdpa ? (void *)gdpa(device, "vkCmdBindPipeline") : NULL;
+	out->bind_sets = gdpa ? (void *)gdpa(device, "vkCmdBindDescriptorSets") : NULL;
+	out->push = gdpa ? (void *)gdpa(device, "vkCmdPushConstants") : NULL;
+	out->dispatch = gdpa ? (void *)gdpa(device, "vkCmdDispatch") : NULL;
+	out->reset_fences = gdpa ? (void *)gdpa(device, "vkResetFences") : NULL;
+	out->wait_fences = gdpa ? (void *)gdpa(device, "vkWaitForFences") : NULL;
 }
 
 void deft_cmd_barrier(void *fn, void *cmd, uint32_t src_stages, uint32_t dst_stages, uint32_t src_access, uint32_t dst_access) {
@@ -512,4 +520,53 @@ int deft_queue_submit(void *fn, void *queue, void *cmd, uint64_t fence) {
 	void *cmds[1] = {cmd};
 	submit_info_t si = {ST_SUBMIT_INFO, NULL, 0, NULL, NULL, 1, cmds, 0, NULL};
 	return ((submit_fn)fn)(queue, 1, &si, fence);
+}
+
+typedef struct { uint32_t sType; const void *pNext; uint32_t flags; const void *inheritance; } begin_info_t;
+typedef struct {
+	uint32_t sType; const void *pNext; uint64_t pool; uint32_t count; const uint64_t *layouts;
+} set_alloc_info_t;
+enum { ST_COMMAND_BUFFER_BEGIN_INFO = 42, ST_DESCRIPTOR_SET_ALLOCATE_INFO = 34, BIND_POINT_COMPUTE = 1 };
+
+// Begins recording cmd (no flags: a recorded buffer may be submitted again).
+int deft_begin_commands(const deft_fns *fns, void *cmd) {
+	typedef int32_t (*begin_fn)(void *, const begin_info_t *);
+	begin_info_t bi = {ST_COMMAND_BUFFER_BEGIN_INFO, NULL, 0, NULL};
+	return ((begin_fn)fns->begin)(cmd, &bi);
+}
+
+// Allocates one descriptor set of set_layout from pool; returns a VkResult.
+int deft_alloc_set(const deft_fns *fns, void *device, uint64_t pool, uint64_t set_layout, uint64_t *set) {
+	typedef int32_t (*alloc_fn)(void *, const set_alloc_info_t *, uint64_t *);
+	set_alloc_info_t ai = {ST_DESCRIPTOR_SET_ALLOCATE_INFO, NULL, pool, 1, &set_layout};
+	return ((alloc_fn)fns->alloc_sets)(device, &ai, set);
+}
+
+// Records a compute dispatch: pipeline, descriptor set 0, push constants
+// (push_size bytes, copied into the command buffer during the call) and
+// x*y*z workgroups.
+void deft_cmd_dispatch(const deft_fns *fns, void *cmd, uint64_t pipeline, uint64_t layout, uint64_t set,
+	uint32_t push_size, const void *push, uint32_t x, uint32_t y, uint32_t z) {
+	typedef void (*bind_pipeline_fn)(void *, uint32_t, uint64_t);
+	typedef void (*bind_sets_fn)(void *, uint32_t, uint64_t, uint32_t, uint32_t, const uint64_t *, uint32_t, const uint32_t *);
+	typedef void (*push_fn)(void *, uint64_t, uint32_t, uint32_t, uint32_t, const void *);
+	typedef void (*dispatch_fn)(void *, uint32_t, uint32_t, uint32_t);
+	((bind_pipeline_fn)fns->bind_pipeline)(cmd, BIND_POINT_COMPUTE, pipeline);
+	((bind_sets_fn)fns->bind_sets)(cmd, BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, NULL);
+	if (push_size > 0) {
+		((push_fn)fns->push)(cmd, layout, STAGE_COMPUTE, 0, push_size, push);
+	}
+	((dispatch_fn)fns->dispatch)(cmd, x, y, z);
+}
+
+// Resets one fence; returns a VkResult.
+int deft_reset_fence(const deft_fns *fns, void *device, uint64_t fence) {
+	typedef int32_t (*reset_fn)(void *, uint32_t, const uint64_t *);
+	return ((reset_fn)fns->reset_fences)(device, 1, &fence);
+}
+
+// Waits for one fence at most timeout_ns; returns a VkResult.
+int deft_wait_fence(const deft_fns *fns, void *device, uint64_t fence, uint64_t timeout_ns) {
+	typedef int32_t (*wait_fn)(void *, uint32_t, const uint64_t *, uint32_t, uint64_t);
+	return ((wait_fn)fns->wait_fences)(device, 1, &fence, 1, timeout_ns);
 }

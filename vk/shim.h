@@ -102,11 +102,22 @@ int deft_update_buffer_descriptors(void *fn, void *device, uint64_t set, uint32_
 int deft_create_layouts(void *instance, void *device, uint32_t n, uint32_t push_size, uint64_t *set_layout, uint64_t *layout);
 int deft_create_descriptor_pool(void *instance, void *device, uint32_t max_sets, uint32_t n, uint64_t *pool);
 
-// Device functions the recorder calls through the shim.
-typedef struct { void *barrier, *copy, *submit; } deft_fns;
+// Device functions the recorder calls through the shim: recording a step
+// (begin, descriptor set, dispatch) makes no Go or C allocation.
+typedef struct {
+	void *barrier, *copy, *submit;
+	void *begin, *alloc_sets, *bind_pipeline, *bind_sets, *push, *dispatch;
+	void *reset_fences, *wait_fences;
+} deft_fns;
 void deft_device_fns(void *instance, void *device, deft_fns *out);
 void deft_cmd_barrier(void *fn, void *cmd, uint32_t src_stages, uint32_t dst_stages, uint32_t src_access, uint32_t dst_access);
 void deft_cmd_copy(void *fn, void *cmd, uint64_t src, uint64_t dst, uint64_t src_off, uint64_t dst_off, uint64_t n);
 int deft_queue_submit(void *fn, void *queue, void *cmd, uint64_t fence);
+int deft_begin_commands(const deft_fns *fns, void *cmd);
+int deft_alloc_set(const deft_fns *fns, void *device, uint64_t pool, uint64_t set_layout, uint64_t *set);
+void deft_cmd_dispatch(const deft_fns *fns, void *cmd, uint64_t pipeline, uint64_t layout, uint64_t set,
+	uint32_t push_size, const void *push, uint32_t x, uint32_t y, uint32_t z);
+int deft_reset_fence(const deft_fns *fns, void *device, uint64_t fence);
+int deft_wait_fence(const deft_fns *fns, void *device, uint64_t fence, uint64_t timeout_ns);
 
 #endif
