@@ -61,10 +61,16 @@ type Model struct {
 	s       scratch
 	// Reused across steps: the attention planner and workspace, and the
 	// slot list of the pool last used.
-	planner  treeattn.Planner
-	ws       *treeattn.Workspace
-	slots    *kvpool.SlotList
-	slotPool *kvpool.Pool
+	planner treeattn.Planner
+	// The pool and Step.Layout the planner's last plan was of: a step of
+	// the same layout only appends tokens, so PlanNext re-plans only what
+	// changed (planOK is false before the first plan and after a failure).
+	planPool   *kvpool.Pool
+	planLayout uint64
+	planOK     bool
+	ws         *treeattn.Workspace
+	slots      *kvpool.SlotList
+	slotPool   *kvpool.Pool
 	// Benchmark timestamps (timing.go).
 	timing Timing
 	times  StepTimes
@@ -341,16 +347,19 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := m.stamp(TimingStep, "start"); err != nil {
 		return err
 	}
-	plan, err := m.planner.Plan(tree, treeattn.Config{
+	appended := m.planOK && m.planPool == pool && m.planLayout == b.Step.Layout
+	m.planOK = false
+	plan, err := m.planner.PlanNext(tree, treeattn.Config{
 		SlotsUnique: true, // a kvpool step: each slot belongs to one node
 		Method:      m.opts.Method,
 		Shape:       treeattn.Shape{QHeads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim},
 		KV:          pool.Config().KV,
 		Limits:      treeattn.LimitsOf(m.d.Info),
-	})
+	}, appended)
 	if err != nil {
 		return err
 	}
+	m.planPool, m.planLayout, m.planOK = pool, b.Step.Layout, true
 	dp, err := m.ws.Load(rec, plan)
 	if err != nil {
 		return err
