@@ -10,6 +10,8 @@ const (
 	WeightBF16 = 2
 	WeightQ8_0 = 3
 	WeightQ4_0 = 4
+	WeightQ4_K = 5
+	WeightQ6_K = 6
 )
 
 // MatmulMaxPasses is matmul.comp's MAX_PASSES: passes of NC activation rows
@@ -36,7 +38,7 @@ type MatmulPush struct {
 // its GGUF encoding, dequantizing inside the kernel (see shaders/matmul.comp).
 var Matmul = register(&Contract{
 	Name:     "matmul",
-	Doc:      "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0) dequantized in the kernel",
+	Doc:      "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) dequantized in the kernel",
 	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}},
 	Push:     MatmulPush{},
 	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}},

@@ -20,6 +20,10 @@ func weightType(t gguf.TensorType) (uint32, bool) {
 		return 3, true
 	case gguf.Q4_0:
 		return 4, true
+	case gguf.Q4_K:
+		return 5, true
+	case gguf.Q6_K:
+		return 6, true
 	}
 	return 0, false
 }

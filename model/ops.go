@@ -28,8 +28,9 @@ type weightPart struct {
 }
 
 // wordPad is the padding after a weight's last row: block types read their
-// unaligned words as two aligned ones (include/weights.glsl).
-const wordPad = 4
+// unaligned words as two aligned ones, and the matmul kernel reads whole
+// 16-byte words around a block (include/weights.glsl).
+const wordPad = 16
 
 // uploadWeight copies a 2-D tensor to the device as it is encoded.
 func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
@@ -41,7 +42,7 @@ func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
 func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
 	wt, ok := weightType(t.Type)
 	if !ok {
-		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0)", t.Name, t.Type)
+		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", t.Name, t.Type)
 	}
 	if len(t.Dims) != 2 {
 		return nil, fmt.Errorf("%s: %d dims, want 2", t.Name, len(t.Dims))
@@ -62,18 +63,18 @@ func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, er
 	}
 	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb)}
 	limit := uint64(d.Info.MaxStorageBufferRange)
-	perPart := (limit - wordPad) / rb
+	perPart := (limit - 2*wordPad) / rb
 	if perPart == 0 {
 		return nil, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", t.Name, rb, limit)
 	}
 	// Byte offsets inside the kernels are 32-bit.
-	perPart = min(perPart, (1<<32-1-wordPad)/rb)
+	perPart = min(perPart, (1<<32-1-2*wordPad)/rb)
 	if maxRows > 0 {
 		perPart = min(perPart, maxRows)
 	}
 	for r0 := uint64(0); r0 < rows; r0 += perPart {
 		n := min(perPart, rows-r0)
-		buf, err := d.NewBuffer(n*rb + wordPad)
+		buf, err := d.NewBuffer((n*rb + wordPad + 15) &^ 15) // whole 16-byte words
 		if err != nil {
 			w.close()
 			return nil, fmt.Errorf("%s: %w", t.Name, err)

@@ -70,6 +70,24 @@ func randTensor(r *rand.Rand, typ gguf.TensorType, cols, rows int) gguf.Tensor {
 				t.Data = append(t.Data, byte(r.IntN(256)))
 			}
 		}
+	case gguf.Q4_K, gguf.Q6_K:
+		// Random scales, mins and quants under small random f16 super-block
+		// scales (any bytes are a valid super-block).
+		for range n / 256 {
+			block := make([]byte, typ.BlockBytes())
+			for i := range block {
+				block[i] = byte(r.IntN(256))
+			}
+			d := half.FromFloat32(float32(0.0005 + 0.002*r.Float64()))
+			dmin := half.FromFloat32(float32(0.0005 + 0.002*r.Float64()))
+			if typ == gguf.Q4_K {
+				binary.LittleEndian.PutUint16(block[0:], d)
+				binary.LittleEndian.PutUint16(block[2:], dmin)
+			} else {
+				binary.LittleEndian.PutUint16(block[208:], d)
+			}
+			t.Data = append(t.Data, block...)
+		}
 	}
 	return t
 }
@@ -151,7 +169,11 @@ const (
 	ropeTol = 1e-5
 )
 
-var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0}
+var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K}
+
+// superBlock reports whether typ has 256-element super-blocks (rows of tests
+// are then multiples of 256).
+func superBlock(typ gguf.TensorType) bool { return typ.BlockSize() == 256 }
 
 func TestMatmul(t *testing.T) {
 	d := gputest.Device(t)
@@ -165,6 +187,9 @@ func TestMatmul(t *testing.T) {
 						cols, rows := 96, 37
 						if typ == gguf.F32 && n == 3 {
 							cols = 44 // not a multiple of the 32-element block
+						}
+						if superBlock(typ) {
+							cols = 512
 						}
 						wt := randTensor(r, typ, cols, rows)
 						w, err := uploadWeightParts(d, wt, split)
@@ -215,6 +240,9 @@ func TestEmbedGather(t *testing.T) {
 		for _, split := range []uint64{0, 7} {
 			t.Run(fmt.Sprintf("%s/parts=%d", typ, split), func(t *testing.T) {
 				cols, rows, n := 64, 29, 13
+				if superBlock(typ) {
+					cols = 768
+				}
 				wt := randTensor(r, typ, cols, rows)
 				w, err := uploadWeightParts(d, wt, split)
 				require.NoError(t, err)

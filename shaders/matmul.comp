@@ -3,7 +3,7 @@
 #extension GL_EXT_control_flow_attributes : require
 // y[c][o] (+)= sum_i x[c][i] * W[o][i]: a batch of activation rows x times
 // the transpose of a weight matrix stored as GGUF rows W[out][in] in their
-// file encoding (F32, F16, BF16, Q8_0, Q4_0: see include/weights.glsl),
+// file encoding (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K: see include/weights.glsl),
 // dequantized here.
 //
 // A workgroup owns ROWS consecutive output rows. Its invocations split the
@@ -42,7 +42,7 @@ layout(push_constant) uniform Push {
 #include "include/weights.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
-const uint QUADS = W_BLOCKS ? 8u : 1u;   // quads per unit
+const uint QUADS = (W_BLOCKS || W_KQUANT) ? 8u : 1u; // quads per unit
 const uint UNIT = 4u * QUADS;            // elements per unit
 const uint MAX_PASSES = 64u;
 const uint MAX_UNIT_STEPS = 4096u;       // bound of the unit loop (host-checked)
@@ -83,7 +83,11 @@ void main() {
         for (uint s = 0u; s < MAX_UNIT_STEPS && u < units; s++, u += WG) {
             vec4 wq[ROWS][QUADS];
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-                if (W_BLOCKS) {
+                if (W_KQUANT) {
+                    [[unroll]] for (uint q = 0u; q < QUADS; q++) {
+                        wq[r][q] = wQuad(rowOff[r], UNIT * u + 4u * q);
+                    }
+                } else if (W_BLOCKS) {
                     float d = wBlockScale(rowOff[r], u);
                     [[unroll]] for (uint q = 0u; q < QUADS; q++) {
                         wq[r][q] = wBlockQuad(rowOff[r], u, q, d);
