@@ -12,14 +12,40 @@ const (
 	WeightQ4_0 = 4
 	WeightQ4_K = 5
 	WeightQ6_K = 6
+	// Grouped layouts of Q8_0, Q4_0 and Q6_K (include/weights.glsl): groups
+	// of 8 blocks, a 16-byte header of their f16 scales, then the blocks
+	// without them, so that every quant is 16-byte aligned.
+	WeightQ8_0G = 7
+	WeightQ4_0G = 8
+	WeightQ6_KG = 9
 )
+
+// MatmulChunkElems is the number of elements of one aligned 16-byte chunk
+// of matmul.comp's fast path for a weight type, 0 for types without one
+// (GGUF Q8_0, Q4_0, Q6_K blocks, which take the quad-by-quad path). The
+// fast path also needs rows of a multiple of 16 bytes.
+func MatmulChunkElems(wtype uint32) int {
+	switch wtype {
+	case WeightF32:
+		return 4
+	case WeightF16, WeightBF16:
+		return 8
+	case WeightQ8_0G:
+		return 16
+	case WeightQ4_0G, WeightQ4_K:
+		return 32
+	case WeightQ6_KG:
+		return 64
+	}
+	return 0
+}
 
 // MatmulMaxPasses is matmul.comp's MAX_PASSES: passes of NC activation rows
 // one workgroup makes at most.
 const MatmulMaxPasses = 64
 
-// MatmulMaxUnitSteps is matmul.comp's MAX_UNIT_STEPS: units (blocks or
-// quads) of a weight row one invocation handles at most.
+// MatmulMaxUnitSteps is matmul.comp's MAX_STEPS: chunks or units (blocks
+// or quads) of a weight row one invocation handles at most.
 const MatmulMaxUnitSteps = 4096
 
 // MatmulPush is matmul.comp's push block.
@@ -38,7 +64,7 @@ type MatmulPush struct {
 // its GGUF encoding, dequantizing inside the kernel (see shaders/matmul.comp).
 var Matmul = register(&Contract{
 	Name:     "matmul",
-	Doc:      "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) dequantized in the kernel",
+	Doc:      "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, grouped Q8_0/Q4_0/Q6_K) dequantized in the kernel",
 	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}},
 	Push:     MatmulPush{},
 	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}},

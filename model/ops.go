@@ -40,6 +40,13 @@ func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
 // uploadWeightParts is uploadWeight with parts of at most maxRows rows (0:
 // as many as a binding holds); tests split small tensors with it.
 func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
+	return uploadWeightLayout(d, t, maxRows, true)
+}
+
+// uploadWeightLayout is uploadWeightParts; grouped false keeps Q8_0, Q4_0
+// and Q6_K blocks in their GGUF layout (the kernels' slower quad path;
+// tests check both).
+func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped bool) (*weight, error) {
 	wt, ok := weightType(t.Type)
 	if !ok {
 		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", t.Name, t.Type)
@@ -54,12 +61,19 @@ func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, er
 	if cols%4 != 0 {
 		return nil, fmt.Errorf("%s: rows of %d elements; the kernels need a multiple of 4", t.Name, cols)
 	}
-	rb, err := t.Type.RowBytes(cols)
+	fileRB, err := t.Type.RowBytes(cols)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.Name, err)
 	}
-	if uint64(len(t.Data)) < rb*rows {
-		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), rows, rb)
+	if uint64(len(t.Data)) < fileRB*rows {
+		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), rows, fileRB)
+	}
+	rb := fileRB
+	gwt, dOff, regroup := groupedType(t.Type)
+	regroup = regroup && grouped
+	if regroup {
+		wt = gwt
+		rb = uint64(groupedRowBytes(int(fileRB)/t.Type.BlockBytes(), t.Type.BlockBytes()))
 	}
 	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb)}
 	limit := uint64(d.Info.MaxStorageBufferRange)
@@ -72,6 +86,9 @@ func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, er
 	if maxRows > 0 {
 		perPart = min(perPart, maxRows)
 	}
+	// Regrouped rows go up in slabs of about 16 MiB.
+	slabRows := max(1, (16<<20)/rb)
+	var slab []byte
 	for r0 := uint64(0); r0 < rows; r0 += perPart {
 		n := min(perPart, rows-r0)
 		buf, err := d.NewBuffer((n*rb + wordPad + 15) &^ 15) // whole 16-byte words
@@ -80,7 +97,21 @@ func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, er
 			return nil, fmt.Errorf("%s: %w", t.Name, err)
 		}
 		w.parts = append(w.parts, weightPart{buf: buf, row0: int(r0), rows: int(n)})
-		if err := buf.Write(0, t.Data[r0*rb:(r0+n)*rb]); err != nil {
+		if !regroup {
+			err = buf.Write(0, t.Data[r0*fileRB:(r0+n)*fileRB])
+		}
+		for s0 := uint64(0); regroup && err == nil && s0 < n; s0 += slabRows {
+			sn := min(slabRows, n-s0)
+			if slab == nil {
+				slab = make([]byte, min(slabRows, perPart, rows)*rb)
+			}
+			for i := range sn {
+				src := (r0 + s0 + i) * fileRB
+				groupRow(slab[i*rb:(i+1)*rb], t.Data[src:src+fileRB], t.Type.BlockBytes(), dOff)
+			}
+			err = buf.Write(s0*rb, slab[:sn*rb])
+		}
+		if err != nil {
 			w.close()
 			return nil, fmt.Errorf("%s: %w", t.Name, err)
 		}
@@ -110,6 +141,7 @@ func (w *weight) bytes() uint64 {
 type ops struct {
 	d     *vk.Device
 	pipes map[pipeKey]*kernels.Pipeline
+	mm    matmulShape // zero: defaultMatmulShape
 }
 
 type pipeKey struct {
@@ -139,11 +171,9 @@ func (o *ops) pipeline(c *kernels.Contract, spec kernels.SpecValues) (*kernels.P
 
 // Workgroup sizes (powers of two: the reductions halve them).
 const (
-	matmulRows     = 4  // output rows per matmul workgroup
-	matmulMaxCols  = 8  // activation rows per pass (NC) at most
-	maxMatmulGroup = 64 // matmul invocations at most
-	normGroup      = 64
-	elemGroup      = 64
+	matmulMaxCols = 8 // activation rows per pass (NC) at most
+	normGroup     = 64
+	elemGroup     = 64
 )
 
 func nextPow2(v int) int {
@@ -179,16 +209,33 @@ func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
 	return [3]uint32{uint32(groups), 1, 1}, nil
 }
 
+// matmulShape is the workgroup shape of matmul: output rows per workgroup
+// and invocations at most (tests and benchmarks vary them).
+type matmulShape struct{ rows, group int }
+
+// defaultMatmulShape: 4 rows share each activation load, and 128
+// invocations stream 2 KiB of weights per row and step.
+var defaultMatmulShape = matmulShape{rows: 4, group: 128}
+
 // matmul records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows: x is
 // float32 [n][w.cols], y float32 [n][w.rows].
 func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
-	unit := 4
-	if w.wtype >= kernels.WeightQ8_0 {
-		unit = 32
+	shape := o.mm
+	if shape.rows == 0 {
+		shape = defaultMatmulShape
 	}
-	units := w.cols / unit
-	group := min(maxMatmulGroup, nextPow2(units))
-	if ceilDiv(units, group) > kernels.MatmulMaxUnitSteps {
+	var steps int
+	if ce := kernels.MatmulChunkElems(w.wtype); ce > 0 && w.rowBytes%16 == 0 {
+		steps = ceilDiv(w.cols, ce)
+	} else {
+		unit := 4
+		if w.wtype >= kernels.WeightQ8_0 {
+			unit = 32
+		}
+		steps = w.cols / unit
+	}
+	group := min(shape.group, nextPow2(steps))
+	if ceilDiv(steps, group) > kernels.MatmulMaxUnitSteps {
 		return fmt.Errorf("matmul %s: rows of %d elements are too long", w.name, w.cols)
 	}
 	nc := min(matmulMaxCols, nextPow2(n))
@@ -199,12 +246,12 @@ func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 		addv = 1
 	}
 	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
-		"ROWS": matmulRows, "NC": uint32(nc), "ADD": addv})
+		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": addv})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}
 	for _, part := range w.parts {
-		grid, err := spread(o.d, ceilDiv(part.rows, matmulRows), gy)
+		grid, err := spread(o.d, ceilDiv(part.rows, shape.rows), gy)
 		if err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}

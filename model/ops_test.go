@@ -178,57 +178,79 @@ func superBlock(typ gguf.TensorType) bool { return typ.BlockSize() == 256 }
 func TestMatmul(t *testing.T) {
 	d := gputest.Device(t)
 	r := gputest.Rand(t)
+	type matCase struct {
+		n     int
+		add   bool
+		split uint64      // rows per part (0: one part)
+		raw   bool        // GGUF block layout (no regrouping)
+		shape matmulShape // zero: the default
+	}
+	cases := []matCase{
+		{n: 1}, {n: 3, add: true, split: 10}, {n: 21},
+		{n: 9, add: true, shape: matmulShape{rows: 2, group: 32}},
+		{n: 2, shape: matmulShape{rows: 8, group: 256}},
+	}
 	for _, typ := range weightTypes {
-		for _, n := range []int{1, 3, 21} {
-			for _, add := range []bool{false, true} {
-				for _, split := range []uint64{0, 10} {
-					name := fmt.Sprintf("%s/n=%d/add=%v/parts=%d", typ, n, add, split)
-					t.Run(name, func(t *testing.T) {
-						cols, rows := 96, 37
-						if typ == gguf.F32 && n == 3 {
-							cols = 44 // not a multiple of the 32-element block
-						}
-						if superBlock(typ) {
-							cols = 512
-						}
-						wt := randTensor(r, typ, cols, rows)
-						w, err := uploadWeightParts(d, wt, split)
-						require.NoError(t, err)
-						defer w.close()
-						if split > 0 {
-							require.Len(t, w.parts, 4)
-						}
-						x := randFloats(r, n*cols, 1)
-						y0 := randFloats(r, n*rows, 1)
-						xb := newF32(t, d, x)
-						yb := newF32(t, d, make([]float32, n*rows))
-						var init []float32
-						if add {
-							init = y0
-						}
-						got := runTwice(t, d, yb, n*rows, init, func(rec *vk.Recorder) error {
-							return newOps(d).matmul(rec, w, xb, n, yb, add)
-						})
-						W := decodeTensor(t, wt)
-						want := make([]float64, n*rows)
-						for i := range n {
-							for o := range rows {
-								s := 0.0
-								if add {
-									s = float64(y0[i*rows+o])
-								}
-								for j := range cols {
-									s += float64(x[i*cols+j]) * W[o][j]
-								}
-								want[i*rows+o] = s
-							}
-						}
-						e := relL2(got, want)
-						t.Logf("rel L2 %.2e", e)
-						require.Less(t, e, kernelTol)
-					})
+		cs := cases
+		if _, _, ok := groupedType(typ); ok {
+			cs = append(cs, matCase{n: 1, raw: true}, matCase{n: 5, add: true, split: 10, raw: true})
+		}
+		for _, c := range cs {
+			name := fmt.Sprintf("%s/n=%d/add=%v/parts=%d/raw=%v/shape=%v", typ, c.n, c.add, c.split, c.raw, c.shape)
+			t.Run(name, func(t *testing.T) {
+				n := c.n
+				cols, rows := 96, 37
+				switch {
+				case superBlock(typ):
+					cols = 512
+					if c.n == 21 {
+						cols = 2304 // 9 super-blocks: a last group of one
+					}
+				case typ == gguf.F32 && n == 3:
+					cols = 44 // not a multiple of the 32-element block
+				case typ == gguf.F16 && n == 3:
+					cols = 36 // rows of 72 bytes: the quad path
+				case n == 21:
+					cols = 352 // 11 blocks: a group of 8 and one of 3
 				}
-			}
+				wt := randTensor(r, typ, cols, rows)
+				w, err := uploadWeightLayout(d, wt, c.split, !c.raw)
+				require.NoError(t, err)
+				defer w.close()
+				if c.split > 0 {
+					require.Len(t, w.parts, 4)
+				}
+				x := randFloats(r, n*cols, 1)
+				y0 := randFloats(r, n*rows, 1)
+				xb := newF32(t, d, x)
+				yb := newF32(t, d, make([]float32, n*rows))
+				var init []float32
+				if c.add {
+					init = y0
+				}
+				o := newOps(d)
+				o.mm = c.shape
+				got := runTwice(t, d, yb, n*rows, init, func(rec *vk.Recorder) error {
+					return o.matmul(rec, w, xb, n, yb, c.add)
+				})
+				W := decodeTensor(t, wt)
+				want := make([]float64, n*rows)
+				for i := range n {
+					for o := range rows {
+						s := 0.0
+						if c.add {
+							s = float64(y0[i*rows+o])
+						}
+						for j := range cols {
+							s += float64(x[i*cols+j]) * W[o][j]
+						}
+						want[i*rows+o] = s
+					}
+				}
+				e := relL2(got, want)
+				t.Logf("rel L2 %.2e (wtype %d, %d-byte rows)", e, w.wtype, w.rowBytes)
+				require.Less(t, e, kernelTol)
+			})
 		}
 	}
 }
@@ -238,13 +260,14 @@ func TestEmbedGather(t *testing.T) {
 	r := gputest.Rand(t)
 	for _, typ := range weightTypes {
 		for _, split := range []uint64{0, 7} {
-			t.Run(fmt.Sprintf("%s/parts=%d", typ, split), func(t *testing.T) {
-				cols, rows, n := 64, 29, 13
+			raw := split > 0 // both layouts of the grouped types
+			t.Run(fmt.Sprintf("%s/parts=%d/raw=%v", typ, split, raw), func(t *testing.T) {
+				cols, rows, n := 352, 29, 13
 				if superBlock(typ) {
-					cols = 768
+					cols = 2304
 				}
 				wt := randTensor(r, typ, cols, rows)
-				w, err := uploadWeightParts(d, wt, split)
+				w, err := uploadWeightLayout(d, wt, split, !raw)
 				require.NoError(t, err)
 				defer w.close()
 				tokens := make([]uint32, n)

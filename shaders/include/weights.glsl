@@ -20,6 +20,13 @@
 //     Q6_K = 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits), 16 int8
 //     scales, f16 d (210 bytes, 2-byte aligned); value d*sc*(q-32).
 //     gguf/quant.go (dequantQ4_K, dequantQ6_K) is the reference.
+//   grouped layouts (model/ops.go repacks Q8_0, Q4_0 and Q6_K rows into
+//     them at upload, so that every quant lies 16-byte aligned): a row is
+//     groups of 8 blocks, each a 16-byte header of the blocks' 8 f16 scales
+//     d followed by the blocks without their d (Q8_0: 32 bytes of int8,
+//     Q4_0: 16 bytes of nibbles, Q6_K: ql, qh and scales, 208 bytes); a
+//     last group of fewer blocks keeps the whole 16-byte header. Group sizes
+//     are 272, 144 and 1680 bytes, the sizes of 8 GGUF blocks.
 
 const uint W_F32 = 0u;
 const uint W_F16 = 1u;
@@ -28,9 +35,13 @@ const uint W_Q8_0 = 3u;
 const uint W_Q4_0 = 4u;
 const uint W_Q4_K = 5u;
 const uint W_Q6_K = 6u;
+const uint W_Q8_0G = 7u; // grouped layouts
+const uint W_Q4_0G = 8u;
+const uint W_Q6_KG = 9u;
 
-const bool W_KQUANT = WTYPE >= W_Q4_K;
-const bool W_BLOCKS = WTYPE >= W_Q8_0 && !W_KQUANT; // 32-element blocks with one f16 scale
+const bool W_KQUANT = WTYPE == W_Q4_K || WTYPE == W_Q6_K || WTYPE == W_Q6_KG;
+const bool W_GROUPED = WTYPE >= W_Q8_0G;
+const bool W_BLOCKS = WTYPE == W_Q8_0 || WTYPE == W_Q4_0; // GGUF 32-element blocks with one f16 scale
 const uint W_BLOCK_BYTES = WTYPE == W_Q8_0 ? 34u : 18u;
 const uint W_SUPER_BYTES = WTYPE == W_Q4_K ? 144u : 210u;
 
@@ -146,9 +157,9 @@ vec4 wQ4KQuad(uint rowOff, uint e) {
     return r;
 }
 
-// Elements e..e+3 of a Q6_K row: x = (d*sc)*(q-32), as in the reference.
-vec4 wQ6KQuad(uint rowOff, uint e) {
-    uint base = rowOff + (e >> 8u) * 210u;
+// Elements e..e+3 of a Q6_K super-block at base (ql, qh, scales) with
+// scale d: x = (d*sc)*(q-32), as in the reference.
+vec4 wQ6KQuad(uint base, float d, uint e) {
     uint within = e & 255u;
     uint h = within >> 7u;         // half of 128 elements
     uint k = (within >> 5u) & 3u;  // which of the 4 interleaved groups of 32
@@ -158,7 +169,6 @@ vec4 wQ6KQuad(uint rowOff, uint e) {
     ivec4 q = ivec4(((uvec4(lo, lo >> 8u, lo >> 16u, lo >> 24u) & 0xfu) |
                      ((uvec4(hb, hb >> 8u, hb >> 16u, hb >> 24u) & 3u) << 4u))) - 32;
     int sc = int(wByte(base + 192u + 8u * h + (l >> 4u) + 2u * k) << 24u) >> 24;
-    float d = unpackHalf2x16(wHalf(base + 208u)).x;
     precise float ds = d * float(sc);
     precise vec4 r = ds * vec4(q);
     return r;
@@ -170,7 +180,26 @@ vec4 wQuad(uint rowOff, uint e) {
         return wQ4KQuad(rowOff, e);
     }
     if (WTYPE == W_Q6_K) {
-        return wQ6KQuad(rowOff, e);
+        uint base = rowOff + (e >> 8u) * 210u;
+        return wQ6KQuad(base, unpackHalf2x16(wHalf(base + 208u)).x, e);
+    }
+    if (WTYPE == W_Q6_KG) {
+        uint s = e >> 8u;
+        uint g = rowOff + (s >> 3u) * 1680u;
+        return wQ6KQuad(g + 16u + 208u * (s & 7u), unpackHalf2x16(wHalf(g + 2u * (s & 7u))).x, e);
+    }
+    if (W_GROUPED) { // Q8_0G, Q4_0G
+        uint b = e >> 5u;
+        uint g = rowOff + (b >> 3u) * (WTYPE == W_Q8_0G ? 272u : 144u);
+        float d = unpackHalf2x16(wHalf(g + 2u * (b & 7u))).x;
+        if (WTYPE == W_Q8_0G) {
+            uint v = wWord((g + 16u + 32u * (b & 7u) + (e & 31u)) >> 2u);
+            ivec4 q = ivec4(int(v << 24u), int(v << 16u), int(v << 8u), int(v)) >> 24;
+            return vec4(q) * d;
+        }
+        uint v = wWord((g + 16u + 16u * (b & 7u) + (e & 15u)) >> 2u) >> ((e & 16u) >> 2u);
+        uvec4 n = uvec4(v, v >> 8u, v >> 16u, v >> 24u) & 0xfu;
+        return (vec4(n) - 8.0) * d;
     }
     if (W_BLOCKS) {
         uint blk = e >> 5u;
