@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/kernels"
@@ -19,6 +20,12 @@ type weight struct {
 	rows     int
 	rowBytes int
 	parts    []weightPart
+	// Fused layouts (concatenated at load): glu means rows are (gate, up)
+	// pairs and matmul writes silu(gate)*up, rows/2 outputs; segs, when
+	// set, are the row counts of up to 3 matrices stacked (Q, K, V), each
+	// written to its own output.
+	glu  bool
+	segs []int
 }
 
 type weightPart struct {
@@ -40,13 +47,13 @@ func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
 // uploadWeightParts is uploadWeight with parts of at most maxRows rows (0:
 // as many as a binding holds); tests split small tensors with it.
 func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
-	return uploadWeightLayout(d, t, maxRows, true)
+	return uploadWeightLayout(d, t, maxRows, true, false)
 }
 
 // uploadWeightLayout is uploadWeightParts; grouped false keeps Q8_0, Q4_0
 // and Q6_K blocks in their GGUF layout (the kernels' slower quad path;
-// tests check both).
-func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped bool) (*weight, error) {
+// tests check both); pairs keeps row pairs (GLU weights) in one part.
+func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped, pairs bool) (*weight, error) {
 	wt, ok := weightType(t.Type)
 	if !ok {
 		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", t.Name, t.Type)
@@ -75,7 +82,7 @@ func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped boo
 		wt = gwt
 		rb = uint64(groupedRowBytes(int(fileRB)/t.Type.BlockBytes(), t.Type.BlockBytes()))
 	}
-	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb)}
+	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb), glu: pairs}
 	limit := uint64(d.Info.MaxStorageBufferRange)
 	perPart := (limit - 2*wordPad) / rb
 	if perPart == 0 {
@@ -85,6 +92,12 @@ func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped boo
 	perPart = min(perPart, (1<<32-1-2*wordPad)/rb)
 	if maxRows > 0 {
 		perPart = min(perPart, maxRows)
+	}
+	if pairs {
+		if rows%2 != 0 || perPart < 2 {
+			return nil, fmt.Errorf("%s: %d rows do not make whole (gate, up) pairs in parts of %d", t.Name, rows, perPart)
+		}
+		perPart &^= 1
 	}
 	// Regrouped rows go up in slabs of about 16 MiB.
 	slabRows := max(1, (16<<20)/rb)
@@ -146,7 +159,7 @@ type ops struct {
 
 type pipeKey struct {
 	c    *kernels.Contract
-	spec [5]uint32
+	spec [8]uint32
 }
 
 func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.Pipeline{}} }
@@ -220,9 +233,24 @@ var defaultMatmulShape = matmulShape{rows: 4, group: 128}
 // matmul records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows: x is
 // float32 [n][w.cols], y float32 [n][w.rows].
 func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+	return o.matmulFused(rec, w, x, n, []*vk.Buffer{y}, add, nil, 0)
+}
+
+// matmulFused is matmul with the fusions of shaders/matmul.comp: with norm
+// (float32 [w.cols]) the activation rows are first RMS-normalised (eps) and
+// scaled by norm; a GLU weight writes silu(gate)*up, [n][w.rows/2]; a
+// weight of stacked segments writes segment i to ys[i], [n][segs[i]].
+func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool, norm *vk.Buffer, eps float64) error {
 	shape := o.mm
 	if shape.rows == 0 {
 		shape = defaultMatmulShape
+	}
+	if w.glu && shape.rows%2 != 0 {
+		shape.rows++
+	}
+	nseg := max(1, len(w.segs))
+	if len(ys) != nseg || (add && nseg > 1) || (add && w.glu) {
+		return fmt.Errorf("matmul %s: %d outputs for %d segments (add %v, glu %v)", w.name, len(ys), nseg, add, w.glu)
 	}
 	var steps int
 	if ce := kernels.MatmulChunkElems(w.wtype); ce > 0 && w.rowBytes%16 == 0 {
@@ -241,23 +269,47 @@ func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 	nc := min(matmulMaxCols, nextPow2(n))
 	passes := min(ceilDiv(n, nc), kernels.MatmulMaxPasses)
 	gy := ceilDiv(n, nc*passes)
-	addv := uint32(0)
-	if add {
-		addv = 1
+	b2u := func(b bool) uint32 {
+		if b {
+			return 1
+		}
+		return 0
 	}
 	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
-		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": addv})
+		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu)})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
+	}
+	push := kernels.MatmulPush{N: uint32(n), InDim: uint32(w.cols), RowBytes: uint32(w.rowBytes), YStride: uint32(w.rows),
+		Passes: uint32(passes), Eps: float32(eps), Split1: math.MaxUint32, Split2: math.MaxUint32}
+	bufs := []vk.Range{{}, x.All(), ys[0].All(), ys[0].All(), ys[0].All(), x.All()}
+	if w.glu {
+		push.YStride = uint32(w.rows / 2)
+	}
+	if len(w.segs) > 0 {
+		push.YStride = uint32(w.segs[0])
+		push.Split1 = uint32(w.segs[0])
+		if len(w.segs) > 1 {
+			push.Stride1 = uint32(w.segs[1])
+			push.Split2 = uint32(w.segs[0] + w.segs[1])
+			bufs[3] = ys[1].All()
+		}
+		if len(w.segs) > 2 {
+			push.Stride2 = uint32(w.segs[2])
+			bufs[4] = ys[2].All()
+		}
+	}
+	if norm != nil {
+		bufs[5] = norm.All()
 	}
 	for _, part := range w.parts {
 		grid, err := spread(o.d, ceilDiv(part.rows, shape.rows), gy)
 		if err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
-		push := kernels.MatmulPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
-			YStride: uint32(w.rows), YOff: uint32(part.row0), GridX: grid[0], Passes: uint32(passes)}
-		if err := p.Dispatch(rec, grid, push, part.buf.All(), x.All(), y.All()); err != nil {
+		push.OutDim, push.YOff, push.GridX = uint32(part.rows), uint32(part.row0), grid[0]
+		bufs[0] = part.buf.All()
+		if err := p.Dispatch(rec, grid, push, bufs...); err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
 	}

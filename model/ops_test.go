@@ -214,7 +214,7 @@ func TestMatmul(t *testing.T) {
 					cols = 352 // 11 blocks: a group of 8 and one of 3
 				}
 				wt := randTensor(r, typ, cols, rows)
-				w, err := uploadWeightLayout(d, wt, c.split, !c.raw)
+				w, err := uploadWeightLayout(d, wt, c.split, !c.raw, false)
 				require.NoError(t, err)
 				defer w.close()
 				if c.split > 0 {
@@ -267,7 +267,7 @@ func TestEmbedGather(t *testing.T) {
 					cols = 2304
 				}
 				wt := randTensor(r, typ, cols, rows)
-				w, err := uploadWeightLayout(d, wt, split, !raw)
+				w, err := uploadWeightLayout(d, wt, split, !raw, false)
 				require.NoError(t, err)
 				defer w.close()
 				tokens := make([]uint32, n)
@@ -430,6 +430,126 @@ func TestRope(t *testing.T) {
 				}
 			}
 			require.False(t, slices.Equal(q, gotQ))
+		})
+	}
+}
+
+// The fusions of matmul: RMSNorm of the activation rows, (gate, up) pairs
+// with SwiGLU, and stacked Q/K/V segments to three outputs, against float64.
+func TestMatmulFused(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	cases := []struct {
+		typ   gguf.TensorType
+		n     int
+		norm  bool
+		glu   bool
+		segs  []int
+		split uint64
+	}{
+		{typ: gguf.F16, n: 3, norm: true},
+		{typ: gguf.Q4_K, n: 1, norm: true},
+		{typ: gguf.Q8_0, n: 9, norm: true, glu: true, split: 10},
+		{typ: gguf.Q4_K, n: 2, norm: true, glu: true},
+		{typ: gguf.F32, n: 4, glu: true},
+		{typ: gguf.Q6_K, n: 5, norm: true, segs: []int{20, 8, 8}},
+		{typ: gguf.BF16, n: 1, norm: true, segs: []int{12, 4, 4}, split: 6},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/n=%d/norm=%v/glu=%v/segs=%v/parts=%d", c.typ, c.n, c.norm, c.glu, c.segs, c.split), func(t *testing.T) {
+			cols, rows := 96, 36
+			if superBlock(c.typ) {
+				cols = 512
+			}
+			if c.segs != nil {
+				rows = c.segs[0] + c.segs[1] + c.segs[2]
+			}
+			wt := randTensor(r, c.typ, cols, rows)
+			w, err := uploadWeightLayout(d, wt, c.split, true, c.glu)
+			require.NoError(t, err)
+			defer w.close()
+			w.segs = c.segs
+			n := c.n
+			x := randFloats(r, n*cols, 3)
+			g := randFloats(r, cols, 1)
+			eps := 1e-5
+			xb, gb := newF32(t, d, x), newF32(t, d, g)
+			var norm *vk.Buffer
+			xs := make([]float64, n*cols) // the matmul's input in float64
+			for i := range n {
+				s := 1.0
+				if c.norm {
+					ss := 0.0
+					for j := range cols {
+						ss += float64(x[i*cols+j]) * float64(x[i*cols+j])
+					}
+					s = 1 / math.Sqrt(ss/float64(cols)+eps)
+					norm = gb
+				}
+				for j := range cols {
+					v := float64(x[i*cols+j]) * s
+					if c.norm {
+						v *= float64(g[j])
+					}
+					xs[i*cols+j] = v
+				}
+			}
+			W := decodeTensor(t, wt)
+			prod := func(i, o int) float64 {
+				s := 0.0
+				for j := range cols {
+					s += xs[i*cols+j] * W[o][j]
+				}
+				return s
+			}
+			var outs []*vk.Buffer
+			var want []float64
+			switch {
+			case c.glu:
+				outs = []*vk.Buffer{newF32(t, d, make([]float32, n*rows/2))}
+				for i := range n {
+					for o := range rows / 2 {
+						gv, uv := prod(i, 2*o), prod(i, 2*o+1)
+						want = append(want, gv/(1+math.Exp(-gv))*uv)
+					}
+				}
+			case c.segs != nil:
+				base := 0
+				for _, sr := range c.segs {
+					outs = append(outs, newF32(t, d, make([]float32, n*sr)))
+					for i := range n {
+						for o := range sr {
+							want = append(want, prod(i, base+o))
+						}
+					}
+					base += sr
+				}
+			default:
+				outs = []*vk.Buffer{newF32(t, d, make([]float32, n*rows))}
+				for i := range n {
+					for o := range rows {
+						want = append(want, prod(i, o))
+					}
+				}
+			}
+			o := newOps(d)
+			var got []float32
+			for _, ob := range outs {
+				size := int(ob.Size() / 4)
+				// Every output is poisoned before each of the two runs.
+				res := runTwice(t, d, ob, size, nil, func(rec *vk.Recorder) error {
+					for _, other := range outs {
+						if other != ob {
+							require.NoError(t, other.FillF32(0, other.Size()/4, float32(math.NaN())))
+						}
+					}
+					return o.matmulFused(rec, w, xb, n, outs, false, norm, eps)
+				})
+				got = append(got, res...)
+			}
+			e := relL2(got, want)
+			t.Logf("rel L2 %.2e", e)
+			require.Less(t, e, kernelTol)
 		})
 	}
 }

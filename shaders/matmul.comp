@@ -25,17 +25,33 @@
 // Q4_0 and Q6_K blocks, float rows of a length not a multiple of 16 bytes)
 // take a slower path that dequantizes quad by quad (wQuad).
 //
-// ADD = 1 adds the product to y (the residual stream) instead of storing it.
+// Fused epilogues and prologue (specialization constants):
+//   NORM = 1: each activation row is RMS-normalised and scaled by the norm
+//     weight g first, x' = x / sqrt(mean(x^2) + eps) * g: the products use
+//     x*g, and each workgroup sums x^2 of the rows it reads anyway, so the
+//     1/rms factor is applied to the output at the end (no separate norm
+//     pass over memory);
+//   GLU = 1: weight rows are pairs (gate, up), rows 2i and 2i+1, and
+//     output i is silu(gate) * up (SwiGLU; ROWS even, parts of whole pairs);
+//   ADD = 1 adds the product to y (the residual stream) instead of storing;
+//   split outputs: weight rows below split1 go to y (row stride yStride),
+//     rows in [split1, split2) to y1 (stride1), the rest to y2 (stride2),
+//     so that one dispatch computes Q, K and V from concatenated weights.
 
 layout(local_size_x_id = 0) in;                   // WG invocations
 layout(constant_id = 1) const uint WTYPE = 0u;    // W_* of include/weights.glsl
 layout(constant_id = 2) const uint ROWS = 4u;     // output rows per workgroup
 layout(constant_id = 3) const uint NC = 4u;       // activation rows per pass
 layout(constant_id = 4) const uint ADD = 0u;
+layout(constant_id = 5) const uint NORM = 0u;
+layout(constant_id = 6) const uint GLU = 0u;
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uvec4 w4[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
+layout(set = 0, binding = 3) writeonly buffer Y1buf { float y1[]; };
+layout(set = 0, binding = 4) writeonly buffer Y2buf { float y2[]; };
+layout(set = 0, binding = 5) readonly buffer Gbuf { vec4 g4[]; };
 
 layout(push_constant) uniform Push {
     uint n;        // activation rows
@@ -43,9 +59,14 @@ layout(push_constant) uniform Push {
     uint outDim;   // weight rows bound
     uint rowBytes; // bytes per weight row
     uint yStride;  // floats per y row
-    uint yOff;     // column of y that weight row 0 writes
+    uint yOff;     // index of weight row 0 in the whole matrix (the part's first row)
     uint gridX;    // workgroups along x; row group = x + z * gridX
     uint passes;   // passes of NC columns per workgroup (at most MAX_PASSES)
+    float eps;     // NORM: added to mean(x^2)
+    uint split1;   // first weight row written to y1
+    uint split2;   // first weight row written to y2
+    uint stride1;  // floats per y1 row
+    uint stride2;  // floats per y2 row
 } pc;
 
 #define W_VEC4
@@ -64,13 +85,26 @@ const bool HAS_CHUNKS = FLOATS || W_GROUPED || WTYPE == W_Q4_K;
 const uint UNIT = (W_BLOCKS || W_KQUANT) ? 32u : 4u;
 
 const uint RS = WG + 1u; // row stride of red: padded so that the summing invocations hit distinct banks
-shared float red[ROWS * NC * RS];
+const uint SLOTS = (ROWS + NORM) * NC; // partial sums per invocation: products, then sum(x^2) per column
+shared float red[SLOTS * RS];
 
 float acc[ROWS][NC];
+float ss[NC];
 uint rowOff[ROWS];
 uint xrow[NC];
 
-vec4 xq(uint c, uint e) { return x4[xrow[c] + (e >> 2u)]; }
+// Elements e..e+3 of activation row c (times g with NORM); every element of
+// a column is read exactly once per pass, so sum(x^2) is taken here.
+vec4 xq(uint c, uint e) {
+    vec4 v = x4[xrow[c] + (e >> 2u)];
+    if (NORM != 0u) {
+        ss[c] += dot(v, v);
+        v *= g4[e >> 2u];
+    }
+    return v;
+}
+
+float silu(float v) { return v / (1.0 + exp(-v)); }
 
 // Byte values of a word as floats.
 vec4 bytes4(uint v) { return vec4(uvec4(v, v >> 8u, v >> 16u, v >> 24u) & 0xffu); }
@@ -289,8 +323,9 @@ void main() {
         [[unroll]] for (uint c = 0u; c < NC; c++) {
             xrow[c] = min(col0 + c, pc.n - 1u) * in4;
         }
-        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-            [[unroll]] for (uint c = 0u; c < NC; c++) {
+        [[unroll]] for (uint c = 0u; c < NC; c++) {
+            ss[c] = 0.0;
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 acc[r][c] = 0.0;
             }
         }
@@ -309,14 +344,19 @@ void main() {
                 red[(r * NC + c) * RS + tid] = acc[r][c];
             }
         }
+        if (NORM != 0u) {
+            [[unroll]] for (uint c = 0u; c < NC; c++) {
+                red[(ROWS * NC + c) * RS + tid] = ss[c];
+            }
+        }
         barrier();
-        // Two fixed-order stages: invocation t of (output k, lane l < L)
-        // sums the partials l, l+L, l+2L, ... of output k into slot l (its
-        // own: no other lane reads or writes them), then one invocation per
-        // output sums the L slots.
+        // Two fixed-order stages: invocation t of (slot k, lane l < L) sums
+        // the partials l, l+L, l+2L, ... of slot k into partial l (its own:
+        // no other lane reads or writes them), then one invocation per
+        // output sums the L lanes.
         const uint L = WG >= 64u ? WG / 8u : WG;
         const uint PER = WG / L;
-        for (uint t = tid; t < ROWS * NC * L; t += WG) {
+        for (uint t = tid; t < SLOTS * L; t += WG) {
             uint k = t / L;
             uint l = t - k * L;
             float v = 0.0;
@@ -326,16 +366,41 @@ void main() {
             red[k * RS + l] = v;
         }
         barrier();
-        for (uint k = tid; k < ROWS * NC; k += WG) {
+        const uint OUTR = GLU != 0u ? ROWS / 2u : ROWS; // output rows per workgroup
+        for (uint k = tid; k < OUTR * NC; k += WG) {
             uint r = k / NC;
             uint c = k - r * NC;
-            if (row0 + r < pc.outDim && col0 + c < pc.n) {
+            uint wr = row0 + (GLU != 0u ? 2u * r : r); // row of the part
+            if (wr < pc.outDim && col0 + c < pc.n) {
+                uint sa = (wr - row0) * NC + c;
                 float v = 0.0;
                 for (uint l = 0u; l < L; l++) {
-                    v += red[k * RS + l];
+                    v += red[sa * RS + l];
                 }
-                uint i = (col0 + c) * pc.yStride + pc.yOff + row0 + r;
-                y[i] = ADD != 0u ? y[i] + v : v;
+                float rs = 1.0;
+                if (NORM != 0u) {
+                    float q = 0.0;
+                    for (uint l = 0u; l < L; l++) {
+                        q += red[(ROWS * NC + c) * RS + l];
+                    }
+                    rs = inversesqrt(q / float(pc.inDim) + pc.eps);
+                }
+                v *= rs;
+                uint gr = pc.yOff + wr; // row of the whole matrix
+                if (GLU != 0u) {
+                    float u = 0.0;
+                    for (uint l = 0u; l < L; l++) {
+                        u += red[(sa + NC) * RS + l];
+                    }
+                    y[(col0 + c) * pc.yStride + (gr >> 1u)] = silu(v) * (u * rs);
+                } else if (gr < pc.split1) {
+                    uint i = (col0 + c) * pc.yStride + gr;
+                    y[i] = ADD != 0u ? y[i] + v : v;
+                } else if (gr < pc.split2) {
+                    y1[(col0 + c) * pc.stride1 + gr - pc.split1] = v;
+                } else {
+                    y2[(col0 + c) * pc.stride2 + gr - pc.split2] = v;
+                }
             }
         }
         barrier(); // red is reused by the next pass
