@@ -263,10 +263,16 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		steps = w.cols / unit
 	}
 	group := min(shape.group, nextPow2(steps))
+	nc := min(matmulMaxCols, nextPow2(n))
+	// Shared memory: (ROWS + NORM) x NC partial sums per invocation (+1
+	// padding); halve the workgroup until it fits the device.
+	slots := (shape.rows + 1) * nc
+	for group > 1 && uint64(4*slots*(group+1)) > uint64(o.d.Info.MaxSharedMemory) {
+		group /= 2
+	}
 	if ceilDiv(steps, group) > kernels.MatmulMaxUnitSteps {
 		return fmt.Errorf("matmul %s: rows of %d elements are too long", w.name, w.cols)
 	}
-	nc := min(matmulMaxCols, nextPow2(n))
 	passes := min(ceilDiv(n, nc), kernels.MatmulMaxPasses)
 	gy := ceilDiv(n, nc*passes)
 	b2u := func(b bool) uint32 {

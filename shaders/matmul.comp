@@ -106,11 +106,17 @@ vec4 xq(uint c, uint e) {
 
 float silu(float v) { return v / (1.0 + exp(-v)); }
 
-// Byte values of a word as floats.
-vec4 bytes4(uint v) { return vec4(uvec4(v, v >> 8u, v >> 16u, v >> 24u) & 0xffu); }
+// Byte values of a word minus off, as floats. A byte b is turned into a
+// float by setting it as the mantissa of 2^23 (2^23 + b exactly) and
+// subtracting 2^23: an OR and an add instead of an int-to-float conversion,
+// which many GPUs run at a fraction of the fp32 rate.
+vec4 bytes4(uint v, float off) {
+    uvec4 b = uvec4(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u);
+    return uintBitsToFloat(b | 0x4b000000u) - (8388608.0 + off);
+}
 
-// Signed byte values of a word as floats.
-vec4 sbytes4(uint v) { return vec4(ivec4(int(v << 24u), int(v << 16u), int(v << 8u), int(v)) >> 24); }
+// Signed byte values of a word as floats (b + 128 is unsigned).
+vec4 sbytes4(uint v) { return bytes4(v ^ 0x80808080u, 128.0); }
 
 float sumq(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
 
@@ -170,8 +176,8 @@ void chunkStep(uint ch) {
                 float dl = 0.0, dh = 0.0;
                 [[unroll]] for (uint i = 0u; i < 4u; i++) {
                     uint v = raw[r][i];
-                    dl += dot(bytes4(v & 0x0f0f0f0fu), xl[i]);
-                    dh += dot(bytes4((v >> 4u) & 0x0f0f0f0fu), xh[i]);
+                    dl += dot(bytes4(v & 0x0f0f0f0fu, 0.0), xl[i]);
+                    dh += dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 0.0), xh[i]);
                 }
                 vec2 dd = unpackHalf2x16(hdr[r].x);
                 uvec2 ml = wScaleMinK4(2u * g, hdr[r].y, hdr[r].z, hdr[r].w);
@@ -222,14 +228,13 @@ void chunkStep(uint ch) {
                 xl[i] = xq(c, e + 4u * i);
                 xh[i] = xq(c, e + 16u + 4u * i);
             }
-            float sx = sumq(xl[0] + xl[1] + xl[2] + xl[3] + xh[0] + xh[1] + xh[2] + xh[3]);
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 float s = 0.0;
                 [[unroll]] for (uint i = 0u; i < 4u; i++) {
                     uint v = raw[r][i];
-                    s += dot(bytes4(v & 0x0f0f0f0fu), xl[i]) + dot(bytes4((v >> 4u) & 0x0f0f0f0fu), xh[i]);
+                    s += dot(bytes4(v & 0x0f0f0f0fu, 8.0), xl[i]) + dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 8.0), xh[i]);
                 }
-                acc[r][c] += d[r] * (s - 8.0 * sx);
+                acc[r][c] += d[r] * s;
             }
         }
     } else if (WTYPE == W_Q6_KG) {
@@ -264,7 +269,7 @@ void chunkStep(uint ch) {
                     [[unroll]] for (uint i = 0u; i < 4u; i++) {
                         uint lo = ((k & 1u) == 0u ? ql1[r][i] : ql2[r][i]) >> (4u * (k >> 1u));
                         uint q = (lo & 0x0f0f0f0fu) | (((qh[r][i] >> (2u * k)) & 0x03030303u) << 4u);
-                        t += dot(bytes4(q) - 32.0, xs[i]);
+                        t += dot(bytes4(q, 32.0), xs[i]);
                     }
                     uint sw = sc[r][2u * h + (k >> 1u)] >> (8u * ((j & 1u) + 2u * (k & 1u)));
                     float scale = float(int(sw << 24u) >> 24);
