@@ -258,3 +258,171 @@ func benchTensor(r *rand.Rand, typ gguf.TensorType, cols, rows int) gguf.Tensor 
 	}
 	return gguf.Tensor{Name: "bench." + typ.String(), Type: typ, Dims: []uint64{uint64(cols), uint64(rows)}, Data: data}
 }
+
+// BenchmarkDecodeMatmuls times the matmuls of one single-sequence decode
+// step of Llama-3-8B as Forward records them (per layer: Q/K/V stacked with
+// the attention norm fused, o with the residual add, gate/up paired with
+// the FFN norm and SwiGLU fused, down with the residual add; then the
+// output matrix with the output norm), 32 layers alternating between two
+// sets of weights so that no layer's weights are still in L2, in one
+// command buffer: the dispatches and barriers between them are counted.
+// Types: F16, Q8_0, and a Q4_K_M-like mix (Q4_K; Q6_K for attn_v and
+// ffn_down of every second layer and for the output). It prints the GPU
+// time of the step and its ratio to the weight-read floor.
+//
+//	go test -run '^$' -bench DecodeMatmuls -benchtime 1x ./model/
+func BenchmarkDecodeMatmuls(b *testing.B) {
+	d := gputest.Device(b)
+	if !d.Info.Timestamps {
+		b.Fatalf("device %s has no compute timestamps", d.Info.Name)
+	}
+	embd, kv, ffn, vocab, layers := 4096, 1024, 14336, 128256, 32
+	if d.Info.Type == vk.TypeCPU {
+		embd, kv, ffn, vocab, layers = 256, 64, 512, 1024, 4
+	}
+	floor := 4169e9
+	if p, err := probe.Load(d.Info.UUID); err == nil {
+		floor = p.BytesPerSec
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	mixes := []struct {
+		name string
+		of   func(name string, layer int) gguf.TensorType
+	}{
+		{"F16", func(string, int) gguf.TensorType { return gguf.F16 }},
+		{"Q8_0", func(string, int) gguf.TensorType { return gguf.Q8_0 }},
+		{"Q4_K_M", func(name string, layer int) gguf.TensorType {
+			if name == "output" || (layer%2 == 1 && (name == "v" || name == "down")) {
+				return gguf.Q6_K
+			}
+			return gguf.Q4_K
+		}},
+	}
+	buf := func(floats int) *vk.Buffer {
+		bb, err := d.NewBuffer(uint64(4 * floats))
+		if err == nil {
+			err = bb.WriteF32(0, randFloats(r, floats, 1))
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(bb.Close)
+		return bb
+	}
+	for _, mix := range mixes {
+		for _, n := range []int{1, 4} {
+			b.Run(fmt.Sprintf("%s/n=%d", mix.name, n), func(b *testing.B) {
+				type lw struct{ qkv, o, gateUp, gate, up, down *weight }
+				var ls [2]lw
+				var all []*weight
+				defer func() {
+					for _, w := range all {
+						w.close()
+					}
+				}()
+				up := func(t gguf.Tensor, pairs bool) *weight {
+					w, err := uploadWeightLayout(d, t, 0, true, pairs)
+					if err != nil {
+						b.Fatal(err)
+					}
+					all = append(all, w)
+					return w
+				}
+				var bytes float64
+				for i := range ls {
+					ts := map[string]gguf.Tensor{}
+					for _, s := range []struct {
+						name       string
+						cols, rows int
+					}{{"q", embd, embd}, {"k", embd, kv}, {"v", embd, kv}, {"o", embd, embd}, {"gate", embd, ffn}, {"up", embd, ffn}, {"down", ffn, embd}} {
+						ts[s.name] = benchTensor(r, mix.of(s.name, i), s.cols, s.rows)
+					}
+					l := &ls[i]
+					if ts["v"].Type == ts["q"].Type {
+						t, segs, err := stackRows([]gguf.Tensor{ts["q"], ts["k"], ts["v"]})
+						if err != nil {
+							b.Fatal(err)
+						}
+						l.qkv = up(t, false)
+						l.qkv.segs = segs
+					} else {
+						t, segs, err := stackRows([]gguf.Tensor{ts["q"], ts["k"]})
+						if err != nil {
+							b.Fatal(err)
+						}
+						l.qkv = up(t, false)
+						l.qkv.segs = segs
+						l.gate = up(ts["v"], false) // the separate V matmul
+						l.gate.segs = []int{kv}
+					}
+					l.o = up(ts["o"], false)
+					t, err := pairRows(ts["gate"], ts["up"])
+					if err != nil {
+						b.Fatal(err)
+					}
+					l.gateUp = up(t, true)
+					l.down = up(ts["down"], false)
+					for _, w := range []*weight{l.qkv, l.gate, l.o, l.gateUp, l.down} {
+						if w != nil {
+							bytes += float64(layers/2) * float64(w.rows*w.rowBytes)
+						}
+					}
+				}
+				out := up(benchTensor(r, mix.of("output", 0), embd, vocab), false)
+				bytes += float64(out.rows * out.rowBytes)
+				h, att, norm := buf(n*embd), buf(n*embd), buf(embd)
+				q, k, v, g, logits := buf(n*embd), buf(n*kv), buf(n*kv), buf(n*ffn), buf(n*vocab)
+				o := newOps(d)
+				rec, err := d.NewRecorder()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer rec.Close()
+				must := func(err error) {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				const runs = 5
+				for range runs {
+					rec.Barrier()
+					must(rec.Timestamp("start"))
+					for li := range layers {
+						l := ls[li%2]
+						if l.gate != nil {
+							must(o.matmulFused(rec, l.qkv, h, n, []*vk.Buffer{q, k}, false, norm, 1e-5))
+							must(o.matmulFused(rec, l.gate, h, n, []*vk.Buffer{v}, false, norm, 1e-5))
+						} else {
+							must(o.matmulFused(rec, l.qkv, h, n, []*vk.Buffer{q, k, v}, false, norm, 1e-5))
+						}
+						must(o.matmul(rec, l.o, att, n, h, true))
+						must(o.matmulFused(rec, l.gateUp, h, n, []*vk.Buffer{g}, false, norm, 1e-5))
+						must(o.matmul(rec, l.down, g, n, h, true))
+					}
+					must(o.matmulFused(rec, out, h, n, []*vk.Buffer{logits}, false, norm, 1e-5))
+					must(rec.Timestamp("end"))
+				}
+				must(rec.Submit()) // warm-up
+				var med time.Duration
+				for range b.N {
+					must(rec.Submit())
+					ts, err := rec.Timestamps()
+					must(err)
+					var times []time.Duration
+					for i := 0; i+1 < len(ts); i += 2 {
+						times = append(times, time.Duration(ts[i+1]-ts[i]))
+					}
+					slices.Sort(times)
+					med = times[len(times)/2]
+				}
+				dispatches, barriers := rec.Stats()
+				b.ReportMetric(med.Seconds()*1e3, "ms")
+				b.ReportMetric(med.Seconds()*floor/bytes, "x_floor")
+				b.ReportMetric(0, "ns/op")
+				fmt.Printf("decode matmuls %-6s n=%d: %.3f ms for %.2f GB of weights, %.2fx the floor of %.3f ms (%.0f GB/s); %d dispatches, %d barriers per %d runs\n",
+					mix.name, n, med.Seconds()*1e3, bytes/1e9, med.Seconds()*floor/bytes, bytes/floor*1e3, bytes/med.Seconds()/1e9,
+					dispatches, barriers, runs)
+			})
+		}
+	}
+}
