@@ -17,11 +17,15 @@ const maxNameLen = 63
 // Writer builds a GGUF v3 file: metadata in the order set, then tensor
 // descriptions and data in the order added, each tensor's data aligned to
 // general.alignment (DefaultAlignment when unset). Tensor bytes are
-// referenced, not copied, until WriteTo.
+// referenced, not copied, until WriteTo; a tensor added with AddTensorFrom
+// is produced by its source only while WriteTo writes it, so files larger
+// than memory can be written.
 type Writer struct {
 	kvs     []KV
 	keys    map[string]int
 	tensors []Tensor
+	sizes   []uint64
+	srcs    []io.WriterTo // nil for tensors with Data
 	names   map[string]bool
 }
 
@@ -56,24 +60,53 @@ func (w *Writer) SetKV(key string, value any) error {
 // layout is accepted, so files with types this package does not convert can
 // still be copied.
 func (w *Writer) AddTensor(name string, typ TensorType, dims []uint64, data []byte) error {
-	switch {
-	case name == "" || len(name) > maxNameLen:
-		return fmt.Errorf("gguf: add tensor %q: name must have 1 to %d bytes", name, maxNameLen)
-	case w.names[name]:
-		return fmt.Errorf("gguf: add tensor %q: added twice", name)
-	case len(dims) == 0 || len(dims) > 4:
-		return fmt.Errorf("gguf: add tensor %q: %d dimensions, want 1 to 4", name, len(dims))
-	}
-	size, err := tensorBytes(typ, dims)
+	size, err := w.checkTensor(name, typ, dims)
 	if err != nil {
-		return fmt.Errorf("gguf: add tensor %q: %w", name, err)
+		return err
 	}
 	if uint64(len(data)) != size {
 		return fmt.Errorf("gguf: add tensor %q: %s %v needs %d bytes, have %d", name, typ, dims, size, len(data))
 	}
-	w.names[name] = true
-	w.tensors = append(w.tensors, Tensor{Name: name, Type: typ, Dims: slices.Clone(dims), Data: data})
+	w.add(Tensor{Name: name, Type: typ, Dims: slices.Clone(dims), Data: data}, size, nil)
 	return nil
+}
+
+// AddTensorFrom adds a tensor whose bytes src writes when WriteTo reaches
+// it; src must write exactly the tensor's size (an error otherwise).
+func (w *Writer) AddTensorFrom(name string, typ TensorType, dims []uint64, src io.WriterTo) error {
+	size, err := w.checkTensor(name, typ, dims)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return fmt.Errorf("gguf: add tensor %q: nil source", name)
+	}
+	w.add(Tensor{Name: name, Type: typ, Dims: slices.Clone(dims)}, size, src)
+	return nil
+}
+
+func (w *Writer) add(t Tensor, size uint64, src io.WriterTo) {
+	w.names[t.Name] = true
+	w.tensors = append(w.tensors, t)
+	w.sizes = append(w.sizes, size)
+	w.srcs = append(w.srcs, src)
+}
+
+// checkTensor checks a new tensor's name and dims and returns its size.
+func (w *Writer) checkTensor(name string, typ TensorType, dims []uint64) (uint64, error) {
+	switch {
+	case name == "" || len(name) > maxNameLen:
+		return 0, fmt.Errorf("gguf: add tensor %q: name must have 1 to %d bytes", name, maxNameLen)
+	case w.names[name]:
+		return 0, fmt.Errorf("gguf: add tensor %q: added twice", name)
+	case len(dims) == 0 || len(dims) > 4:
+		return 0, fmt.Errorf("gguf: add tensor %q: %d dimensions, want 1 to 4", name, len(dims))
+	}
+	size, err := tensorBytes(typ, dims)
+	if err != nil {
+		return 0, fmt.Errorf("gguf: add tensor %q: %w", name, err)
+	}
+	return size, nil
 }
 
 func (w *Writer) alignment() uint64 {
@@ -96,7 +129,7 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 	}
 	align := w.alignment()
 	var off uint64
-	for _, t := range w.tensors {
+	for i, t := range w.tensors {
 		e.str(t.Name)
 		e.u32(uint32(len(t.Dims)))
 		for _, d := range t.Dims {
@@ -104,11 +137,21 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 		}
 		e.u32(uint32(t.Type))
 		e.u64(off)
-		off = alignUp(off+uint64(len(t.Data)), align)
+		off = alignUp(off+w.sizes[i], align)
 	}
 	e.pad(align)
-	for _, t := range w.tensors {
-		e.raw(t.Data)
+	for i, t := range w.tensors {
+		if w.srcs[i] == nil {
+			e.raw(t.Data)
+		} else if e.err == nil {
+			start := e.n
+			if _, err := w.srcs[i].WriteTo(encoderWriter{e}); err != nil && e.err == nil {
+				e.err = fmt.Errorf("tensor %q: %w", t.Name, err)
+			}
+			if got := uint64(e.n - start); e.err == nil && got != w.sizes[i] {
+				e.err = fmt.Errorf("tensor %q: its source wrote %d bytes, want %d", t.Name, got, w.sizes[i])
+			}
+		}
 		e.pad(align)
 	}
 	if e.err == nil {
@@ -152,6 +195,18 @@ func (e *encoder) raw(b []byte) {
 	var m int
 	m, e.err = e.w.Write(b)
 	e.n += int64(m)
+}
+
+// encoderWriter is an io.Writer onto an encoder, for tensor sources.
+type encoderWriter struct{ e *encoder }
+
+func (w encoderWriter) Write(b []byte) (int, error) {
+	if w.e.err != nil {
+		return 0, w.e.err
+	}
+	n0 := w.e.n
+	w.e.raw(b)
+	return int(w.e.n - n0), w.e.err
 }
 
 func (e *encoder) u8(v uint8) { e.raw([]byte{v}) }

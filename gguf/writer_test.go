@@ -2,6 +2,8 @@ package gguf
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -208,4 +210,65 @@ func TestWriterErrors(t *testing.T) {
 	assert.ErrorContains(t, w.AddTensor("w", TensorType(4), []uint64{32}, nil), "Q4_2")
 	require.NoError(t, w.AddTensor("w", F32, []uint64{1}, make([]byte, 4)))
 	assert.ErrorContains(t, w.AddTensor("w", F32, []uint64{1}, make([]byte, 4)), "added twice")
+}
+
+// writerToFunc adapts a function to io.WriterTo.
+type writerToFunc func(w io.Writer) (int64, error)
+
+func (f writerToFunc) WriteTo(w io.Writer) (int64, error) { return f(w) }
+
+// Tensors from sources are written in place, in pieces, beside tensors
+// from slices; a source that writes too few or too many bytes, or fails,
+// is an error naming the tensor.
+func TestWriterTensorFrom(t *testing.T) {
+	data := func(n int, k byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7) ^ k
+		}
+		return b
+	}
+	a, b, c := data(64*4, 1), data(3*34, 2), data(5*2, 3)
+	pieces := func(src []byte) io.WriterTo {
+		return writerToFunc(func(w io.Writer) (int64, error) {
+			var n int64
+			for off := 0; off < len(src); off += 5 {
+				m, err := w.Write(src[off:min(off+5, len(src))])
+				n += int64(m)
+				if err != nil {
+					return n, err
+				}
+			}
+			return n, nil
+		})
+	}
+	w := NewWriter()
+	require.NoError(t, w.SetKV("general.architecture", "llama"))
+	require.NoError(t, w.AddTensorFrom("a", F32, []uint64{16, 4}, pieces(a)))
+	require.NoError(t, w.AddTensor("b", Q8_0, []uint64{96}, b))
+	require.NoError(t, w.AddTensorFrom("c", F16, []uint64{5}, pieces(c)))
+	var buf bytes.Buffer
+	_, err := w.WriteTo(&buf)
+	require.NoError(t, err)
+	f, err := FromBytes("from", buf.Bytes())
+	require.NoError(t, err)
+	defer f.Close()
+	for name, want := range map[string][]byte{"a": a, "b": b, "c": c} {
+		ten, err := f.Tensor(name)
+		require.NoError(t, err)
+		assert.Equal(t, want, ten.Data, name)
+	}
+
+	for name, src := range map[string]io.WriterTo{
+		"short": pieces(a[:100]),
+		"long":  pieces(append(append([]byte{}, a...), 1)),
+		"fails": writerToFunc(func(io.Writer) (int64, error) { return 0, errors.New("disk on fire") }),
+	} {
+		w := NewWriter()
+		require.NoError(t, w.AddTensorFrom("x", F32, []uint64{64}, src))
+		_, err := w.WriteTo(io.Discard)
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), `"x"`, name)
+	}
+	require.Error(t, NewWriter().AddTensorFrom("x", F32, []uint64{64}, nil))
 }

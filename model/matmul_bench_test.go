@@ -320,8 +320,8 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 						w.close()
 					}
 				}()
-				up := func(t gguf.Tensor, pairs bool) *weight {
-					w, err := uploadWeightLayout(d, t, 0, true, pairs)
+				up := func(t gguf.Tensor) *weight {
+					w, err := uploadWeightLayout(d, t, 0, true)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -339,36 +339,28 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 					}
 					l := &ls[i]
 					if ts["v"].Type == ts["q"].Type {
-						t, segs, err := stackRows([]gguf.Tensor{ts["q"], ts["k"], ts["v"]})
-						if err != nil {
-							b.Fatal(err)
-						}
-						l.qkv = up(t, false)
+						t, segs := stackTensors(ts["q"], ts["k"], ts["v"])
+						l.qkv = up(t)
 						l.qkv.segs = segs
 					} else {
-						t, segs, err := stackRows([]gguf.Tensor{ts["q"], ts["k"]})
-						if err != nil {
-							b.Fatal(err)
-						}
-						l.qkv = up(t, false)
+						t, segs := stackTensors(ts["q"], ts["k"])
+						l.qkv = up(t)
 						l.qkv.segs = segs
-						l.gate = up(ts["v"], false) // the separate V matmul
+						l.gate = up(ts["v"]) // the separate V matmul
 						l.gate.segs = []int{kv}
 					}
-					l.o = up(ts["o"], false)
-					t, err := pairRows(ts["gate"], ts["up"])
-					if err != nil {
-						b.Fatal(err)
-					}
-					l.gateUp = up(t, true)
-					l.down = up(ts["down"], false)
+					l.o = up(ts["o"])
+					t, segs := stackTensors(ts["gate"], ts["up"])
+					l.gateUp = up(t)
+					l.gateUp.segs, l.gateUp.glu = segs, true
+					l.down = up(ts["down"])
 					for _, w := range []*weight{l.qkv, l.gate, l.o, l.gateUp, l.down} {
 						if w != nil {
 							bytes += float64(layers/2) * float64(w.rows*w.rowBytes)
 						}
 					}
 				}
-				out := up(benchTensor(r, mix.of("output", 0), embd, vocab), false)
+				out := up(benchTensor(r, mix.of("output", 0), embd, vocab))
 				bytes += float64(out.rows * out.rowBytes)
 				h, att, norm := buf(n*embd), buf(n*embd), buf(embd)
 				q, k, v, g, logits := buf(n*embd), buf(n*kv), buf(n*kv), buf(n*ffn), buf(n*vocab)
@@ -425,4 +417,17 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 			})
 		}
 	}
+}
+
+// stackTensors stacks the rows of tensors of one type and row length, as
+// Load stacks Q/K/V and gate/up; segs are their row counts.
+func stackTensors(ts ...gguf.Tensor) (gguf.Tensor, []int) {
+	out := gguf.Tensor{Name: ts[0].Name, Type: ts[0].Type, Dims: []uint64{ts[0].Dims[0], 0}}
+	var segs []int
+	for _, t := range ts {
+		out.Data = append(out.Data, t.Data...)
+		out.Dims[1] += t.Dims[1]
+		segs = append(segs, int(t.Dims[1]))
+	}
+	return out, segs
 }

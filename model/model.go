@@ -1,8 +1,7 @@
 // Package model runs the forward pass of GGUF Llama models on a Vulkan
 // device. Weights stay in their file encoding (F32, F16, BF16, Q8_0, Q4_0,
 // Q4_K, Q6_K; Q8_0, Q4_0 and Q6_K blocks regrouped so that their quants are
-// 16-byte aligned) and are dequantized inside the kernels; activations are
-// float32; the KV
+// 16-byte aligned) and are dequantized inside the kernels; activations are float32; the KV
 // cache is a kvpool.Pool, and attention is treeattn's tree attention, so
 // one forward pass evaluates any set of tokens of a decoding tree:
 // a prompt, one new token per branch, or a speculative token tree.
@@ -19,7 +18,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/kvpool"
@@ -42,6 +40,12 @@ type Options struct {
 	Method treeattn.Method
 	// ChunkTokens bounds the tokens of one submission (0: DefaultChunkTokens).
 	ChunkTokens int
+	// Progress, when set, is called as weights reach the device with the
+	// bytes done and the total.
+	Progress func(done, total uint64)
+	// MemoryLimit is the device memory the model may assume (0: the
+	// device's largest device-local heap).
+	MemoryLimit uint64
 }
 
 // Model is a Llama model on a device. It is not safe for concurrent use.
@@ -63,22 +67,27 @@ type Model struct {
 	ws       *treeattn.Workspace
 	slots    *kvpool.SlotList
 	slotPool *kvpool.Pool
+	// Benchmark timestamps (timing.go).
+	timing Timing
+	times  StepTimes
 }
 
 type layer struct {
-	attnNorm, ffnNorm *vk.Buffer
+	attnNorm, ffnNorm          *vk.Buffer
+	q, k, v, o, gate, up, down *weight
 	// qkv are Q, K and V stacked where consecutive ones share a type (one
-	// matmul each, writing each segment to its own buffer): one weight for
-	// most files, two for llama.cpp's Q4_K_M layers with a Q6_K attn_v.
-	qkv []*weight
-	o   *weight
-	// gateUp holds (gate, up) row pairs when both have one type (one matmul
-	// with SwiGLU); otherwise gate and up are separate.
-	gateUp, gate, up, down *weight
+	// matmul each, the attention norm fused, each segment written to its
+	// own buffer), and gateUp gate and up stacked (one matmul with the FFN
+	// norm and SwiGLU fused); q, k, v, gate and up are then views of them,
+	// which gemm uses for batches. Decoding steps use the stacks.
+	qkv    []*weight
+	gateUp *weight
 }
 
-// Load reads the hyper-parameters of f and uploads its weights to d.
-// f may be closed afterwards.
+// Load reads the hyper-parameters of f and uploads its weights to d, in
+// chunks from the file's memory map (Options.Progress reports them). A
+// model whose weights and a minimum KV pool do not fit the device's
+// memory is refused before any upload. f may be closed afterwards.
 func Load(d *vk.Device, f *gguf.File, opts Options) (*Model, error) {
 	if d == nil || f == nil {
 		return nil, errors.New("model: load: nil device or file")
@@ -87,164 +96,7 @@ func Load(d *vk.Device, f *gguf.File, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Method == "" {
-		opts.Method = treeattn.MethodFlatten
-	}
-	if opts.ChunkTokens <= 0 {
-		opts.ChunkTokens = DefaultChunkTokens
-	}
-	if opts.ChunkTokens > treeattn.MaxShapeValue {
-		return nil, fmt.Errorf("model: load: chunk of %d tokens is too large", opts.ChunkTokens)
-	}
-	if _, err := treeattn.ParseMethod(string(opts.Method)); err != nil {
-		return nil, fmt.Errorf("model: load: %w", err)
-	}
-	if cfg.HeadDim%4 != 0 {
-		return nil, fmt.Errorf("model: load %s: head dim %d; tree attention needs a multiple of 4", f.Name(), cfg.HeadDim)
-	}
-	m := &Model{d: d, cfg: cfg, opts: opts, ops: newOps(d)}
-	c := cfg
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	fail := func(err error) (*Model, error) {
-		m.Close()
-		return nil, err
-	}
-	tensor := func(name string, cols, rows int) (gguf.Tensor, error) {
-		t, err := f.Tensor(name)
-		if err != nil {
-			return t, fmt.Errorf("model: %w", err)
-		}
-		if len(t.Dims) != 2 || t.Dims[0] != uint64(cols) || t.Dims[1] != uint64(rows) {
-			return t, fmt.Errorf("model: %s: %s has dims %v, want [%d %d]", f.Name(), name, t.Dims, cols, rows)
-		}
-		return t, nil
-	}
-	upload := func(t gguf.Tensor, pairs bool) (*weight, error) {
-		w, err := uploadWeightLayout(d, t, 0, true, pairs)
-		if err != nil {
-			return nil, fmt.Errorf("model: upload %w", err)
-		}
-		return w, nil
-	}
-	mat := func(name string, cols, rows int) (*weight, error) {
-		t, err := tensor(name, cols, rows)
-		if err != nil {
-			return nil, err
-		}
-		return upload(t, false)
-	}
-	// stacked uploads Q, K and V as few matmuls as their types allow.
-	stacked := func(p string) ([]*weight, error) {
-		var ts []gguf.Tensor
-		for _, nr := range []struct {
-			name string
-			rows int
-		}{{"attn_q.weight", qDim}, {"attn_k.weight", kvDim}, {"attn_v.weight", kvDim}} {
-			t, err := tensor(p+nr.name, c.Embd, nr.rows)
-			if err != nil {
-				return nil, err
-			}
-			ts = append(ts, t)
-		}
-		var out []*weight
-		for i := 0; i < len(ts); {
-			j := i + 1
-			for j < len(ts) && ts[j].Type == ts[i].Type {
-				j++
-			}
-			t, segs, err := stackRows(ts[i:j])
-			if err != nil {
-				return out, fmt.Errorf("model: %w", err)
-			}
-			w, err := upload(t, false)
-			if err != nil {
-				return out, err
-			}
-			w.segs = segs
-			out = append(out, w)
-			i = j
-		}
-		return out, nil
-	}
-	vec := func(name string, n int) (*vk.Buffer, error) {
-		t, err := f.Tensor(name)
-		if err != nil {
-			return nil, fmt.Errorf("model: %w", err)
-		}
-		if t.Elements() != uint64(n) {
-			return nil, fmt.Errorf("model: %s: %s has %d elements, want %d", f.Name(), name, t.Elements(), n)
-		}
-		v, err := decodeFloats(t.Type, t.Data, n)
-		if err != nil {
-			return nil, fmt.Errorf("model: %s: %w", name, err)
-		}
-		return m.upload(name, v)
-	}
-	if m.embd, err = mat("token_embd.weight", c.Embd, c.Vocab); err != nil {
-		return fail(err)
-	}
-	m.output = m.embd
-	if !c.TiedOutput {
-		if m.output, err = mat("output.weight", c.Embd, c.Vocab); err != nil {
-			return fail(err)
-		}
-	}
-	if m.outNorm, err = vec("output_norm.weight", c.Embd); err != nil {
-		return fail(err)
-	}
-	inv := invFreqs(c)
-	inv32 := make([]float32, max(len(inv), 1))
-	for i, v := range inv {
-		inv32[i] = float32(v)
-	}
-	if m.invFreq, err = m.upload("rope frequencies", inv32); err != nil {
-		return fail(err)
-	}
-	for i := range c.Blocks {
-		p := fmt.Sprintf("blk.%d.", i)
-		var l layer
-		m.layers = append(m.layers, l)
-		L := &m.layers[i]
-		steps := []func() error{
-			func() (err error) { L.attnNorm, err = vec(p+"attn_norm.weight", c.Embd); return },
-			func() (err error) { L.ffnNorm, err = vec(p+"ffn_norm.weight", c.Embd); return },
-			func() (err error) { L.qkv, err = stacked(p); return },
-			func() (err error) { L.o, err = mat(p+"attn_output.weight", qDim, c.Embd); return },
-			func() error {
-				g, err := tensor(p+"ffn_gate.weight", c.Embd, c.FFN)
-				if err != nil {
-					return err
-				}
-				u, err := tensor(p+"ffn_up.weight", c.Embd, c.FFN)
-				if err != nil {
-					return err
-				}
-				if g.Type != u.Type {
-					if L.gate, err = upload(g, false); err == nil {
-						L.up, err = upload(u, false)
-					}
-					return err
-				}
-				t, err := pairRows(g, u)
-				if err != nil {
-					return fmt.Errorf("model: %w", err)
-				}
-				L.gateUp, err = upload(t, true)
-				return err
-			},
-			func() (err error) { L.down, err = mat(p+"ffn_down.weight", c.FFN, c.Embd); return },
-		}
-		for _, step := range steps {
-			if err := step(); err != nil {
-				return fail(err)
-			}
-		}
-	}
-	m.ws = treeattn.NewWorkspace(d)
-	if m.rec, err = d.NewRecorder(); err != nil {
-		return fail(fmt.Errorf("model: load: %w", err))
-	}
-	return m, nil
+	return build(d, cfg, fileSource{f}, opts)
 }
 
 func (m *Model) upload(name string, v []float32) (*vk.Buffer, error) {
@@ -284,7 +136,7 @@ func (m *Model) weights() []*weight {
 	}
 	for _, l := range m.layers {
 		ws = append(ws, l.qkv...)
-		ws = append(ws, l.o, l.gateUp, l.gate, l.up, l.down)
+		ws = append(ws, l.gateUp, l.q, l.k, l.v, l.o, l.gate, l.up, l.down)
 	}
 	return slices.DeleteFunc(ws, func(w *weight) bool { return w == nil })
 }
@@ -295,7 +147,9 @@ func (m *Model) Close() {
 		return
 	}
 	for _, w := range m.weights() {
-		w.close()
+		if w != nil {
+			w.close()
+		}
 	}
 	for _, l := range m.layers {
 		l.attnNorm.Close()
@@ -305,6 +159,7 @@ func (m *Model) Close() {
 	m.outNorm.Close()
 	m.invFreq.Close()
 	m.s.close()
+	m.ops.close()
 	if m.ws != nil {
 		m.ws.Close()
 		m.ws = nil
@@ -374,6 +229,7 @@ func (m *Model) Forward(pool *kvpool.Pool, b Batch) ([][]float32, error) {
 		}
 	}
 	chunk := m.opts.ChunkTokens
+	m.times = StepTimes{}
 	if err := m.s.ensure(m, min(n, chunk), len(b.LogitRows)); err != nil {
 		return nil, fmt.Errorf("model: forward: %w", err)
 	}
@@ -492,6 +348,9 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := rec.Reset(); err != nil {
 		return err
 	}
+	if err := m.stamp(TimingStep, "start"); err != nil {
+		return err
+	}
 	plan, err := m.planner.Plan(tree, treeattn.Config{
 		SlotsUnique: true, // a kvpool step: each slot belongs to one node
 		Method:      m.opts.Method,
@@ -510,33 +369,54 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := o.embed(rec, m.embd, s.tokens, n, s.h); err != nil {
 		return err
 	}
+	// Decoding steps (few rows, matmul) fuse the norms into the matmuls
+	// that read them, compute Q/K/V and gate/up with one matmul each and
+	// SwiGLU in gate/up's epilogue; batches (gemm) run the norms and
+	// SwiGLU on their own.
+	_, batch, err := o.gemmFor(n)
+	if err != nil {
+		return err
+	}
 	eps := c.RMSEps
 	for li, l := range m.layers {
-		// Per layer: Q/K/V with the attention norm fused (1 or 2
-		// dispatches), RoPE, the K/V write, attention, the output
-		// projection with the residual add, gate/up with the FFN norm and
-		// SwiGLU fused, and down with the residual add.
-		if err := m.attnInput(rec, l, n); err != nil {
-			return fmt.Errorf("layer %d: %w", li, err)
-		}
 		steps := []func() error{
-			func() error { return o.rope(rec, rs, s.q, s.k, s.pos, m.invFreq, n) },
-			func() error { return pool.Write(rec, li, list, s.k, s.v) },
-			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
-			func() error { return o.matmul(rec, l.o, s.att, n, s.h, true) },
 			func() error {
-				if l.gateUp != nil {
-					return o.matmulFused(rec, l.gateUp, s.h, n, []*vk.Buffer{s.gate}, false, l.ffnNorm, eps)
+				if !batch && l.qkv != nil {
+					return m.attnInput(rec, l, n)
 				}
-				if err := o.matmulFused(rec, l.gate, s.h, n, []*vk.Buffer{s.gate}, false, l.ffnNorm, eps); err != nil {
+				if err := o.rmsnorm(rec, s.h, l.attnNorm, n, c.Embd, eps, s.xn); err != nil {
 					return err
 				}
-				if err := o.matmulFused(rec, l.up, s.h, n, []*vk.Buffer{s.up}, false, l.ffnNorm, eps); err != nil {
+				if err := o.linear(rec, l.q, s.xn, n, s.q, false); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.k, s.xn, n, s.k, false); err != nil {
+					return err
+				}
+				return o.linear(rec, l.v, s.xn, n, s.v, false)
+			},
+			func() error { return o.rope(rec, rs, s.q, s.k, s.pos, m.invFreq, n) },
+			func() error { return pool.Write(rec, li, list, s.k, s.v) },
+			func() error { return m.stamp(TimingAttention, "attn") },
+			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
+			func() error { return m.stamp(TimingAttention, "attn-end") },
+			func() error { return o.linear(rec, l.o, s.att, n, s.h, true) },
+			func() error {
+				if !batch && l.gateUp != nil {
+					return o.matmulFused(rec, l.gateUp, s.h, n, []*vk.Buffer{s.gate}, false, l.ffnNorm, eps)
+				}
+				if err := o.rmsnorm(rec, s.h, l.ffnNorm, n, c.Embd, eps, s.xn); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.gate, s.xn, n, s.gate, false); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.up, s.xn, n, s.up, false); err != nil {
 					return err
 				}
 				return o.swiglu(rec, s.gate, s.up, n*c.FFN)
 			},
-			func() error { return o.matmul(rec, l.down, s.gate, n, s.h, true) },
+			func() error { return o.linear(rec, l.down, s.gate, n, s.h, true) },
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {
@@ -555,15 +435,30 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	}
 	if last && len(b.LogitRows) > 0 {
 		nl := len(b.LogitRows)
-		if err := o.matmulFused(rec, m.output, s.hsel, nl, []*vk.Buffer{s.logits}, false, m.outNorm, c.RMSEps); err != nil {
+		_, batch, err := o.gemmFor(nl)
+		if err != nil {
+			return err
+		}
+		if !batch {
+			err = o.matmulFused(rec, m.output, s.hsel, nl, []*vk.Buffer{s.logits}, false, m.outNorm, c.RMSEps)
+		} else if err = o.rmsnorm(rec, s.hsel, m.outNorm, nl, c.Embd, c.RMSEps, s.xsel); err == nil {
+			err = o.linear(rec, m.output, s.xsel, nl, s.logits, false)
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return rec.Submit()
+	if err := m.stamp(TimingStep, "end"); err != nil {
+		return err
+	}
+	if err := rec.Submit(); err != nil {
+		return err
+	}
+	return m.addTimes()
 }
 
-// attnInput records Q, K and V of n tokens from the hidden state, the
-// attention norm fused into each matmul.
+// attnInput records Q, K and V of n tokens from the hidden state with the
+// stacked weights, the attention norm fused into each matmul.
 func (m *Model) attnInput(rec *vk.Recorder, l layer, n int) error {
 	s := &m.s
 	outs := []*vk.Buffer{s.q, s.k, s.v}
@@ -575,50 +470,6 @@ func (m *Model) attnInput(rec *vk.Recorder, l layer, n int) error {
 		outs = outs[k:]
 	}
 	return nil
-}
-
-// stackRows stacks the rows of tensors of one type and row length (Q, K,
-// V) into one tensor; segs are their row counts.
-func stackRows(ts []gguf.Tensor) (gguf.Tensor, []int, error) {
-	if len(ts) == 1 {
-		return ts[0], []int{int(ts[0].Dims[1])}, nil
-	}
-	out := gguf.Tensor{Name: ts[0].Name, Type: ts[0].Type, Dims: []uint64{ts[0].Dims[0], 0}}
-	var segs []int
-	for _, t := range ts {
-		rb, err := t.Type.RowBytes(t.Dims[0])
-		if err != nil {
-			return out, nil, fmt.Errorf("stack %s: %w", t.Name, err)
-		}
-		if t.Type != out.Type || t.Dims[0] != out.Dims[0] || uint64(len(t.Data)) < rb*t.Dims[1] {
-			return out, nil, fmt.Errorf("stack %s onto %s: types, row lengths or data differ", t.Name, out.Name)
-		}
-		out.Name += "+" + t.Name
-		out.Data = append(out.Data, t.Data[:rb*t.Dims[1]]...)
-		out.Dims[1] += t.Dims[1]
-		segs = append(segs, int(t.Dims[1]))
-	}
-	out.Name = strings.TrimPrefix(out.Name, ts[0].Name+"+")
-	return out, segs, nil
-}
-
-// pairRows interleaves the rows of gate and up (same type and shape):
-// gate row i, then up row i.
-func pairRows(gate, up gguf.Tensor) (gguf.Tensor, error) {
-	rb, err := gate.Type.RowBytes(gate.Dims[0])
-	if err != nil {
-		return gguf.Tensor{}, fmt.Errorf("pair %s: %w", gate.Name, err)
-	}
-	rows := gate.Dims[1]
-	if up.Type != gate.Type || !slices.Equal(up.Dims, gate.Dims) || uint64(len(gate.Data)) < rb*rows || uint64(len(up.Data)) < rb*rows {
-		return gguf.Tensor{}, fmt.Errorf("pair %s with %s: types, shapes or data differ", gate.Name, up.Name)
-	}
-	data := make([]byte, 0, 2*rb*rows)
-	for i := range rows {
-		data = append(data, gate.Data[i*rb:(i+1)*rb]...)
-		data = append(data, up.Data[i*rb:(i+1)*rb]...)
-	}
-	return gguf.Tensor{Name: gate.Name + "+" + up.Name, Type: gate.Type, Dims: []uint64{gate.Dims[0], 2 * rows}, Data: data}, nil
 }
 
 // slotList returns the model's slot list for pool, set to slots.

@@ -9,34 +9,51 @@ import (
 	"github.com/deft-vk/deft/vk"
 )
 
-// weight is a weight matrix on the device in its GGUF encoding: rows of
-// Cols elements, possibly split into parts of consecutive rows, each in its
-// own buffer, so that no binding exceeds the device's maxStorageBufferRange.
+// weight is a weight matrix on the device in its GGUF encoding (Q8_0, Q4_0
+// and Q6_K regrouped, see groupedType): rows of Cols elements, possibly
+// split into parts of consecutive rows, each in its own buffer, so that no
+// binding exceeds the device's maxStorageBufferRange.
 type weight struct {
 	name     string
 	typ      gguf.TensorType
 	wtype    uint32
 	cols     int
 	rows     int
-	rowBytes int
+	rowBytes int // on the device
 	parts    []weightPart
-	// Fused layouts (concatenated at load): glu means rows are (gate, up)
-	// pairs and matmul writes silu(gate)*up, rows/2 outputs; segs, when
-	// set, are the row counts of up to 3 matrices stacked (Q, K, V), each
-	// written to its own output.
-	glu  bool
-	segs []int
+	// regrouped: GGUF rows are rewritten into the grouped layout on
+	// upload; dOff is the offset of a GGUF block's f16 scale.
+	regrouped bool
+	dOff      int
+	// Stacked matrices (concatenated rows, one part): segs are their row
+	// counts and views the matrices themselves, weights that bind their
+	// rows of the stacked buffer (for gemm and for filling). glu means the
+	// two segments are gate and up, multiplied with SwiGLU.
+	segs  []int
+	views []*weight
+	glu   bool
+	view  bool // a view: the buffer belongs to the stacked weight
 }
 
 type weightPart struct {
 	buf  *vk.Buffer
+	off  uint64 // byte offset of the part's row 0 in buf (views)
 	row0 int
 	rows int
 }
 
+// rng is the binding of a part of a weight with rows of rb bytes: its rows
+// and the padding after them (for a view, the next rows).
+func (p weightPart) rng(rb int) vk.Range {
+	if p.off == 0 {
+		return p.buf.All()
+	}
+	return p.buf.Sub(p.off, min(p.buf.Size()-p.off, (uint64(p.rows)*uint64(rb)+wordPad+15)&^15))
+}
+
 // wordPad is the padding after a weight's last row: block types read their
-// unaligned words as two aligned ones, and the matmul kernel reads whole
-// 16-byte words around a block (include/weights.glsl).
+// unaligned words as two aligned ones, and matmul reads whole 16-byte words
+// (include/weights.glsl).
 const wordPad = 16
 
 // uploadWeight copies a 2-D tensor to the device as it is encoded.
@@ -47,100 +64,155 @@ func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
 // uploadWeightParts is uploadWeight with parts of at most maxRows rows (0:
 // as many as a binding holds); tests split small tensors with it.
 func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
-	return uploadWeightLayout(d, t, maxRows, true, false)
+	return uploadWeightLayout(d, t, maxRows, true)
 }
 
 // uploadWeightLayout is uploadWeightParts; grouped false keeps Q8_0, Q4_0
 // and Q6_K blocks in their GGUF layout (the kernels' slower quad path;
-// tests check both); pairs keeps row pairs (GLU weights) in one part.
-func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped, pairs bool) (*weight, error) {
-	wt, ok := weightType(t.Type)
-	if !ok {
-		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", t.Name, t.Type)
-	}
-	if len(t.Dims) != 2 {
-		return nil, fmt.Errorf("%s: %d dims, want 2", t.Name, len(t.Dims))
-	}
-	cols, rows := t.Dims[0], t.Dims[1]
-	if cols == 0 || rows == 0 || cols > maxDim || rows > 1<<31-1 {
-		return nil, fmt.Errorf("%s: dims %v out of range", t.Name, t.Dims)
-	}
-	if cols%4 != 0 {
-		return nil, fmt.Errorf("%s: rows of %d elements; the kernels need a multiple of 4", t.Name, cols)
-	}
-	fileRB, err := t.Type.RowBytes(cols)
+// tests check both).
+func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped bool) (*weight, error) {
+	w, err := newWeightLayout(d, t.Name, t.Type, t.Dims, maxRows, grouped)
 	if err != nil {
+		return nil, err
+	}
+	if err := w.writeTensor(t.Data, nil); err != nil {
+		w.close()
 		return nil, fmt.Errorf("%s: %w", t.Name, err)
-	}
-	if uint64(len(t.Data)) < fileRB*rows {
-		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), rows, fileRB)
-	}
-	rb := fileRB
-	gwt, dOff, regroup := groupedType(t.Type)
-	regroup = regroup && grouped
-	if regroup {
-		wt = gwt
-		rb = uint64(groupedRowBytes(int(fileRB)/t.Type.BlockBytes(), t.Type.BlockBytes()))
-	}
-	w := &weight{name: t.Name, typ: t.Type, wtype: wt, cols: int(cols), rows: int(rows), rowBytes: int(rb), glu: pairs}
-	limit := uint64(d.Info.MaxStorageBufferRange)
-	perPart := (limit - 2*wordPad) / rb
-	if perPart == 0 {
-		return nil, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", t.Name, rb, limit)
-	}
-	// Byte offsets inside the kernels are 32-bit.
-	perPart = min(perPart, (1<<32-1-2*wordPad)/rb)
-	if maxRows > 0 {
-		perPart = min(perPart, maxRows)
-	}
-	if pairs {
-		if rows%2 != 0 || perPart < 2 {
-			return nil, fmt.Errorf("%s: %d rows do not make whole (gate, up) pairs in parts of %d", t.Name, rows, perPart)
-		}
-		perPart &^= 1
-	}
-	// Regrouped rows go up in slabs of about 16 MiB.
-	slabRows := max(1, (16<<20)/rb)
-	var slab []byte
-	for r0 := uint64(0); r0 < rows; r0 += perPart {
-		n := min(perPart, rows-r0)
-		buf, err := d.NewBuffer((n*rb + wordPad + 15) &^ 15) // whole 16-byte words
-		if err != nil {
-			w.close()
-			return nil, fmt.Errorf("%s: %w", t.Name, err)
-		}
-		w.parts = append(w.parts, weightPart{buf: buf, row0: int(r0), rows: int(n)})
-		if !regroup {
-			err = buf.Write(0, t.Data[r0*fileRB:(r0+n)*fileRB])
-		}
-		for s0 := uint64(0); regroup && err == nil && s0 < n; s0 += slabRows {
-			sn := min(slabRows, n-s0)
-			if slab == nil {
-				slab = make([]byte, min(slabRows, perPart, rows)*rb)
-			}
-			for i := range sn {
-				src := (r0 + s0 + i) * fileRB
-				groupRow(slab[i*rb:(i+1)*rb], t.Data[src:src+fileRB], t.Type.BlockBytes(), dOff)
-			}
-			err = buf.Write(s0*rb, slab[:sn*rb])
-		}
-		if err != nil {
-			w.close()
-			return nil, fmt.Errorf("%s: %w", t.Name, err)
-		}
 	}
 	return w, nil
 }
 
+// ggufRowBytes is the bytes of one of w's rows in the GGUF file.
+func (w *weight) ggufRowBytes() uint64 {
+	rb, _ := w.typ.RowBytes(uint64(w.cols)) // checked by newWeight
+	return rb
+}
+
+// writeTensor writes w's rows from data, the tensor's GGUF bytes.
+func (w *weight) writeTensor(data []byte, prog *progress) error {
+	frb := w.ggufRowBytes()
+	if uint64(len(data)) < frb*uint64(w.rows) {
+		return fmt.Errorf("%d bytes of data for %d rows of %d bytes", len(data), w.rows, frb)
+	}
+	for _, p := range w.parts {
+		if err := w.writeRows(p, data[uint64(p.row0)*frb:uint64(p.row0+p.rows)*frb], prog); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeRows writes part p's rows from their GGUF bytes, regrouping them
+// when w is regrouped, in chunks of about uploadChunkBytes.
+func (w *weight) writeRows(p weightPart, data []byte, prog *progress) error {
+	if !w.regrouped {
+		return writeChunksAt(p.buf, p.off, data, prog)
+	}
+	frb, rb := w.ggufRowBytes(), uint64(w.rowBytes)
+	rows := uint64(len(data)) / frb
+	slabRows := max(1, uploadChunkBytes/rb)
+	slab := make([]byte, min(slabRows, rows)*rb)
+	for r0 := uint64(0); r0 < rows; r0 += slabRows {
+		n := min(slabRows, rows-r0)
+		for i := range n {
+			groupRow(slab[i*rb:(i+1)*rb], data[(r0+i)*frb:(r0+i+1)*frb], w.typ.BlockBytes(), w.dOff)
+		}
+		if err := p.buf.Write(p.off+r0*rb, slab[:n*rb]); err != nil {
+			return err
+		}
+		prog.add(n * frb)
+	}
+	return nil
+}
+
+// newWeight allocates the device buffers of a 2-D weight of type typ and
+// dims [cols rows], in parts of at most maxRows rows (0: as many as a
+// binding holds), without filling them; Q8_0, Q4_0 and Q6_K are regrouped.
+func newWeight(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64) (*weight, error) {
+	return newWeightLayout(d, name, typ, dims, maxRows, true)
+}
+
+// newWeightLayout is newWeight; grouped false keeps GGUF block layouts.
+func newWeightLayout(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64, grouped bool) (*weight, error) {
+	wt, ok := weightType(typ)
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", name, typ)
+	}
+	parts, rb, err := planParts(d, name, typ, dims, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	w := &weight{name: name, typ: typ, wtype: wt, cols: int(dims[0]), rows: int(dims[1]), rowBytes: int(rb)}
+	if gwt, dOff, ok := groupedType(typ); ok && grouped {
+		w.wtype, w.dOff, w.regrouped = gwt, dOff, true
+		w.rowBytes = groupedRowBytes(int(rb)/typ.BlockBytes(), typ.BlockBytes())
+		rb = uint64(w.rowBytes)
+	}
+	for _, p := range parts {
+		buf, err := d.NewBuffer((uint64(p.rows)*rb + wordPad + 15) &^ 15) // whole 16-byte words
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		p.buf = buf
+		w.parts = append(w.parts, p)
+	}
+	return w, nil
+}
+
+// planParts checks a weight's dims and cuts its rows into parts that one
+// binding covers; it returns the parts (without buffers) and the row bytes.
+func planParts(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64) ([]weightPart, uint64, error) {
+	if len(dims) != 2 {
+		return nil, 0, fmt.Errorf("%s: %d dims, want 2", name, len(dims))
+	}
+	cols, rows := dims[0], dims[1]
+	if cols == 0 || rows == 0 || cols > maxDim || rows > 1<<31-1 {
+		return nil, 0, fmt.Errorf("%s: dims %v out of range", name, dims)
+	}
+	if cols%4 != 0 {
+		return nil, 0, fmt.Errorf("%s: rows of %d elements; the kernels need a multiple of 4", name, cols)
+	}
+	rb, err := typ.RowBytes(cols)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", name, err)
+	}
+	limit := uint64(d.Info.MaxStorageBufferRange)
+	grb := rb + 16 // a regrouped row is at most 16 bytes longer
+	perPart := (limit - 2*wordPad) / grb
+	if perPart == 0 {
+		return nil, 0, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", name, rb, limit)
+	}
+	// Byte offsets inside the kernels are 32-bit.
+	perPart = min(perPart, (1<<32-1-2*wordPad)/grb)
+	if maxRows > 0 {
+		perPart = min(perPart, maxRows)
+	}
+	var parts []weightPart
+	for r0 := uint64(0); r0 < rows; r0 += perPart {
+		parts = append(parts, weightPart{row0: int(r0), rows: int(min(perPart, rows-r0))})
+	}
+	return parts, rb, nil
+}
+
+// dataBytes is the weight's encoded size without padding.
+func (w *weight) dataBytes() uint64 { return uint64(w.rows) * uint64(w.rowBytes) }
+
 func (w *weight) close() {
+	if w.view {
+		return
+	}
 	for _, p := range w.parts {
 		p.buf.Close()
 	}
 	w.parts = nil
 }
 
-// bytes is the weight's device memory.
+// bytes is the weight's device memory (none for a view).
 func (w *weight) bytes() uint64 {
+	if w.view {
+		return 0
+	}
 	var n uint64
 	for _, p := range w.parts {
 		n += p.buf.Size()
@@ -152,14 +224,24 @@ func (w *weight) bytes() uint64 {
 // (creating one through its contract on every dispatch costs more than the
 // dispatch itself on a CPU device).
 type ops struct {
-	d     *vk.Device
-	pipes map[pipeKey]*kernels.Pipeline
-	mm    matmulShape // zero: defaultMatmulShape
+	d       *vk.Device
+	pipes   map[pipeKey]*kernels.Pipeline
+	scratch *vk.Buffer  // gemm's split-K partial sums, grown on demand
+	mm      matmulShape // zero: defaultMatmulShape
+}
+
+// close frees the ops' buffers (pipelines belong to the device).
+func (o *ops) close() {
+	if o.scratch != nil {
+		o.scratch.Close()
+		o.scratch = nil
+	}
 }
 
 type pipeKey struct {
-	c    *kernels.Contract
-	spec [8]uint32
+	c       *kernels.Contract
+	variant string // "" for the device's automatic choice
+	spec    [12]uint32
 }
 
 func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.Pipeline{}} }
@@ -167,14 +249,28 @@ func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.P
 // pipeline returns c's pipeline for the named constants in order (a
 // contract's constants are few; names are given in the contract's order).
 func (o *ops) pipeline(c *kernels.Contract, spec kernels.SpecValues) (*kernels.Pipeline, error) {
-	k := pipeKey{c: c}
+	return o.pipelineVariant(c, "", spec)
+}
+
+// pipelineVariant is pipeline in a given variant ("": the device's choice).
+func (o *ops) pipelineVariant(c *kernels.Contract, variant string, spec kernels.SpecValues) (*kernels.Pipeline, error) {
+	k := pipeKey{c: c, variant: variant}
+	if len(c.Spec) > len(k.spec) {
+		return nil, fmt.Errorf("create pipeline %s: %d specialization constants, the cache keys %d", c.Name, len(c.Spec), len(k.spec))
+	}
 	for i, s := range c.Spec {
 		k.spec[i] = spec[s.Name]
 	}
 	if p := o.pipes[k]; p != nil {
 		return p, nil
 	}
-	p, err := c.Pipeline(o.d, spec)
+	var p *kernels.Pipeline
+	var err error
+	if variant == "" {
+		p, err = c.Pipeline(o.d, spec)
+	} else {
+		p, err = c.PipelineVariant(o.d, variant, spec)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -238,8 +334,9 @@ func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 
 // matmulFused is matmul with the fusions of shaders/matmul.comp: with norm
 // (float32 [w.cols]) the activation rows are first RMS-normalised (eps) and
-// scaled by norm; a GLU weight writes silu(gate)*up, [n][w.rows/2]; a
-// weight of stacked segments writes segment i to ys[i], [n][segs[i]].
+// scaled by norm; a GLU weight (gate and up stacked) writes silu(gate)*up to
+// ys[0], [n][w.rows/2]; another weight of stacked segments writes segment i
+// to ys[i], [n][segs[i]].
 func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool, norm *vk.Buffer, eps float64) error {
 	shape := o.mm
 	if shape.rows == 0 {
@@ -249,6 +346,12 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		shape.rows++
 	}
 	nseg := max(1, len(w.segs))
+	if w.glu {
+		nseg = 1
+		if len(w.segs) != 2 || w.segs[0] != w.segs[1] || len(w.parts) != 1 {
+			return fmt.Errorf("matmul %s: a GLU weight needs gate and up rows in one part", w.name)
+		}
+	}
 	if len(ys) != nseg || (add && nseg > 1) || (add && w.glu) {
 		return fmt.Errorf("matmul %s: %d outputs for %d segments (add %v, glu %v)", w.name, len(ys), nseg, add, w.glu)
 	}
@@ -290,9 +393,8 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		Passes: uint32(passes), Eps: float32(eps), Split1: math.MaxUint32, Split2: math.MaxUint32}
 	bufs := []vk.Range{{}, x.All(), ys[0].All(), ys[0].All(), ys[0].All(), x.All()}
 	if w.glu {
-		push.YStride = uint32(w.rows / 2)
-	}
-	if len(w.segs) > 0 {
+		push.YStride, push.Split1 = uint32(w.segs[0]), uint32(w.segs[0])
+	} else if len(w.segs) > 0 {
 		push.YStride = uint32(w.segs[0])
 		push.Split1 = uint32(w.segs[0])
 		if len(w.segs) > 1 {
@@ -309,12 +411,16 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		bufs[5] = norm.All()
 	}
 	for _, part := range w.parts {
-		grid, err := spread(o.d, ceilDiv(part.rows, shape.rows), gy)
+		groups := ceilDiv(part.rows, shape.rows)
+		if w.glu {
+			groups = ceilDiv(w.segs[0], shape.rows/2)
+		}
+		grid, err := spread(o.d, groups, gy)
 		if err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
 		push.OutDim, push.YOff, push.GridX = uint32(part.rows), uint32(part.row0), grid[0]
-		bufs[0] = part.buf.All()
+		bufs[0] = part.rng(w.rowBytes)
 		if err := p.Dispatch(rec, grid, push, bufs...); err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
@@ -335,7 +441,7 @@ func (o *ops) embed(rec *vk.Recorder, w *weight, tokens *vk.Buffer, n int, out *
 	for _, part := range w.parts {
 		push := kernels.EmbedGatherPush{N: uint32(n), Dim: uint32(w.cols), RowBase: uint32(part.row0), Rows: uint32(part.rows),
 			RowBytes: uint32(w.rowBytes)}
-		if err := p.Dispatch(rec, grid, push, part.buf.All(), tokens.All(), out.All()); err != nil {
+		if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), tokens.All(), out.All()); err != nil {
 			return fmt.Errorf("embed %s: %w", w.name, err)
 		}
 	}

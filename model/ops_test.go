@@ -214,7 +214,7 @@ func TestMatmul(t *testing.T) {
 					cols = 352 // 11 blocks: a group of 8 and one of 3
 				}
 				wt := randTensor(r, typ, cols, rows)
-				w, err := uploadWeightLayout(d, wt, c.split, !c.raw, false)
+				w, err := uploadWeightLayout(d, wt, c.split, !c.raw)
 				require.NoError(t, err)
 				defer w.close()
 				if c.split > 0 {
@@ -267,7 +267,7 @@ func TestEmbedGather(t *testing.T) {
 					cols = 2304
 				}
 				wt := randTensor(r, typ, cols, rows)
-				w, err := uploadWeightLayout(d, wt, split, !raw, false)
+				w, err := uploadWeightLayout(d, wt, split, !raw)
 				require.NoError(t, err)
 				defer w.close()
 				tokens := make([]uint32, n)
@@ -434,8 +434,9 @@ func TestRope(t *testing.T) {
 	}
 }
 
-// The fusions of matmul: RMSNorm of the activation rows, (gate, up) pairs
-// with SwiGLU, and stacked Q/K/V segments to three outputs, against float64.
+// The fusions of matmul: RMSNorm of the activation rows, stacked gate and
+// up rows with SwiGLU, and stacked Q/K/V segments to three outputs, against
+// float64.
 func TestMatmulFused(t *testing.T) {
 	d := gputest.Device(t)
 	r := gputest.Rand(t)
@@ -449,7 +450,7 @@ func TestMatmulFused(t *testing.T) {
 	}{
 		{typ: gguf.F16, n: 3, norm: true},
 		{typ: gguf.Q4_K, n: 1, norm: true},
-		{typ: gguf.Q8_0, n: 9, norm: true, glu: true, split: 10},
+		{typ: gguf.Q8_0, n: 9, norm: true, glu: true},
 		{typ: gguf.Q4_K, n: 2, norm: true, glu: true},
 		{typ: gguf.F32, n: 4, glu: true},
 		{typ: gguf.Q6_K, n: 5, norm: true, segs: []int{20, 8, 8}},
@@ -465,10 +466,13 @@ func TestMatmulFused(t *testing.T) {
 				rows = c.segs[0] + c.segs[1] + c.segs[2]
 			}
 			wt := randTensor(r, c.typ, cols, rows)
-			w, err := uploadWeightLayout(d, wt, c.split, true, c.glu)
+			w, err := uploadWeightLayout(d, wt, c.split, true)
 			require.NoError(t, err)
 			defer w.close()
 			w.segs = c.segs
+			if c.glu {
+				w.glu, w.segs = true, []int{rows / 2, rows / 2}
+			}
 			n := c.n
 			x := randFloats(r, n*cols, 3)
 			g := randFloats(r, cols, 1)
@@ -509,7 +513,7 @@ func TestMatmulFused(t *testing.T) {
 				outs = []*vk.Buffer{newF32(t, d, make([]float32, n*rows/2))}
 				for i := range n {
 					for o := range rows / 2 {
-						gv, uv := prod(i, 2*o), prod(i, 2*o+1)
+						gv, uv := prod(i, o), prod(i, rows/2+o)
 						want = append(want, gv/(1+math.Exp(-gv))*uv)
 					}
 				}

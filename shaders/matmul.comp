@@ -31,8 +31,9 @@
 //     x*g, and each workgroup sums x^2 of the rows it reads anyway, so the
 //     1/rms factor is applied to the output at the end (no separate norm
 //     pass over memory);
-//   GLU = 1: weight rows are pairs (gate, up), rows 2i and 2i+1, and
-//     output i is silu(gate) * up (SwiGLU; ROWS even, parts of whole pairs);
+//   GLU = 1: the weight is gate rows [0, split1) stacked on as many up
+//     rows, in one part; a workgroup takes ROWS/2 gate rows and the same
+//     up rows, and output i is silu(gate_i) * up_i (SwiGLU; ROWS even);
 //   ADD = 1 adds the product to y (the residual stream) instead of storing;
 //   split outputs: weight rows below split1 go to y (row stride yStride),
 //     rows in [split1, split2) to y1 (stride1), the rest to y2 (stride2),
@@ -309,14 +310,26 @@ void unitStep(uint u) {
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint group = gl_WorkGroupID.x + gl_WorkGroupID.z * pc.gridX;
-    uint row0 = group * ROWS;
-    if (row0 >= pc.outDim) {
-        return; // whole workgroup: uniform
+    const uint HALF = ROWS / 2u;
+    uint row0 = group * ROWS; // first row (GLU: first gate row, group * HALF)
+    if (GLU != 0u) {
+        row0 = group * HALF;
+        if (row0 >= pc.split1) {
+            return; // whole workgroup: uniform
+        }
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint gr = r < HALF ? min(row0 + r, pc.split1 - 1u) : pc.split1 + min(row0 + r - HALF, pc.split1 - 1u);
+            rowOff[r] = gr * pc.rowBytes;
+        }
+    } else {
+        if (row0 >= pc.outDim) {
+            return; // whole workgroup: uniform
+        }
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            rowOff[r] = min(row0 + r, pc.outDim - 1u) * pc.rowBytes;
+        }
     }
     uint in4 = pc.inDim / 4u;
-    [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-        rowOff[r] = min(row0 + r, pc.outDim - 1u) * pc.rowBytes;
-    }
     bool chunked = HAS_CHUNKS && (pc.rowBytes & 15u) == 0u;
     uint steps = chunked ? (pc.inDim + CHUNK - 1u) / CHUNK : pc.inDim / UNIT;
     uint colBase = gl_WorkGroupID.y * pc.passes * NC;
@@ -371,16 +384,15 @@ void main() {
             red[k * RS + l] = v;
         }
         barrier();
-        const uint OUTR = GLU != 0u ? ROWS / 2u : ROWS; // output rows per workgroup
+        const uint OUTR = GLU != 0u ? HALF : ROWS; // output rows per workgroup
         for (uint k = tid; k < OUTR * NC; k += WG) {
             uint r = k / NC;
             uint c = k - r * NC;
-            uint wr = row0 + (GLU != 0u ? 2u * r : r); // row of the part
-            if (wr < pc.outDim && col0 + c < pc.n) {
-                uint sa = (wr - row0) * NC + c;
+            bool valid = GLU != 0u ? row0 + r < pc.split1 : row0 + r < pc.outDim;
+            if (valid && col0 + c < pc.n) {
                 float v = 0.0;
                 for (uint l = 0u; l < L; l++) {
-                    v += red[sa * RS + l];
+                    v += red[k * RS + l];
                 }
                 float rs = 1.0;
                 if (NORM != 0u) {
@@ -391,14 +403,16 @@ void main() {
                     rs = inversesqrt(q / float(pc.inDim) + pc.eps);
                 }
                 v *= rs;
-                uint gr = pc.yOff + wr; // row of the whole matrix
                 if (GLU != 0u) {
                     float u = 0.0;
                     for (uint l = 0u; l < L; l++) {
-                        u += red[(sa + NC) * RS + l];
+                        u += red[((r + HALF) * NC + c) * RS + l];
                     }
-                    y[(col0 + c) * pc.yStride + (gr >> 1u)] = silu(v) * (u * rs);
-                } else if (gr < pc.split1) {
+                    y[(col0 + c) * pc.yStride + row0 + r] = silu(v) * (u * rs);
+                    continue;
+                }
+                uint gr = pc.yOff + row0 + r; // row of the whole matrix
+                if (gr < pc.split1) {
                     uint i = (col0 + c) * pc.yStride + gr;
                     y[i] = ADD != 0u ? y[i] + v : v;
                 } else if (gr < pc.split2) {

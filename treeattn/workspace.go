@@ -141,3 +141,14 @@ func (ws *Workspace) Close() {
 	}
 	*ws = Workspace{}
 }
+
+// Bytes is the device and staging memory the workspace holds now.
+func (ws *Workspace) Bytes() uint64 {
+	var n uint64
+	for _, b := range []*vk.Buffer{ws.meta, ws.partO, ws.partL, ws.staging[0], ws.staging[1]} {
+		if b != nil {
+			n += b.Size()
+		}
+	}
+	return n
+}

@@ -51,7 +51,8 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens", DefaultText: "chosen per tree"},
 			&cli.IntFlag{Name: "passes", Usage: "most shared-memory passes per workgroup", DefaultText: fmt.Sprintf("%d, also the cap", treeattn.MaxTilePasses)},
 		},
-		Action: benchAction,
+		Action:      benchAction,
+		Subcommands: []*cli.Command{benchGenerateCommand()},
 	}
 }
 

@@ -257,7 +257,11 @@ func (g *generation) open(kvTokens int) (m *model.Model, d *vk.Device, pool *kvp
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	if m, err = model.Load(d, g.f, model.Options{KV: g.kv}); err != nil {
+	// A progress bar (on a terminal) for files that take a while to upload.
+	bar := newByteProgress(g.c.App.ErrWriter, "loading "+filepath.Base(g.f.Name()), g.f.Size() < 256<<20)
+	m, err = model.Load(d, g.f, model.Options{KV: g.kv, Progress: bar.update})
+	bar.finish()
+	if err != nil {
 		closeDevice(&err)
 		return nil, nil, nil, nil, err
 	}

@@ -51,6 +51,7 @@ func newApp() *cli.App {
 			attentionCommand(),
 			benchCommand(),
 			generateCommand(),
+			modelCommand(),
 		},
 	}
 }

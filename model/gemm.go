@@ -1,0 +1,254 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/vk"
+)
+
+// Batches of at least this many activation rows go to gemm instead of
+// matmul. With tensor cores (gemm's coopmat variant) a 16-row matrix costs
+// about what one row costs and every weight tile is read once for up to TM
+// rows, so gemm wins as soon as a whole 16-row fragment is filled. The fp32
+// scalar variant only beats matmul's NC=8 column passes once its 32-row
+// tiles are mostly full.
+const (
+	gemmMinRowsCoopMat = 16
+	gemmMinRowsScalar  = 32
+)
+
+// Split-K (grid z) gives a dispatch of few output tiles over a long input
+// about this many workgroups (two per SM of an H200's 132), keeping at
+// least gemmMinSplitSteps input steps per split so that the partial sums'
+// traffic and the reduction stay small next to the weights read.
+const (
+	gemmTargetGroups  = 264
+	gemmMinSplitSteps = 16
+	// gemmMaxScratch bounds the split-K partial sums (bytes).
+	gemmMaxScratch = 256 << 20
+)
+
+// gemmTiles is a gemm workgroup tile (see kernels.Gemm): TM activation rows
+// x TN weight rows, input steps of TK, SM x SN per subgroup (coopmat) or
+// per invocation (scalar); Split splits of the input (0: chosen from the
+// workgroup count, 1: none); Stages shared-memory tile buffers of the
+// coopmat variant (0: two when they fit, else one).
+type gemmTiles struct {
+	TM, TN, TK, SM, SN int
+	Split              int
+	Stages             int
+}
+
+func (t gemmTiles) String() string {
+	s := fmt.Sprintf("%dx%dx%d_%dx%d", t.TM, t.TN, t.TK, t.SM, t.SN)
+	if t.Stages != 0 {
+		s += fmt.Sprintf("_s%d", t.Stages)
+	}
+	if t.Split != 0 {
+		s += fmt.Sprintf("_k%d", t.Split)
+	}
+	return s
+}
+
+// gemmSplits is the number of input splits for groups output tiles over
+// steps input steps (t.Split when given), within the scratch limit for
+// partial sums of floats each.
+func (o *ops) gemmSplits(t gemmTiles, groups, steps, floats int) int {
+	splits := t.Split
+	if splits <= 0 {
+		splits = min(ceilDiv(gemmTargetGroups, max(groups, 1)), steps/gemmMinSplitSteps)
+	}
+	limit := min(uint64(o.d.Info.MaxStorageBufferRange), gemmMaxScratch) / 4
+	splits = min(splits, steps, kernels.GemmMaxSplits, int(limit/uint64(max(floats, 1))))
+	if splits <= 1 {
+		return 1
+	}
+	return ceilDiv(steps, ceilDiv(steps, splits)) // no empty split
+}
+
+// gemmScratch returns a buffer of at least floats floats for partial sums.
+func (o *ops) gemmScratch(floats int) (*vk.Buffer, error) {
+	need := uint64(4 * floats)
+	if o.scratch != nil && o.scratch.Size() >= need {
+		return o.scratch, nil
+	}
+	if o.scratch != nil {
+		o.scratch.Close()
+		o.scratch = nil
+	}
+	b, err := o.d.NewBuffer(need)
+	if err != nil {
+		return nil, err
+	}
+	o.scratch = b
+	return b, nil
+}
+
+// gemmVariant is the gemm variant the device runs (or the forced one).
+func (o *ops) gemmVariant() (string, error) {
+	ch, err := kernels.Gemm.Choose(&o.d.Info)
+	if err != nil {
+		return "", err
+	}
+	return ch.Variant.Name, nil
+}
+
+// defaultGemmTiles picks the tile of variant for n activation rows.
+func defaultGemmTiles(variant string, n int) gemmTiles {
+	if variant == "coopmat" {
+		// Four subgroups per workgroup, each 32 x 32 (small batches: one
+		// row tile, so every weight is read once) or 32 x 64 (larger).
+		if n <= 32 {
+			return gemmTiles{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32}
+		}
+		return gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64}
+	}
+	// 128 invocations of 4 x 4 outputs.
+	return gemmTiles{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4}
+}
+
+// linear records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows (x float32
+// [n][w.cols], y float32 [n][w.rows]), with gemm for batches and matmul
+// for the few rows of a decoding step.
+func (o *ops) linear(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+	variant, batch, err := o.gemmFor(n)
+	if err != nil {
+		return fmt.Errorf("linear %s: %w", w.name, err)
+	}
+	if !batch {
+		return o.matmul(rec, w, x, n, y, add)
+	}
+	return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, x, n, y, add)
+}
+
+// gemmFor reports whether linear runs n activation rows through gemm
+// (batch) and in which variant; otherwise matmul.
+func (o *ops) gemmFor(n int) (variant string, batch bool, err error) {
+	variant, err = o.gemmVariant()
+	if err != nil {
+		return "", false, err
+	}
+	minRows := gemmMinRowsScalar
+	if variant == "coopmat" {
+		minRows = gemmMinRowsCoopMat
+	}
+	return variant, n >= minRows, nil
+}
+
+// gemm records y[i][:] (+)= x[i][:] · Wᵀ with gemm's variant and tile t.
+func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+	p, err := o.gemmPipeline(variant, t, w.wtype, add)
+	if err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
+	steps := ceilDiv(w.cols, t.TK)
+	if steps > kernels.GemmMaxKTiles {
+		return fmt.Errorf("gemm %s: rows of %d elements are too long", w.name, w.cols)
+	}
+	groups := 0
+	for _, part := range w.parts {
+		groups += ceilDiv(n, t.TM) * ceilDiv(part.rows, t.TN)
+	}
+	pStride := n * w.rows
+	splits := o.gemmSplits(t, groups, steps, pStride)
+	kSteps := ceilDiv(steps, splits)
+	partial := y
+	if splits > 1 {
+		if partial, err = o.gemmScratch(splits * pStride); err != nil {
+			return fmt.Errorf("gemm %s: %w", w.name, err)
+		}
+	}
+	for _, part := range w.parts {
+		grid := [3]uint32{uint32(ceilDiv(n, t.TM)), uint32(ceilDiv(part.rows, t.TN)), uint32(splits)}
+		lim := o.d.Info.MaxWorkgroupCount
+		if grid[0] > lim[0] || grid[1] > lim[1] || grid[2] > lim[2] {
+			return fmt.Errorf("gemm %s: %v workgroups exceed the device's limits %v", w.name, grid, lim)
+		}
+		push := kernels.GemmPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
+			YStride: uint32(w.rows), YOff: uint32(part.row0), KSteps: uint32(kSteps), Splits: uint32(splits), PStride: uint32(pStride)}
+		if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), x.All(), y.All(), partial.All()); err != nil {
+			return fmt.Errorf("gemm %s: %w", w.name, err)
+		}
+	}
+	if splits == 1 {
+		return nil
+	}
+	addv := uint32(0)
+	if add {
+		addv = 1
+	}
+	red, err := o.pipeline(kernels.GemmReduce, kernels.SpecValues{"local_size_x": reduceGroup, "ADD": addv})
+	if err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
+	grid, err := strideGrid(o.d, pStride, reduceGroup)
+	if err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
+	push := kernels.GemmReducePush{Count: uint32(pStride), Splits: uint32(splits), PStride: uint32(pStride)}
+	if err := red.Dispatch(rec, grid, push, partial.All(), y.All()); err != nil {
+		return fmt.Errorf("gemm %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// reduceGroup is gemm_reduce's workgroup size.
+const reduceGroup = 256
+
+// gemmPipeline checks tile t against the variant's rules and the device's
+// limits and returns its pipeline.
+func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) (*kernels.Pipeline, error) {
+	info := &o.d.Info
+	if t.TM <= 0 || t.TN <= 0 || t.TK <= 0 || t.SM <= 0 || t.SN <= 0 || t.TM%t.SM != 0 || t.TN%t.SN != 0 || t.TK%4 != 0 {
+		return nil, fmt.Errorf("tile %s: TM, TN must be multiples of SM, SN and TK of 4", t)
+	}
+	cm := vk.CoopMatShape{M: 16, N: 16, K: 16} // unused by the scalar variant
+	stages := 1                                // unused by the scalar variant
+	var group, shared int
+	switch variant {
+	case "coopmat":
+		var err error
+		if cm, err = kernels.GemmCoopMatShape(info); err != nil {
+			return nil, err
+		}
+		if t.SM%int(cm.M) != 0 || t.SN%int(cm.N) != 0 || t.TK%int(cm.K) != 0 {
+			return nil, fmt.Errorf("tile %s does not divide into %dx%dx%d matrices", t, cm.M, cm.N, cm.K)
+		}
+		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
+		group = subTiles * int(info.SubgroupSize)
+		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/4+2)*8 + subTiles*int(cm.M*cm.N)*4 }
+		switch t.Stages {
+		case 0:
+			stages = 2
+			if bytes(2) > int(info.MaxSharedMemory) {
+				stages = 1
+			}
+		case 1, 2:
+			stages = t.Stages
+		default:
+			return nil, fmt.Errorf("tile %s: %d stages (1 or 2)", t, t.Stages)
+		}
+		shared = bytes(stages)
+	case "scalar":
+		group = (t.TM / t.SM) * (t.TN / t.SN)
+		shared = t.TK * (t.TM + t.TN + 2) * 4
+	default:
+		return nil, fmt.Errorf("no gemm variant %q", variant)
+	}
+	if group > int(info.MaxWorkgroupInvocs) || group > int(info.MaxWorkgroupSize[0]) {
+		return nil, fmt.Errorf("tile %s: %d invocations exceed the device's limit %d", t, group, info.MaxWorkgroupInvocs)
+	}
+	if shared > int(info.MaxSharedMemory) {
+		return nil, fmt.Errorf("tile %s: %d bytes of shared memory exceed the device's %d", t, shared, info.MaxSharedMemory)
+	}
+	addv := uint32(0)
+	if add {
+		addv = 1
+	}
+	return o.pipelineVariant(kernels.Gemm, variant, kernels.SpecValues{
+		"local_size_x": uint32(group), "WTYPE": wtype, "ADD": addv,
+		"TM": uint32(t.TM), "TN": uint32(t.TN), "TK": uint32(t.TK), "SM": uint32(t.SM), "SN": uint32(t.SN),
+		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages),
+	})
+}

@@ -1,0 +1,282 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/deft-vk/deft/gguf"
+	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/deft-vk/deft/internal/testmodels"
+	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/kvpool"
+	"github.com/deft-vk/deft/treeattn"
+	"github.com/deft-vk/deft/vk"
+	"github.com/stretchr/testify/require"
+)
+
+// gemmTol is gemm's relative L2 bound per variant against float64 on the
+// decoded inputs. scalar: fp32 products summed in input order, as matmul.
+// coopmat: x and W are rounded to f16 (unit roundoff u = 2^-11 = 4.9e-4)
+// and products accumulate in f32 (K * 2^-24, negligible). Each product
+// carries two independent rounding errors of RMS about u/sqrt(3), so with
+// terms of random sign the sum's relative L2 error is about
+// sqrt(2/3) u = 4e-4 (F16 weights are exact in f16: 2.8e-4); 2e-3 leaves a
+// factor 5 of margin, the tolerance `deft conformance` uses for f16 KV.
+var gemmTol = map[string]float64{"scalar": kernelTol, "coopmat": 2e-3}
+
+// gemmTileSets are the tiles tests check and benchmarks time per variant;
+// the first of each size class is what linear picks (defaultGemmTiles).
+var gemmTileSets = map[string][]gemmTiles{
+	"coopmat": {
+		{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64},
+		{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64},
+		{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64},
+		{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64},
+		{TM: 64, TN: 64, TK: 32, SM: 32, SN: 32},
+		{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64},
+		{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64},
+		{TM: 128, TN: 128, TK: 64, SM: 64, SN: 64},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Stages: 1},
+		{TM: 32, TN: 64, TK: 64, SM: 32, SN: 32},
+		{TM: 64, TN: 64, TK: 64, SM: 32, SN: 32},
+	},
+	"scalar": {
+		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},
+		{TM: 16, TN: 32, TK: 16, SM: 2, SN: 2},
+	},
+}
+
+// gemmVariants lists the gemm variants d can run, logging why others
+// cannot (lavapipe: scalar only).
+func gemmVariants(t testing.TB, d *vk.Device) []string {
+	var out []string
+	for _, v := range kernels.Gemm.Variants {
+		if v.Requires != nil {
+			if err := v.Requires(&d.Info); err != nil {
+				t.Logf("gemm variant %s not run on %s: %v", v.Name, d.Info.Name, err)
+				continue
+			}
+		}
+		out = append(out, v.Name)
+	}
+	return out
+}
+
+// gemmRef is y0 (when add) + x W^T in float64.
+func gemmRef(x []float32, W [][]float64, y0 []float32, n, cols int) []float64 {
+	rows := len(W)
+	want := make([]float64, n*rows)
+	for i := range n {
+		for o := range rows {
+			s := 0.0
+			if y0 != nil {
+				s = float64(y0[i*rows+o])
+			}
+			for j := range cols {
+				s += float64(x[i*cols+j]) * W[o][j]
+			}
+			want[i*rows+o] = s
+		}
+	}
+	return want
+}
+
+// Every gemm variant the device runs, in every tile of gemmTileSets,
+// against the float64 reference: every weight type, ragged n, weight rows
+// and input lengths (not multiples of any tile), ADD, weights split into
+// parts, NaN-poisoned outputs, bit-identical reruns.
+func TestGemm(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	type gcase struct {
+		n, cols, rows int
+		add           bool
+		split         uint64 // rows per weight part
+		kSplit        int    // gemmTiles.Split
+	}
+	cases := []gcase{
+		{n: 5, cols: 96, rows: 37},
+		{n: 33, cols: 160, rows: 130, add: true, kSplit: 3},
+		{n: 70, cols: 96, rows: 70, split: 40, kSplit: 2},
+		{n: 17, cols: 44, rows: 29, add: true, kSplit: 2}, // float types only: 44 is no block multiple
+		{n: 40, cols: 512, rows: 66, kSplit: 5},           // whole 256-element super-blocks
+	}
+	variants := gemmVariants(t, d)
+	require.NotEmpty(t, variants)
+	for _, variant := range variants {
+		worst, runs := 0.0, 0
+		worstAbs := 0.0
+		for _, tiles := range gemmTileSets[variant] {
+			for _, typ := range weightTypes {
+				for _, c := range cases {
+					if _, err := typ.RowBytes(uint64(c.cols)); err != nil {
+						continue // no whole blocks
+					}
+					tiles := tiles
+					tiles.Split = c.kSplit
+					name := fmt.Sprintf("%s/%s/%s/n=%d/%dx%d/add=%v/parts=%d", variant, tiles, typ, c.n, c.cols, c.rows, c.add, c.split)
+					t.Run(name, func(t *testing.T) {
+						wt := randTensor(r, typ, c.cols, c.rows)
+						w, err := uploadWeightParts(d, wt, c.split)
+						require.NoError(t, err)
+						defer w.close()
+						x := randFloats(r, c.n*c.cols, 1)
+						xb := newF32(t, d, x)
+						yb := newF32(t, d, make([]float32, c.n*c.rows))
+						var y0 []float32
+						if c.add {
+							y0 = randFloats(r, c.n*c.rows, 1)
+						}
+						o := newOps(d)
+						defer o.close()
+						got := runTwice(t, d, yb, c.n*c.rows, y0, func(rec *vk.Recorder) error {
+							// Split-K partial sums start as NaN too: every
+							// split must write all of its outputs.
+							sc, err := o.gemmScratch(1 << 16)
+							require.NoError(t, err)
+							require.NoError(t, rec.Fill(sc, math.Float32bits(float32(math.NaN()))))
+							return o.gemm(rec, variant, tiles, w, xb, c.n, yb, c.add)
+						})
+						want := gemmRef(x, decodeTensor(t, wt), y0, c.n, c.cols)
+						e := relL2(got, want)
+						for i, v := range want {
+							worstAbs = max(worstAbs, math.Abs(float64(got[i])-v))
+						}
+						worst = max(worst, e)
+						runs++
+						t.Logf("rel L2 %.2e (tol %.0e)", e, gemmTol[variant])
+						require.Less(t, e, gemmTol[variant])
+					})
+				}
+			}
+		}
+		t.Logf("gemm variant %s on %s: %d cases, worst rel L2 %.2e (tol %.0e), worst abs error %.2e", variant, d.Info.Name, runs, worst, gemmTol[variant], worstAbs)
+	}
+}
+
+// linear sends batches of at least the variant's threshold to gemm (its
+// result differs from matmul's in the last bits) and smaller ones to
+// matmul (bit-identical to o.matmul).
+func TestLinearChoice(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	o := newOps(d)
+	defer o.close()
+	variant, err := o.gemmVariant()
+	require.NoError(t, err)
+	minRows := gemmMinRowsScalar
+	if variant == "coopmat" {
+		minRows = gemmMinRowsCoopMat
+	}
+	t.Logf("gemm variant %s, batches of %d rows and more", variant, minRows)
+	cols, rows := 128, 64
+	wt := randTensor(r, gguf.Q8_0, cols, rows)
+	w, err := uploadWeight(d, wt)
+	require.NoError(t, err)
+	defer w.close()
+	W := decodeTensor(t, wt)
+	for _, n := range []int{minRows - 1, minRows, minRows + 9} {
+		x := randFloats(r, n*cols, 1)
+		xb := newF32(t, d, x)
+		yb := newF32(t, d, make([]float32, n*rows))
+		lin := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error { return o.linear(rec, w, xb, n, yb, false) })
+		mm := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error { return o.matmul(rec, w, xb, n, yb, false) })
+		gm := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error {
+			return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, xb, n, yb, false)
+		})
+		want := gemmRef(x, W, nil, n, cols)
+		require.Less(t, relL2(lin, want), gemmTol[variant])
+		if n < minRows {
+			require.Equal(t, mm, lin, "n=%d: linear is matmul", n)
+		} else {
+			require.Equal(t, gm, lin, "n=%d: linear is gemm", n)
+		}
+	}
+}
+
+// A prompt long enough for gemm, in one chunk, gives the float64
+// reference's logits at every position, for every gemm variant the device
+// runs (forced as --variant gemm=V does).
+func TestGemmPrefill(t *testing.T) {
+	d := gputest.Device(t)
+	f, _ := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF32})
+	r := gputest.Rand(t)
+	prompt := []int32{1}
+	for range 39 {
+		prompt = append(prompt, int32(3+r.IntN(500)))
+	}
+	ref := newRef(t, f).newSeq()
+	want := make([][]float64, len(prompt))
+	for i, tk := range prompt {
+		want[i] = ref.eval(tk)
+	}
+	// Logits after 5 layers of f16-operand products (about 4e-4 each):
+	// errors add up over the layers' residual stream.
+	tol := map[string]float64{"scalar": 1e-4, "coopmat": 1e-2}
+	t.Cleanup(func() { _ = kernels.SetOverride(os.Getenv(kernels.VariantEnv)) })
+	for _, variant := range gemmVariants(t, d) {
+		require.NoError(t, kernels.SetOverride("gemm="+variant))
+		m, err := Load(d, f, Options{KV: treeattn.KVF32})
+		require.NoError(t, err)
+		pool, err := NewPool(m, 64)
+		require.NoError(t, err)
+		seq := pool.NewSequence()
+		_, err = pool.Append(seq, len(prompt))
+		require.NoError(t, err)
+		var qs []kvpool.Query
+		rows := make([]int, len(prompt))
+		for i := range prompt {
+			qs = append(qs, kvpool.Query{Node: seq, Offset: i})
+			rows[i] = i
+		}
+		step, err := pool.Tree(qs)
+		require.NoError(t, err)
+		got, err := m.Forward(pool, Batch{Tokens: prompt, Step: step, LogitRows: rows})
+		require.NoError(t, err)
+		pool.Close()
+		m.Close()
+		worst := 0.0
+		for i := range prompt {
+			e := relL2(got[i], want[i])
+			worst = max(worst, e)
+			require.Less(t, e, tol[variant], "gemm %s: token %d", variant, i)
+		}
+		t.Logf("gemm variant %s: %d-token prefill, worst rel L2 %.2e against the float64 reference (tol %.0e)", variant, len(prompt), worst, tol[variant])
+	}
+}
+
+// Split-K: few output tiles over a long input are split up to about
+// gemmTargetGroups workgroups with at least gemmMinSplitSteps steps each,
+// never into empty splits, and not beyond the scratch limit.
+func TestGemmSplits(t *testing.T) {
+	d := gputest.Device(t)
+	o := newOps(d)
+	defer o.close()
+	auto := gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64}
+	forced := auto
+	forced.Split = 3
+	for _, c := range []struct {
+		t                    gemmTiles
+		groups, steps, float int
+		want                 int
+	}{
+		{auto, 32, 128, 1000, 8},     // 4096 -> 4096 at n <= 64: 8 splits of 16 steps
+		{auto, 32, 448, 1000, 9},     // 14336 -> 4096: ceil(264/32) = 9
+		{auto, 448, 128, 1000, 1},    // 4096 -> 14336 at n = 256: enough tiles
+		{auto, 1, 20, 1000, 1},       // short input: no split under 16 steps each
+		{forced, 1, 5, 1000, 3},      // 2 + 2 + 1 steps
+		{forced, 1, 2, 1000, 2},      // no more splits than steps
+		{forced, 1, 4, 1000, 2},      // 3 would leave an empty split: 2 + 2
+		{forced, 1, 100, 1 << 30, 1}, // partial sums over the scratch limit
+	} {
+		got := o.gemmSplits(c.t, c.groups, c.steps, c.float)
+		require.Equal(t, c.want, got, "%s over %d groups, %d steps", c.t, c.groups, c.steps)
+		if got > 1 {
+			k := ceilDiv(c.steps, got)
+			require.Less(t, (got-1)*k, c.steps, "split %d is empty", got-1)
+		}
+	}
+}
