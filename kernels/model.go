@@ -10,36 +10,73 @@ const (
 	WeightBF16 = 2
 	WeightQ8_0 = 3
 	WeightQ4_0 = 4
+	WeightQ4_K = 5
+	WeightQ6_K = 6
+	// Grouped layouts of Q8_0, Q4_0 and Q6_K (include/weights.glsl): groups
+	// of 8 blocks, a 16-byte header of their f16 scales, then the blocks
+	// without them, so that every quant is 16-byte aligned.
+	WeightQ8_0G = 7
+	WeightQ4_0G = 8
+	WeightQ6_KG = 9
 )
+
+// MatmulChunkElems is the number of elements of one aligned 16-byte chunk
+// of matmul.comp's fast path for a weight type, 0 for types without one
+// (GGUF Q8_0, Q4_0, Q6_K blocks, which take the quad-by-quad path). The
+// fast path also needs rows of a multiple of 16 bytes.
+func MatmulChunkElems(wtype uint32) int {
+	switch wtype {
+	case WeightF32:
+		return 4
+	case WeightF16, WeightBF16:
+		return 8
+	case WeightQ8_0G:
+		return 16
+	case WeightQ4_0G, WeightQ4_K:
+		return 32
+	case WeightQ6_KG:
+		return 64
+	}
+	return 0
+}
 
 // MatmulMaxPasses is matmul.comp's MAX_PASSES: passes of NC activation rows
 // one workgroup makes at most.
 const MatmulMaxPasses = 64
 
-// MatmulMaxUnitSteps is matmul.comp's MAX_UNIT_STEPS: units (blocks or
-// quads) of a weight row one invocation handles at most.
+// MatmulMaxUnitSteps is matmul.comp's MAX_STEPS: chunks or units (blocks
+// or quads) of a weight row one invocation handles at most.
 const MatmulMaxUnitSteps = 4096
 
 // MatmulPush is matmul.comp's push block.
 type MatmulPush struct {
-	N        uint32 // activation rows
-	InDim    uint32 // elements per row
-	OutDim   uint32 // weight rows bound
-	RowBytes uint32 // bytes per weight row
-	YStride  uint32 // floats per output row
-	YOff     uint32 // output column of weight row 0
-	GridX    uint32 // workgroups along x; row group = x + z*GridX
-	Passes   uint32 // passes of NC activation rows per workgroup
+	N        uint32  // activation rows
+	InDim    uint32  // elements per row
+	OutDim   uint32  // weight rows bound
+	RowBytes uint32  // bytes per weight row
+	YStride  uint32  // floats per output row of Ybuf
+	YOff     uint32  // index of the bound part's row 0 in the whole matrix
+	GridX    uint32  // workgroups along x; row group = x + z*GridX
+	Passes   uint32  // passes of NC activation rows per workgroup
+	Eps      float32 // NORM: added to mean(x^2)
+	Split1   uint32  // first weight row written to Y1buf (rows before: Ybuf)
+	Split2   uint32  // first weight row written to Y2buf
+	Stride1  uint32  // floats per output row of Y1buf
+	Stride2  uint32  // floats per output row of Y2buf
 }
 
 // Matmul multiplies activation rows by the transpose of a weight matrix in
-// its GGUF encoding, dequantizing inside the kernel (see shaders/matmul.comp).
+// its GGUF encoding, dequantizing inside the kernel (see shaders/matmul.comp),
+// with optional fusions: RMSNorm of the activation rows by the norm weight
+// in Gbuf (NORM), SwiGLU of (gate, up) row pairs (GLU), the residual add
+// (ADD), and rows split over three outputs (Q, K, V).
 var Matmul = register(&Contract{
-	Name:     "matmul",
-	Doc:      "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0) dequantized in the kernel",
-	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}},
+	Name: "matmul",
+	Doc:  "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, grouped Q8_0/Q4_0/Q6_K) dequantized in the kernel",
+	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Y1buf", vk.Write}, {"Y2buf", vk.Write},
+		{"Gbuf", vk.Read}},
 	Push:     MatmulPush{},
-	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}},
+	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"}},
 	Variants: []Variant{{Name: "scalar", Module: "matmul"}},
 })
 

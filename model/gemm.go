@@ -112,18 +112,28 @@ func defaultGemmTiles(variant string, n int) gemmTiles {
 // [n][w.cols], y float32 [n][w.rows]), with gemm for batches and matmul
 // for the few rows of a decoding step.
 func (o *ops) linear(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
-	variant, err := o.gemmVariant()
+	variant, batch, err := o.gemmFor(n)
 	if err != nil {
 		return fmt.Errorf("linear %s: %w", w.name, err)
+	}
+	if !batch {
+		return o.matmul(rec, w, x, n, y, add)
+	}
+	return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, x, n, y, add)
+}
+
+// gemmFor reports whether linear runs n activation rows through gemm
+// (batch) and in which variant; otherwise matmul.
+func (o *ops) gemmFor(n int) (variant string, batch bool, err error) {
+	variant, err = o.gemmVariant()
+	if err != nil {
+		return "", false, err
 	}
 	minRows := gemmMinRowsScalar
 	if variant == "coopmat" {
 		minRows = gemmMinRowsCoopMat
 	}
-	if n < minRows {
-		return o.matmul(rec, w, x, n, y, add)
-	}
-	return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, x, n, y, add)
+	return variant, n >= minRows, nil
 }
 
 // gemm records y[i][:] (+)= x[i][:] · Wᵀ with gemm's variant and tile t.
@@ -157,7 +167,7 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 		}
 		push := kernels.GemmPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
 			YStride: uint32(w.rows), YOff: uint32(part.row0), KSteps: uint32(kSteps), Splits: uint32(splits), PStride: uint32(pStride)}
-		if err := p.Dispatch(rec, grid, push, part.buf.All(), x.All(), y.All(), partial.All()); err != nil {
+		if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), x.All(), y.All(), partial.All()); err != nil {
 			return fmt.Errorf("gemm %s: %w", w.name, err)
 		}
 	}

@@ -76,9 +76,15 @@ func (p *progress) add(n uint64) {
 
 // writeChunks copies data to the start of buf in chunks of uploadChunkBytes.
 func writeChunks(buf *vk.Buffer, data []byte, prog *progress) error {
+	return writeChunksAt(buf, 0, data, prog)
+}
+
+// writeChunksAt copies data to buf at byte offset at in chunks of
+// uploadChunkBytes.
+func writeChunksAt(buf *vk.Buffer, at uint64, data []byte, prog *progress) error {
 	for off := uint64(0); off < uint64(len(data)); off += uploadChunkBytes {
 		end := min(off+uploadChunkBytes, uint64(len(data)))
-		if err := buf.Write(off, data[off:end]); err != nil {
+		if err := buf.Write(at+off, data[off:end]); err != nil {
 			return err
 		}
 		prog.add(end - off)
@@ -175,7 +181,16 @@ func build(d *vk.Device, cfg Config, src source, opts Options) (*Model, error) {
 			slots[p+name+".weight"] = dst
 		}
 	}
+	done := map[string]bool{}
+	for i := range m.layers {
+		if err := m.stackLayer(d, src, i, done, prog); err != nil {
+			return fail(err)
+		}
+	}
 	for _, ms := range matrices(cfg) {
+		if done[ms.name] {
+			continue
+		}
 		typ, err := src.tensorType(ms.name)
 		if err != nil {
 			return fail(fmt.Errorf("model: %w", err))
@@ -192,6 +207,7 @@ func build(d *vk.Device, cfg Config, src source, opts Options) (*Model, error) {
 	if cfg.TiedOutput {
 		m.output = m.embd
 	}
+
 	vec := func(name string, n int) (*vk.Buffer, error) {
 		v, err := src.vector(name, n)
 		if err != nil {
@@ -243,16 +259,7 @@ func (s fileSource) fill(d *vk.Device, w *weight, prog *progress) error {
 	if err != nil {
 		return err
 	}
-	if uint64(len(t.Data)) < w.dataBytes() {
-		return fmt.Errorf("%d bytes of data for %d rows of %d bytes", len(t.Data), w.rows, w.rowBytes)
-	}
-	rb := uint64(w.rowBytes)
-	for _, p := range w.parts {
-		if err := writeChunks(p.buf, t.Data[uint64(p.row0)*rb:uint64(p.row0+p.rows)*rb], prog); err != nil {
-			return err
-		}
-	}
-	return nil
+	return w.writeTensor(t.Data, prog)
 }
 
 func (s fileSource) vector(name string, n int) ([]float32, error) {
@@ -268,4 +275,116 @@ func (s fileSource) vector(name string, n int) ([]float32, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return v, nil
+}
+
+// stackLayer allocates and fills the stacked matrices of block i (see
+// layer): Q, K and V in runs of one type, gate with up when their types
+// match, each stack when it fits one binding and its matrices start at
+// offsets the device can bind. Stacked names are marked in done.
+func (m *Model) stackLayer(d *vk.Device, src source, i int, done map[string]bool, prog *progress) error {
+	c := m.cfg
+	p, L := fmt.Sprintf("blk.%d.", i), &m.layers[i]
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	type mat struct {
+		name string
+		rows int
+		dst  **weight
+		typ  gguf.TensorType
+	}
+	qkv := []mat{{p + "attn_q.weight", qDim, &L.q, 0}, {p + "attn_k.weight", kvDim, &L.k, 0}, {p + "attn_v.weight", kvDim, &L.v, 0}}
+	ffn := []mat{{p + "ffn_gate.weight", c.FFN, &L.gate, 0}, {p + "ffn_up.weight", c.FFN, &L.up, 0}}
+	for _, ms := range [][]mat{qkv, ffn} {
+		for j := range ms {
+			t, err := src.tensorType(ms[j].name)
+			if err != nil {
+				return fmt.Errorf("model: %w", err)
+			}
+			ms[j].typ = t
+		}
+	}
+	// stack makes one weight of ms (one type) and fills its views; nil
+	// when the device cannot bind the views.
+	stack := func(ms []mat) (*weight, error) {
+		rows := 0
+		for _, mt := range ms {
+			rows += mt.rows
+		}
+		w, err := newWeight(d, ms[0].name+"+", ms[0].typ, []uint64{uint64(c.Embd), uint64(rows)}, 0)
+		if err != nil {
+			return nil, fmt.Errorf("model: upload %w", err)
+		}
+		align := max(16, d.Info.MinStorageAlignment)
+		if len(w.parts) != 1 || uint64(ms[0].rows*w.rowBytes)%align != 0 || uint64((rows-ms[len(ms)-1].rows)*w.rowBytes)%align != 0 {
+			w.close()
+			return nil, nil
+		}
+		row := 0
+		for _, mt := range ms {
+			v := *w
+			v.name, v.rows, v.view, v.segs, v.views = mt.name, mt.rows, true, nil, nil
+			v.parts = []weightPart{{buf: w.parts[0].buf, off: uint64(row * w.rowBytes), rows: mt.rows}}
+			*mt.dst = &v
+			w.views = append(w.views, &v)
+			w.segs = append(w.segs, mt.rows)
+			row += mt.rows
+		}
+		for _, v := range w.views {
+			if err := src.fill(d, v, prog); err != nil {
+				w.close()
+				return nil, fmt.Errorf("model: upload %s: %w", v.name, err)
+			}
+			done[v.name] = true
+		}
+		return w, nil
+	}
+	// single makes a matrix of its own (the norm still fused).
+	single := func(mt mat) (*weight, error) {
+		w, err := newWeight(d, mt.name, mt.typ, []uint64{uint64(c.Embd), uint64(mt.rows)}, 0)
+		if err != nil {
+			return nil, fmt.Errorf("model: upload %w", err)
+		}
+		*mt.dst = w
+		w.segs = []int{mt.rows}
+		if err := src.fill(d, w, prog); err != nil {
+			return nil, fmt.Errorf("model: upload %s: %w", mt.name, err)
+		}
+		done[mt.name] = true
+		return w, nil
+	}
+	for j := 0; j < len(qkv); {
+		k := j + 1
+		for k < len(qkv) && qkv[k].typ == qkv[j].typ {
+			k++
+		}
+		var w *weight
+		var err error
+		if k-j > 1 {
+			if w, err = stack(qkv[j:k]); err != nil {
+				return err
+			}
+		}
+		if w != nil {
+			L.qkv = append(L.qkv, w)
+		} else {
+			for _, mt := range qkv[j:k] {
+				w, err := single(mt)
+				if err != nil {
+					return err
+				}
+				L.qkv = append(L.qkv, w)
+			}
+		}
+		j = k
+	}
+	if ffn[0].typ == ffn[1].typ {
+		w, err := stack(ffn)
+		if err != nil {
+			return err
+		}
+		if w != nil {
+			w.glu = true
+			L.gateUp = w
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 // Package model runs the forward pass of GGUF Llama models on a Vulkan
-// device. Weights stay in their file encoding (F32, F16, BF16, Q8_0, Q4_0)
-// and are dequantized inside the kernels; activations are float32; the KV
+// device. Weights stay in their file encoding (F32, F16, BF16, Q8_0, Q4_0,
+// Q4_K, Q6_K; Q8_0, Q4_0 and Q6_K blocks regrouped so that their quants are
+// 16-byte aligned) and are dequantized inside the kernels; activations are float32; the KV
 // cache is a kvpool.Pool, and attention is treeattn's tree attention, so
 // one forward pass evaluates any set of tokens of a decoding tree:
 // a prompt, one new token per branch, or a speculative token tree.
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/kvpool"
@@ -79,6 +81,13 @@ type Model struct {
 type layer struct {
 	attnNorm, ffnNorm          *vk.Buffer
 	q, k, v, o, gate, up, down *weight
+	// qkv are Q, K and V stacked where consecutive ones share a type (one
+	// matmul each, the attention norm fused, each segment written to its
+	// own buffer), and gateUp gate and up stacked (one matmul with the FFN
+	// norm and SwiGLU fused); q, k, v, gate and up are then views of them,
+	// which gemm uses for batches. Decoding steps use the stacks.
+	qkv    []*weight
+	gateUp *weight
 }
 
 // Load reads the hyper-parameters of f and uploads its weights to d, in
@@ -132,9 +141,10 @@ func (m *Model) weights() []*weight {
 		ws = append(ws, m.output)
 	}
 	for _, l := range m.layers {
-		ws = append(ws, l.q, l.k, l.v, l.o, l.gate, l.up, l.down)
+		ws = append(ws, l.qkv...)
+		ws = append(ws, l.gateUp, l.q, l.k, l.v, l.o, l.gate, l.up, l.down)
 	}
-	return ws
+	return slices.DeleteFunc(ws, func(w *weight) bool { return w == nil })
 }
 
 // Close frees the model's device memory; the device must be idle.
@@ -368,22 +378,53 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := o.embed(rec, m.embd, s.tokens, n, s.h); err != nil {
 		return err
 	}
+	// Decoding steps (few rows, matmul) fuse the norms into the matmuls
+	// that read them, compute Q/K/V and gate/up with one matmul each and
+	// SwiGLU in gate/up's epilogue; batches (gemm) run the norms and
+	// SwiGLU on their own.
+	_, batch, err := o.gemmFor(n)
+	if err != nil {
+		return err
+	}
+	eps := c.RMSEps
 	for li, l := range m.layers {
 		steps := []func() error{
-			func() error { return o.rmsnorm(rec, s.h, l.attnNorm, n, c.Embd, c.RMSEps, s.xn) },
-			func() error { return o.linear(rec, l.q, s.xn, n, s.q, false) },
-			func() error { return o.linear(rec, l.k, s.xn, n, s.k, false) },
-			func() error { return o.linear(rec, l.v, s.xn, n, s.v, false) },
+			func() error {
+				if !batch && l.qkv != nil {
+					return m.attnInput(rec, l, n)
+				}
+				if err := o.rmsnorm(rec, s.h, l.attnNorm, n, c.Embd, eps, s.xn); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.q, s.xn, n, s.q, false); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.k, s.xn, n, s.k, false); err != nil {
+					return err
+				}
+				return o.linear(rec, l.v, s.xn, n, s.v, false)
+			},
 			func() error { return o.rope(rec, rs, s.q, s.k, s.pos, m.invFreq, n) },
 			func() error { return pool.Write(rec, li, list, s.k, s.v) },
 			func() error { return m.stamp(TimingAttention, "attn") },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
 			func() error { return m.stamp(TimingAttention, "attn-end") },
 			func() error { return o.linear(rec, l.o, s.att, n, s.h, true) },
-			func() error { return o.rmsnorm(rec, s.h, l.ffnNorm, n, c.Embd, c.RMSEps, s.xn) },
-			func() error { return o.linear(rec, l.gate, s.xn, n, s.gate, false) },
-			func() error { return o.linear(rec, l.up, s.xn, n, s.up, false) },
-			func() error { return o.swiglu(rec, s.gate, s.up, n*c.FFN) },
+			func() error {
+				if !batch && l.gateUp != nil {
+					return o.matmulFused(rec, l.gateUp, s.h, n, []*vk.Buffer{s.gate}, false, l.ffnNorm, eps)
+				}
+				if err := o.rmsnorm(rec, s.h, l.ffnNorm, n, c.Embd, eps, s.xn); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.gate, s.xn, n, s.gate, false); err != nil {
+					return err
+				}
+				if err := o.linear(rec, l.up, s.xn, n, s.up, false); err != nil {
+					return err
+				}
+				return o.swiglu(rec, s.gate, s.up, n*c.FFN)
+			},
 			func() error { return o.linear(rec, l.down, s.gate, n, s.h, true) },
 		}
 		for _, step := range steps {
@@ -403,10 +444,16 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	}
 	if last && len(b.LogitRows) > 0 {
 		nl := len(b.LogitRows)
-		if err := o.rmsnorm(rec, s.hsel, m.outNorm, nl, c.Embd, c.RMSEps, s.xsel); err != nil {
+		_, batch, err := o.gemmFor(nl)
+		if err != nil {
 			return err
 		}
-		if err := o.linear(rec, m.output, s.xsel, nl, s.logits, false); err != nil {
+		if !batch {
+			err = o.matmulFused(rec, m.output, s.hsel, nl, []*vk.Buffer{s.logits}, false, m.outNorm, c.RMSEps)
+		} else if err = o.rmsnorm(rec, s.hsel, m.outNorm, nl, c.Embd, c.RMSEps, s.xsel); err == nil {
+			err = o.linear(rec, m.output, s.xsel, nl, s.logits, false)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -417,6 +464,21 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 		return err
 	}
 	return m.addTimes()
+}
+
+// attnInput records Q, K and V of n tokens from the hidden state with the
+// stacked weights, the attention norm fused into each matmul.
+func (m *Model) attnInput(rec *vk.Recorder, l layer, n int) error {
+	s := &m.s
+	outs := []*vk.Buffer{s.q, s.k, s.v}
+	for _, w := range l.qkv {
+		k := len(w.segs)
+		if err := m.ops.matmulFused(rec, w, s.h, n, outs[:k], false, l.attnNorm, m.cfg.RMSEps); err != nil {
+			return err
+		}
+		outs = outs[k:]
+	}
+	return nil
 }
 
 // slotList returns the model's slot list for pool, set to slots.

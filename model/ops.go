@@ -2,34 +2,59 @@ package model
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/vk"
 )
 
-// weight is a weight matrix on the device in its GGUF encoding: rows of
-// Cols elements, possibly split into parts of consecutive rows, each in its
-// own buffer, so that no binding exceeds the device's maxStorageBufferRange.
+// weight is a weight matrix on the device in its GGUF encoding (Q8_0, Q4_0
+// and Q6_K regrouped, see groupedType): rows of Cols elements, possibly
+// split into parts of consecutive rows, each in its own buffer, so that no
+// binding exceeds the device's maxStorageBufferRange.
 type weight struct {
 	name     string
 	typ      gguf.TensorType
 	wtype    uint32
 	cols     int
 	rows     int
-	rowBytes int
+	rowBytes int // on the device
 	parts    []weightPart
+	// regrouped: GGUF rows are rewritten into the grouped layout on
+	// upload; dOff is the offset of a GGUF block's f16 scale.
+	regrouped bool
+	dOff      int
+	// Stacked matrices (concatenated rows, one part): segs are their row
+	// counts and views the matrices themselves, weights that bind their
+	// rows of the stacked buffer (for gemm and for filling). glu means the
+	// two segments are gate and up, multiplied with SwiGLU.
+	segs  []int
+	views []*weight
+	glu   bool
+	view  bool // a view: the buffer belongs to the stacked weight
 }
 
 type weightPart struct {
 	buf  *vk.Buffer
+	off  uint64 // byte offset of the part's row 0 in buf (views)
 	row0 int
 	rows int
 }
 
+// rng is the binding of a part of a weight with rows of rb bytes: its rows
+// and the padding after them (for a view, the next rows).
+func (p weightPart) rng(rb int) vk.Range {
+	if p.off == 0 {
+		return p.buf.All()
+	}
+	return p.buf.Sub(p.off, min(p.buf.Size()-p.off, (uint64(p.rows)*uint64(rb)+wordPad+15)&^15))
+}
+
 // wordPad is the padding after a weight's last row: block types read their
-// unaligned words as two aligned ones (include/weights.glsl).
-const wordPad = 4
+// unaligned words as two aligned ones, and matmul reads whole 16-byte words
+// (include/weights.glsl).
+const wordPad = 16
 
 // uploadWeight copies a 2-D tensor to the device as it is encoded.
 func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
@@ -39,38 +64,92 @@ func uploadWeight(d *vk.Device, t gguf.Tensor) (*weight, error) {
 // uploadWeightParts is uploadWeight with parts of at most maxRows rows (0:
 // as many as a binding holds); tests split small tensors with it.
 func uploadWeightParts(d *vk.Device, t gguf.Tensor, maxRows uint64) (*weight, error) {
-	w, err := newWeight(d, t.Name, t.Type, t.Dims, maxRows)
+	return uploadWeightLayout(d, t, maxRows, true)
+}
+
+// uploadWeightLayout is uploadWeightParts; grouped false keeps Q8_0, Q4_0
+// and Q6_K blocks in their GGUF layout (the kernels' slower quad path;
+// tests check both).
+func uploadWeightLayout(d *vk.Device, t gguf.Tensor, maxRows uint64, grouped bool) (*weight, error) {
+	w, err := newWeightLayout(d, t.Name, t.Type, t.Dims, maxRows, grouped)
 	if err != nil {
 		return nil, err
 	}
-	if uint64(len(t.Data)) < w.dataBytes() {
+	if err := w.writeTensor(t.Data, nil); err != nil {
 		w.close()
-		return nil, fmt.Errorf("%s: %d bytes of data for %d rows of %d bytes", t.Name, len(t.Data), w.rows, w.rowBytes)
-	}
-	for _, p := range w.parts {
-		if err := writeChunks(p.buf, t.Data[uint64(p.row0)*uint64(w.rowBytes):uint64(p.row0+p.rows)*uint64(w.rowBytes)], nil); err != nil {
-			w.close()
-			return nil, fmt.Errorf("%s: %w", t.Name, err)
-		}
+		return nil, fmt.Errorf("%s: %w", t.Name, err)
 	}
 	return w, nil
 }
 
+// ggufRowBytes is the bytes of one of w's rows in the GGUF file.
+func (w *weight) ggufRowBytes() uint64 {
+	rb, _ := w.typ.RowBytes(uint64(w.cols)) // checked by newWeight
+	return rb
+}
+
+// writeTensor writes w's rows from data, the tensor's GGUF bytes.
+func (w *weight) writeTensor(data []byte, prog *progress) error {
+	frb := w.ggufRowBytes()
+	if uint64(len(data)) < frb*uint64(w.rows) {
+		return fmt.Errorf("%d bytes of data for %d rows of %d bytes", len(data), w.rows, frb)
+	}
+	for _, p := range w.parts {
+		if err := w.writeRows(p, data[uint64(p.row0)*frb:uint64(p.row0+p.rows)*frb], prog); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeRows writes part p's rows from their GGUF bytes, regrouping them
+// when w is regrouped, in chunks of about uploadChunkBytes.
+func (w *weight) writeRows(p weightPart, data []byte, prog *progress) error {
+	if !w.regrouped {
+		return writeChunksAt(p.buf, p.off, data, prog)
+	}
+	frb, rb := w.ggufRowBytes(), uint64(w.rowBytes)
+	rows := uint64(len(data)) / frb
+	slabRows := max(1, uploadChunkBytes/rb)
+	slab := make([]byte, min(slabRows, rows)*rb)
+	for r0 := uint64(0); r0 < rows; r0 += slabRows {
+		n := min(slabRows, rows-r0)
+		for i := range n {
+			groupRow(slab[i*rb:(i+1)*rb], data[(r0+i)*frb:(r0+i+1)*frb], w.typ.BlockBytes(), w.dOff)
+		}
+		if err := p.buf.Write(p.off+r0*rb, slab[:n*rb]); err != nil {
+			return err
+		}
+		prog.add(n * frb)
+	}
+	return nil
+}
+
 // newWeight allocates the device buffers of a 2-D weight of type typ and
 // dims [cols rows], in parts of at most maxRows rows (0: as many as a
-// binding holds), without filling them.
+// binding holds), without filling them; Q8_0, Q4_0 and Q6_K are regrouped.
 func newWeight(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64) (*weight, error) {
+	return newWeightLayout(d, name, typ, dims, maxRows, true)
+}
+
+// newWeightLayout is newWeight; grouped false keeps GGUF block layouts.
+func newWeightLayout(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64, grouped bool) (*weight, error) {
 	wt, ok := weightType(typ)
 	if !ok {
-		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0)", name, typ)
+		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", name, typ)
 	}
 	parts, rb, err := planParts(d, name, typ, dims, maxRows)
 	if err != nil {
 		return nil, err
 	}
 	w := &weight{name: name, typ: typ, wtype: wt, cols: int(dims[0]), rows: int(dims[1]), rowBytes: int(rb)}
+	if gwt, dOff, ok := groupedType(typ); ok && grouped {
+		w.wtype, w.dOff, w.regrouped = gwt, dOff, true
+		w.rowBytes = groupedRowBytes(int(rb)/typ.BlockBytes(), typ.BlockBytes())
+		rb = uint64(w.rowBytes)
+	}
 	for _, p := range parts {
-		buf, err := d.NewBuffer(uint64(p.rows)*rb + wordPad)
+		buf, err := d.NewBuffer((uint64(p.rows)*rb + wordPad + 15) &^ 15) // whole 16-byte words
 		if err != nil {
 			w.close()
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -99,12 +178,13 @@ func planParts(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, ma
 		return nil, 0, fmt.Errorf("%s: %w", name, err)
 	}
 	limit := uint64(d.Info.MaxStorageBufferRange)
-	perPart := (limit - wordPad) / rb
+	grb := rb + 16 // a regrouped row is at most 16 bytes longer
+	perPart := (limit - 2*wordPad) / grb
 	if perPart == 0 {
 		return nil, 0, fmt.Errorf("%s: one row of %d bytes exceeds the device's storage-buffer range %d", name, rb, limit)
 	}
 	// Byte offsets inside the kernels are 32-bit.
-	perPart = min(perPart, (1<<32-1-wordPad)/rb)
+	perPart = min(perPart, (1<<32-1-2*wordPad)/grb)
 	if maxRows > 0 {
 		perPart = min(perPart, maxRows)
 	}
@@ -119,14 +199,20 @@ func planParts(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, ma
 func (w *weight) dataBytes() uint64 { return uint64(w.rows) * uint64(w.rowBytes) }
 
 func (w *weight) close() {
+	if w.view {
+		return
+	}
 	for _, p := range w.parts {
 		p.buf.Close()
 	}
 	w.parts = nil
 }
 
-// bytes is the weight's device memory.
+// bytes is the weight's device memory (none for a view).
 func (w *weight) bytes() uint64 {
+	if w.view {
+		return 0
+	}
 	var n uint64
 	for _, p := range w.parts {
 		n += p.buf.Size()
@@ -140,7 +226,8 @@ func (w *weight) bytes() uint64 {
 type ops struct {
 	d       *vk.Device
 	pipes   map[pipeKey]*kernels.Pipeline
-	scratch *vk.Buffer // gemm's split-K partial sums, grown on demand
+	scratch *vk.Buffer  // gemm's split-K partial sums, grown on demand
+	mm      matmulShape // zero: defaultMatmulShape
 }
 
 // close frees the ops' buffers (pipelines belong to the device).
@@ -193,11 +280,9 @@ func (o *ops) pipelineVariant(c *kernels.Contract, variant string, spec kernels.
 
 // Workgroup sizes (powers of two: the reductions halve them).
 const (
-	matmulRows     = 4  // output rows per matmul workgroup
-	matmulMaxCols  = 8  // activation rows per pass (NC) at most
-	maxMatmulGroup = 64 // matmul invocations at most
-	normGroup      = 64
-	elemGroup      = 64
+	matmulMaxCols = 8 // activation rows per pass (NC) at most
+	normGroup     = 64
+	elemGroup     = 64
 )
 
 func nextPow2(v int) int {
@@ -233,38 +318,110 @@ func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
 	return [3]uint32{uint32(groups), 1, 1}, nil
 }
 
+// matmulShape is the workgroup shape of matmul: output rows per workgroup
+// and invocations at most (tests and benchmarks vary them).
+type matmulShape struct{ rows, group int }
+
+// defaultMatmulShape: 4 rows share each activation load, and 128
+// invocations stream 2 KiB of weights per row and step.
+var defaultMatmulShape = matmulShape{rows: 4, group: 128}
+
 // matmul records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows: x is
 // float32 [n][w.cols], y float32 [n][w.rows].
 func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
-	unit := 4
-	if w.wtype >= kernels.WeightQ8_0 {
-		unit = 32
+	return o.matmulFused(rec, w, x, n, []*vk.Buffer{y}, add, nil, 0)
+}
+
+// matmulFused is matmul with the fusions of shaders/matmul.comp: with norm
+// (float32 [w.cols]) the activation rows are first RMS-normalised (eps) and
+// scaled by norm; a GLU weight (gate and up stacked) writes silu(gate)*up to
+// ys[0], [n][w.rows/2]; another weight of stacked segments writes segment i
+// to ys[i], [n][segs[i]].
+func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool, norm *vk.Buffer, eps float64) error {
+	shape := o.mm
+	if shape.rows == 0 {
+		shape = defaultMatmulShape
 	}
-	units := w.cols / unit
-	group := min(maxMatmulGroup, nextPow2(units))
-	if ceilDiv(units, group) > kernels.MatmulMaxUnitSteps {
+	if w.glu && shape.rows%2 != 0 {
+		shape.rows++
+	}
+	nseg := max(1, len(w.segs))
+	if w.glu {
+		nseg = 1
+		if len(w.segs) != 2 || w.segs[0] != w.segs[1] || len(w.parts) != 1 {
+			return fmt.Errorf("matmul %s: a GLU weight needs gate and up rows in one part", w.name)
+		}
+	}
+	if len(ys) != nseg || (add && nseg > 1) || (add && w.glu) {
+		return fmt.Errorf("matmul %s: %d outputs for %d segments (add %v, glu %v)", w.name, len(ys), nseg, add, w.glu)
+	}
+	var steps int
+	if ce := kernels.MatmulChunkElems(w.wtype); ce > 0 && w.rowBytes%16 == 0 {
+		steps = ceilDiv(w.cols, ce)
+	} else {
+		unit := 4
+		if w.wtype >= kernels.WeightQ8_0 {
+			unit = 32
+		}
+		steps = w.cols / unit
+	}
+	group := min(shape.group, nextPow2(steps))
+	nc := min(matmulMaxCols, nextPow2(n))
+	// Shared memory: (ROWS + NORM) x NC partial sums per invocation (+1
+	// padding); halve the workgroup until it fits the device.
+	slots := (shape.rows + 1) * nc
+	for group > 1 && uint64(4*slots*(group+1)) > uint64(o.d.Info.MaxSharedMemory) {
+		group /= 2
+	}
+	if ceilDiv(steps, group) > kernels.MatmulMaxUnitSteps {
 		return fmt.Errorf("matmul %s: rows of %d elements are too long", w.name, w.cols)
 	}
-	nc := min(matmulMaxCols, nextPow2(n))
 	passes := min(ceilDiv(n, nc), kernels.MatmulMaxPasses)
 	gy := ceilDiv(n, nc*passes)
-	addv := uint32(0)
-	if add {
-		addv = 1
+	b2u := func(b bool) uint32 {
+		if b {
+			return 1
+		}
+		return 0
 	}
 	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
-		"ROWS": matmulRows, "NC": uint32(nc), "ADD": addv})
+		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu)})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}
+	push := kernels.MatmulPush{N: uint32(n), InDim: uint32(w.cols), RowBytes: uint32(w.rowBytes), YStride: uint32(w.rows),
+		Passes: uint32(passes), Eps: float32(eps), Split1: math.MaxUint32, Split2: math.MaxUint32}
+	bufs := []vk.Range{{}, x.All(), ys[0].All(), ys[0].All(), ys[0].All(), x.All()}
+	if w.glu {
+		push.YStride, push.Split1 = uint32(w.segs[0]), uint32(w.segs[0])
+	} else if len(w.segs) > 0 {
+		push.YStride = uint32(w.segs[0])
+		push.Split1 = uint32(w.segs[0])
+		if len(w.segs) > 1 {
+			push.Stride1 = uint32(w.segs[1])
+			push.Split2 = uint32(w.segs[0] + w.segs[1])
+			bufs[3] = ys[1].All()
+		}
+		if len(w.segs) > 2 {
+			push.Stride2 = uint32(w.segs[2])
+			bufs[4] = ys[2].All()
+		}
+	}
+	if norm != nil {
+		bufs[5] = norm.All()
+	}
 	for _, part := range w.parts {
-		grid, err := spread(o.d, ceilDiv(part.rows, matmulRows), gy)
+		groups := ceilDiv(part.rows, shape.rows)
+		if w.glu {
+			groups = ceilDiv(w.segs[0], shape.rows/2)
+		}
+		grid, err := spread(o.d, groups, gy)
 		if err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
-		push := kernels.MatmulPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
-			YStride: uint32(w.rows), YOff: uint32(part.row0), GridX: grid[0], Passes: uint32(passes)}
-		if err := p.Dispatch(rec, grid, push, part.buf.All(), x.All(), y.All()); err != nil {
+		push.OutDim, push.YOff, push.GridX = uint32(part.rows), uint32(part.row0), grid[0]
+		bufs[0] = part.rng(w.rowBytes)
+		if err := p.Dispatch(rec, grid, push, bufs...); err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
 	}
@@ -284,7 +441,7 @@ func (o *ops) embed(rec *vk.Recorder, w *weight, tokens *vk.Buffer, n int, out *
 	for _, part := range w.parts {
 		push := kernels.EmbedGatherPush{N: uint32(n), Dim: uint32(w.cols), RowBase: uint32(part.row0), Rows: uint32(part.rows),
 			RowBytes: uint32(w.rowBytes)}
-		if err := p.Dispatch(rec, grid, push, part.buf.All(), tokens.All(), out.All()); err != nil {
+		if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), tokens.All(), out.All()); err != nil {
 			return fmt.Errorf("embed %s: %w", w.name, err)
 		}
 	}

@@ -70,6 +70,24 @@ func randTensor(r *rand.Rand, typ gguf.TensorType, cols, rows int) gguf.Tensor {
 				t.Data = append(t.Data, byte(r.IntN(256)))
 			}
 		}
+	case gguf.Q4_K, gguf.Q6_K:
+		// Random scales, mins and quants under small random f16 super-block
+		// scales (any bytes are a valid super-block).
+		for range n / 256 {
+			block := make([]byte, typ.BlockBytes())
+			for i := range block {
+				block[i] = byte(r.IntN(256))
+			}
+			d := half.FromFloat32(float32(0.0005 + 0.002*r.Float64()))
+			dmin := half.FromFloat32(float32(0.0005 + 0.002*r.Float64()))
+			if typ == gguf.Q4_K {
+				binary.LittleEndian.PutUint16(block[0:], d)
+				binary.LittleEndian.PutUint16(block[2:], dmin)
+			} else {
+				binary.LittleEndian.PutUint16(block[208:], d)
+			}
+			t.Data = append(t.Data, block...)
+		}
 	}
 	return t
 }
@@ -151,59 +169,88 @@ const (
 	ropeTol = 1e-5
 )
 
-var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0}
+var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K}
+
+// superBlock reports whether typ has 256-element super-blocks (rows of tests
+// are then multiples of 256).
+func superBlock(typ gguf.TensorType) bool { return typ.BlockSize() == 256 }
 
 func TestMatmul(t *testing.T) {
 	d := gputest.Device(t)
 	r := gputest.Rand(t)
+	type matCase struct {
+		n     int
+		add   bool
+		split uint64      // rows per part (0: one part)
+		raw   bool        // GGUF block layout (no regrouping)
+		shape matmulShape // zero: the default
+	}
+	cases := []matCase{{n: 1}, {n: 3, add: true, split: 10}, {n: 21}}
 	for _, typ := range weightTypes {
-		for _, n := range []int{1, 3, 21} {
-			for _, add := range []bool{false, true} {
-				for _, split := range []uint64{0, 10} {
-					name := fmt.Sprintf("%s/n=%d/add=%v/parts=%d", typ, n, add, split)
-					t.Run(name, func(t *testing.T) {
-						cols, rows := 96, 37
-						if typ == gguf.F32 && n == 3 {
-							cols = 44 // not a multiple of the 32-element block
-						}
-						wt := randTensor(r, typ, cols, rows)
-						w, err := uploadWeightParts(d, wt, split)
-						require.NoError(t, err)
-						defer w.close()
-						if split > 0 {
-							require.Len(t, w.parts, 4)
-						}
-						x := randFloats(r, n*cols, 1)
-						y0 := randFloats(r, n*rows, 1)
-						xb := newF32(t, d, x)
-						yb := newF32(t, d, make([]float32, n*rows))
-						var init []float32
-						if add {
-							init = y0
-						}
-						got := runTwice(t, d, yb, n*rows, init, func(rec *vk.Recorder) error {
-							return newOps(d).matmul(rec, w, xb, n, yb, add)
-						})
-						W := decodeTensor(t, wt)
-						want := make([]float64, n*rows)
-						for i := range n {
-							for o := range rows {
-								s := 0.0
-								if add {
-									s = float64(y0[i*rows+o])
-								}
-								for j := range cols {
-									s += float64(x[i*cols+j]) * W[o][j]
-								}
-								want[i*rows+o] = s
-							}
-						}
-						e := relL2(got, want)
-						t.Logf("rel L2 %.2e", e)
-						require.Less(t, e, kernelTol)
-					})
+		cs := cases
+		if typ == gguf.F16 || typ == gguf.Q4_K || typ == gguf.Q6_K {
+			cs = append(cs, matCase{n: 9, add: true, shape: matmulShape{rows: 2, group: 32}},
+				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}})
+		}
+		if _, _, ok := groupedType(typ); ok {
+			cs = append(cs, matCase{n: 5, add: true, split: 10, raw: true})
+		}
+		for _, c := range cs {
+			name := fmt.Sprintf("%s/n=%d/add=%v/parts=%d/raw=%v/shape=%v", typ, c.n, c.add, c.split, c.raw, c.shape)
+			t.Run(name, func(t *testing.T) {
+				n := c.n
+				cols, rows := 96, 37
+				switch {
+				case superBlock(typ):
+					cols = 512
+					if c.n == 21 {
+						cols = 2304 // 9 super-blocks: a last group of one
+					}
+				case typ == gguf.F32 && n == 3:
+					cols = 44 // not a multiple of the 32-element block
+				case typ == gguf.F16 && n == 3:
+					cols = 36 // rows of 72 bytes: the quad path
+				case n == 21:
+					cols = 352 // 11 blocks: a group of 8 and one of 3
 				}
-			}
+				wt := randTensor(r, typ, cols, rows)
+				w, err := uploadWeightLayout(d, wt, c.split, !c.raw)
+				require.NoError(t, err)
+				defer w.close()
+				if c.split > 0 {
+					require.Len(t, w.parts, 4)
+				}
+				x := randFloats(r, n*cols, 1)
+				y0 := randFloats(r, n*rows, 1)
+				xb := newF32(t, d, x)
+				yb := newF32(t, d, make([]float32, n*rows))
+				var init []float32
+				if c.add {
+					init = y0
+				}
+				o := newOps(d)
+				o.mm = c.shape
+				got := runTwice(t, d, yb, n*rows, init, func(rec *vk.Recorder) error {
+					return o.matmul(rec, w, xb, n, yb, c.add)
+				})
+				W := decodeTensor(t, wt)
+				want := make([]float64, n*rows)
+				for i := range n {
+					for o := range rows {
+						s := 0.0
+						if c.add {
+							s = float64(y0[i*rows+o])
+						}
+						for j := range cols {
+							s += float64(x[i*cols+j]) * W[o][j]
+						}
+						want[i*rows+o] = s
+					}
+				}
+				e := relL2(got, want)
+				t.Logf("rel L2 %.2e (wtype %d, %d-byte rows)", e, w.wtype, w.rowBytes)
+				require.Less(t, e, kernelTol)
+			})
 		}
 	}
 }
@@ -213,10 +260,14 @@ func TestEmbedGather(t *testing.T) {
 	r := gputest.Rand(t)
 	for _, typ := range weightTypes {
 		for _, split := range []uint64{0, 7} {
-			t.Run(fmt.Sprintf("%s/parts=%d", typ, split), func(t *testing.T) {
-				cols, rows, n := 64, 29, 13
+			raw := split > 0 // both layouts of the grouped types
+			t.Run(fmt.Sprintf("%s/parts=%d/raw=%v", typ, split, raw), func(t *testing.T) {
+				cols, rows, n := 352, 29, 13
+				if superBlock(typ) {
+					cols = 2304
+				}
 				wt := randTensor(r, typ, cols, rows)
-				w, err := uploadWeightParts(d, wt, split)
+				w, err := uploadWeightLayout(d, wt, split, !raw)
 				require.NoError(t, err)
 				defer w.close()
 				tokens := make([]uint32, n)
@@ -379,6 +430,130 @@ func TestRope(t *testing.T) {
 				}
 			}
 			require.False(t, slices.Equal(q, gotQ))
+		})
+	}
+}
+
+// The fusions of matmul: RMSNorm of the activation rows, stacked gate and
+// up rows with SwiGLU, and stacked Q/K/V segments to three outputs, against
+// float64.
+func TestMatmulFused(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	cases := []struct {
+		typ   gguf.TensorType
+		n     int
+		norm  bool
+		glu   bool
+		segs  []int
+		split uint64
+	}{
+		{typ: gguf.F16, n: 3, norm: true},
+		{typ: gguf.Q4_K, n: 1, norm: true},
+		{typ: gguf.Q8_0, n: 9, norm: true, glu: true},
+		{typ: gguf.Q4_K, n: 2, norm: true, glu: true},
+		{typ: gguf.F32, n: 4, glu: true},
+		{typ: gguf.Q6_K, n: 5, norm: true, segs: []int{20, 8, 8}},
+		{typ: gguf.BF16, n: 1, norm: true, segs: []int{12, 4, 4}, split: 6},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/n=%d/norm=%v/glu=%v/segs=%v/parts=%d", c.typ, c.n, c.norm, c.glu, c.segs, c.split), func(t *testing.T) {
+			cols, rows := 96, 36
+			if superBlock(c.typ) {
+				cols = 512
+			}
+			if c.segs != nil {
+				rows = c.segs[0] + c.segs[1] + c.segs[2]
+			}
+			wt := randTensor(r, c.typ, cols, rows)
+			w, err := uploadWeightLayout(d, wt, c.split, true)
+			require.NoError(t, err)
+			defer w.close()
+			w.segs = c.segs
+			if c.glu {
+				w.glu, w.segs = true, []int{rows / 2, rows / 2}
+			}
+			n := c.n
+			x := randFloats(r, n*cols, 3)
+			g := randFloats(r, cols, 1)
+			eps := 1e-5
+			xb, gb := newF32(t, d, x), newF32(t, d, g)
+			var norm *vk.Buffer
+			xs := make([]float64, n*cols) // the matmul's input in float64
+			for i := range n {
+				s := 1.0
+				if c.norm {
+					ss := 0.0
+					for j := range cols {
+						ss += float64(x[i*cols+j]) * float64(x[i*cols+j])
+					}
+					s = 1 / math.Sqrt(ss/float64(cols)+eps)
+					norm = gb
+				}
+				for j := range cols {
+					v := float64(x[i*cols+j]) * s
+					if c.norm {
+						v *= float64(g[j])
+					}
+					xs[i*cols+j] = v
+				}
+			}
+			W := decodeTensor(t, wt)
+			prod := func(i, o int) float64 {
+				s := 0.0
+				for j := range cols {
+					s += xs[i*cols+j] * W[o][j]
+				}
+				return s
+			}
+			var outs []*vk.Buffer
+			var want []float64
+			switch {
+			case c.glu:
+				outs = []*vk.Buffer{newF32(t, d, make([]float32, n*rows/2))}
+				for i := range n {
+					for o := range rows / 2 {
+						gv, uv := prod(i, o), prod(i, rows/2+o)
+						want = append(want, gv/(1+math.Exp(-gv))*uv)
+					}
+				}
+			case c.segs != nil:
+				base := 0
+				for _, sr := range c.segs {
+					outs = append(outs, newF32(t, d, make([]float32, n*sr)))
+					for i := range n {
+						for o := range sr {
+							want = append(want, prod(i, base+o))
+						}
+					}
+					base += sr
+				}
+			default:
+				outs = []*vk.Buffer{newF32(t, d, make([]float32, n*rows))}
+				for i := range n {
+					for o := range rows {
+						want = append(want, prod(i, o))
+					}
+				}
+			}
+			o := newOps(d)
+			var got []float32
+			for _, ob := range outs {
+				size := int(ob.Size() / 4)
+				// Every output is poisoned before each of the two runs.
+				res := runTwice(t, d, ob, size, nil, func(rec *vk.Recorder) error {
+					for _, other := range outs {
+						if other != ob {
+							require.NoError(t, other.FillF32(0, other.Size()/4, float32(math.NaN())))
+						}
+					}
+					return o.matmulFused(rec, w, xb, n, outs, false, norm, eps)
+				})
+				got = append(got, res...)
+			}
+			e := relL2(got, want)
+			t.Logf("rel L2 %.2e", e)
+			require.Less(t, e, kernelTol)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -93,6 +94,110 @@ func TestQuantizedStories(t *testing.T) {
 			}
 			t.Logf("%s (%d tensors, %.0f KiB of weights): worst rel L2 %.2e against the reference of the same file; %.2e from the F32 model",
 				typ, n, float64(m.WeightBytes())/1024, worst, drift)
+		})
+	}
+}
+
+// kquantModel writes a small random Llama model (2 blocks, dim 256 = one
+// K-quant super-block, 4 heads of 64 over 2 KV heads, FFN 512, vocab 300)
+// whose 2-D weights are quantized by typeOf(name) with gguf.Quantize, as
+// llama.cpp's quantizer would without an importance matrix; norms stay F32.
+func kquantModel(t *testing.T, typeOf func(name string) gguf.TensorType) *gguf.File {
+	r := gputest.Rand(t)
+	const embd, heads, kvHeads, ffn, vocab, blocks = 256, 4, 2, 512, 300, 2
+	hd := embd / heads
+	w := gguf.NewWriter()
+	for _, kv := range []struct {
+		k string
+		v any
+	}{
+		{"general.architecture", "llama"}, {"llama.block_count", uint32(blocks)}, {"llama.embedding_length", uint32(embd)},
+		{"llama.feed_forward_length", uint32(ffn)}, {"llama.attention.head_count", uint32(heads)},
+		{"llama.attention.head_count_kv", uint32(kvHeads)}, {"llama.context_length", uint32(512)},
+		{"llama.attention.layer_norm_rms_epsilon", float32(1e-5)}, {"llama.rope.freq_base", float32(10000)},
+	} {
+		require.NoError(t, w.SetKV(kv.k, kv.v))
+	}
+	add := func(name string, cols, rows int, scale float64) {
+		x := randFloats(r, cols*max(rows, 1), scale)
+		typ := gguf.F32
+		dims := []uint64{uint64(cols)}
+		if rows > 0 {
+			typ = typeOf(name)
+			dims = append(dims, uint64(rows))
+		} else {
+			for i := range x {
+				x[i] += 1 // norms near 1
+			}
+		}
+		data, err := gguf.Quantize(typ, x)
+		require.NoError(t, err)
+		require.NoError(t, w.AddTensor(name, typ, dims, data))
+	}
+	add("token_embd.weight", embd, vocab, 1)
+	add("output_norm.weight", embd, 0, 0.1)
+	add("output.weight", embd, vocab, 0.1)
+	for i := range blocks {
+		p := fmt.Sprintf("blk.%d.", i)
+		add(p+"attn_norm.weight", embd, 0, 0.1)
+		add(p+"ffn_norm.weight", embd, 0, 0.1)
+		add(p+"attn_q.weight", embd, embd, 0.1)
+		add(p+"attn_k.weight", embd, kvHeads*hd, 0.1)
+		add(p+"attn_v.weight", embd, kvHeads*hd, 0.1)
+		add(p+"attn_output.weight", embd, embd, 0.1)
+		add(p+"ffn_gate.weight", embd, ffn, 0.1)
+		add(p+"ffn_up.weight", embd, ffn, 0.1)
+		add(p+"ffn_down.weight", ffn, embd, 0.1)
+	}
+	var buf bytes.Buffer
+	_, err := w.WriteTo(&buf)
+	require.NoError(t, err)
+	f, err := gguf.FromBytes("kquant-random.gguf", buf.Bytes())
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// Q4_K and Q6_K models (all Q4_K, all Q6_K, and llama.cpp's Q4_K_M mix:
+// Q6_K for output, attn_v and ffn_down): GPU logits against the float64
+// reference of the same file at every position of 10 greedy steps.
+func TestKQuantModel(t *testing.T) {
+	d := gputest.Device(t)
+	mixes := []struct {
+		name string
+		of   func(string) gguf.TensorType
+	}{
+		{"Q4_K", func(string) gguf.TensorType { return gguf.Q4_K }},
+		{"Q6_K", func(string) gguf.TensorType { return gguf.Q6_K }},
+		{"Q4_K_M", func(n string) gguf.TensorType {
+			if n == "output.weight" || strings.HasSuffix(n, "attn_v.weight") || strings.HasSuffix(n, "ffn_down.weight") {
+				return gguf.Q6_K
+			}
+			return gguf.Q4_K
+		}},
+	}
+	for _, mix := range mixes {
+		t.Run(mix.name, func(t *testing.T) {
+			f := kquantModel(t, mix.of)
+			m, err := Load(d, f, Options{KV: treeattn.KVF32})
+			require.NoError(t, err)
+			defer m.Close()
+			ref := newRef(t, f).newSeq()
+			pool, err := NewPool(m, 16)
+			require.NoError(t, err)
+			defer pool.Close()
+			seq := pool.NewSequence()
+			tok := int32(1)
+			worst := 0.0
+			for i := range 10 {
+				logits, err := m.Eval(pool, seq, []int32{tok})
+				require.NoError(t, err)
+				e := relL2(logits, ref.eval(tok))
+				worst = max(worst, e)
+				require.Less(t, e, quantTol, "position %d", i)
+				tok = argmax(logits)
+			}
+			t.Logf("%s (%.0f KiB of weights): worst rel L2 %.2e against the reference of the same file", mix.name, float64(m.WeightBytes())/1024, worst)
 		})
 	}
 }

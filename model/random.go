@@ -68,8 +68,12 @@ func (s *randomSource) fill(d *vk.Device, w *weight, prog *progress) error {
 	return fillWeightDevice(s.ops, s.rec, w, p, prog)
 }
 
-// fillWeightDevice generates a weight on the device, one dispatch per part.
+// fillWeightDevice generates a weight on the device, one dispatch per part
+// (a regrouped weight: per slab of rows, through the host, see fillRegrouped).
 func fillWeightDevice(o *ops, rec *vk.Recorder, w *weight, p modelgen.Params, prog *progress) error {
+	if w.regrouped {
+		return fillRegrouped(o, rec, w, p, prog)
+	}
 	if w.dataBytes() > 1<<32-4 {
 		return fmt.Errorf("%d bytes: weight_fill addresses bytes in 32 bits", w.dataBytes())
 	}
@@ -93,7 +97,7 @@ func fillWeightDevice(o *ops, rec *vk.Recorder, w *weight, p modelgen.Params, pr
 			return fmt.Errorf("%d words exceed weight_fill's grid", words)
 		}
 		push := kernels.WeightFillPush{Key: p.Key, Norm: norm, Exp: p.Exp, ByteBase: uint32(uint64(part.row0) * rb), Words: uint32(words)}
-		if err := pipe.Dispatch(rec, [3]uint32{uint32(groups), 1, 1}, push, part.buf.All()); err != nil {
+		if err := pipe.Dispatch(rec, [3]uint32{uint32(groups), 1, 1}, push, part.rng(w.rowBytes)); err != nil {
 			return err
 		}
 	}
@@ -101,6 +105,61 @@ func fillWeightDevice(o *ops, rec *vk.Recorder, w *weight, p modelgen.Params, pr
 		return err
 	}
 	prog.add(w.dataBytes())
+	return nil
+}
+
+// fillRegrouped generates a weight kept in the grouped layout: weight_fill
+// writes GGUF blocks, so slabs of rows are generated into a scratch buffer,
+// read back, regrouped and uploaded (the bytes equal those of the file
+// modelgen writes, regrouped as Load regroups them).
+func fillRegrouped(o *ops, rec *vk.Recorder, w *weight, p modelgen.Params, prog *progress) error {
+	frb, rb := w.ggufRowBytes(), uint64(w.rowBytes)
+	if frb*uint64(w.rows) > 1<<32-4 {
+		return fmt.Errorf("%d bytes: weight_fill addresses bytes in 32 bits", frb*uint64(w.rows))
+	}
+	pipe, err := o.pipeline(kernels.WeightFill, kernels.SpecValues{"local_size_x": fillGroup, "TYPE": uint32(w.typ)})
+	if err != nil {
+		return err
+	}
+	slabRows := max(1, uploadChunkBytes/frb)
+	tmp, err := o.d.NewBuffer(min(slabRows, uint64(w.rows))*frb + wordPad)
+	if err != nil {
+		return err
+	}
+	defer tmp.Close()
+	host := make([]byte, min(slabRows, uint64(w.rows))*frb)
+	norm := uint32(0)
+	if p.Norm {
+		norm = 1
+	}
+	for _, part := range w.parts {
+		for r0 := uint64(0); r0 < uint64(part.rows); r0 += slabRows {
+			n := min(slabRows, uint64(part.rows)-r0)
+			words := (n*frb + 3) / 4
+			groups := min(ceilDiv64(words, fillGroup), 65535)
+			if ceilDiv64(words, groups*fillGroup) > kernels.GridStrideSteps {
+				return fmt.Errorf("%d words exceed weight_fill's grid", words)
+			}
+			if err := rec.Reset(); err != nil {
+				return err
+			}
+			push := kernels.WeightFillPush{Key: p.Key, Norm: norm, Exp: p.Exp, ByteBase: uint32((uint64(part.row0) + r0) * frb),
+				Words: uint32(words)}
+			if err := pipe.Dispatch(rec, [3]uint32{uint32(groups), 1, 1}, push, tmp.All()); err != nil {
+				return err
+			}
+			if err := rec.Submit(); err != nil {
+				return err
+			}
+			if err := tmp.Read(0, host[:n*frb]); err != nil {
+				return err
+			}
+			sub := weightPart{buf: part.buf, off: part.off + r0*rb, row0: part.row0 + int(r0), rows: int(n)}
+			if err := w.writeRows(sub, host[:n*frb], prog); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
