@@ -252,3 +252,26 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages),
 	})
 }
+
+// BatchTolerance is the relative error to expect of batches of n tokens
+// against the float64 reference: batches that the cooperative-matrix gemm
+// evaluates have f16 operands (about 2^-11 relative rounding per product,
+// a few 1e-4 over a layer), everything else computes in fp32.
+func (m *Model) BatchTolerance(n int) (float64, error) {
+	variant, batch, err := m.ops.gemmFor(n)
+	if err != nil {
+		return 0, fmt.Errorf("model: batch tolerance: %w", err)
+	}
+	if batch && variant == "coopmat" {
+		return CoopMatTolerance, nil
+	}
+	return FP32Tolerance, nil
+}
+
+// Tolerances of BatchTolerance: relative L2 of logits, and the absolute
+// difference of log-probabilities tests accept between two evaluations of
+// the same token (one batched, one not).
+const (
+	FP32Tolerance    = 1e-4
+	CoopMatTolerance = 5e-3
+)
