@@ -15,4 +15,6 @@ export DEFT_VALIDATION=1
 # was seen only with several processes compiling at once. Each test compiles
 # its kernels anyway, so the cache buys nothing here.
 export MESA_SHADER_CACHE_DISABLE=${MESA_SHADER_CACHE_DISABLE:-true}
-exec go test ./... "$@"
+# A package may take minutes on a loaded 2-core machine; the whole suite stays
+# well under 20 (CI stops at 90).
+exec go test -timeout 20m ./... "$@"
