@@ -34,10 +34,14 @@ const (
 // per invocation (scalar); Split splits of the input (0: chosen from the
 // workgroup count, 1: none); Stages shared-memory tile buffers of the
 // coopmat variant (0: two when they fit, else one).
+//
+// Probe is the coopmat shader's PROBE (benchmarks only: bit 0 skips the
+// global loads, bit 1 the MMA; the results are garbage).
 type gemmTiles struct {
 	TM, TN, TK, SM, SN int
 	Split              int
 	Stages             int
+	Probe              int
 }
 
 func (t gemmTiles) String() string {
@@ -47,6 +51,9 @@ func (t gemmTiles) String() string {
 	}
 	if t.Split != 0 {
 		s += fmt.Sprintf("_k%d", t.Split)
+	}
+	if t.Probe != 0 {
+		s += fmt.Sprintf("_probe%d", t.Probe)
 	}
 	return s
 }
@@ -94,15 +101,24 @@ func (o *ops) gemmVariant() (string, error) {
 	return ch.Variant.Name, nil
 }
 
-// defaultGemmTiles picks the tile of variant for n activation rows.
-func defaultGemmTiles(variant string, n int) gemmTiles {
+// defaultGemmTiles picks the tile of variant for n activation rows of
+// weights of type wtype (W_* of shaders/include/weights.glsl), from the
+// fastest tiles BenchmarkGemm measured on the H200 at Llama-3-8B shapes.
+func defaultGemmTiles(variant string, n int, wtype uint32) gemmTiles {
 	if variant == "coopmat" {
-		// Four subgroups per workgroup, each 32 x 32 (small batches: one
-		// row tile, so every weight is read once) or 32 x 64 (larger).
-		if n <= 32 {
+		switch {
+		case n <= 32:
+			// One row tile: every weight is read once (split-K fills the GPU).
 			return gemmTiles{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32}
+		case n <= 64 && wtype == kernels.WeightF16:
+			return gemmTiles{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64}
+		case n <= 64:
+			return gemmTiles{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64}
+		case wtype == kernels.WeightF16:
+			return gemmTiles{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64}
 		}
-		return gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64}
+		// Dequantizing types: eight subgroups share each weight tile.
+		return gemmTiles{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64}
 	}
 	// 128 invocations of 4 x 4 outputs.
 	return gemmTiles{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4}
@@ -119,7 +135,7 @@ func (o *ops) linear(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 	if !batch {
 		return o.matmul(rec, w, x, n, y, add)
 	}
-	return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, x, n, y, add)
+	return o.gemm(rec, variant, defaultGemmTiles(variant, n, w.wtype), w, x, n, y, add)
 }
 
 // gemmFor reports whether linear runs n activation rows through gemm
@@ -249,7 +265,7 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 	return o.pipelineVariant(kernels.Gemm, variant, kernels.SpecValues{
 		"local_size_x": uint32(group), "WTYPE": wtype, "ADD": addv,
 		"TM": uint32(t.TM), "TN": uint32(t.TN), "TK": uint32(t.TK), "SM": uint32(t.SM), "SN": uint32(t.SN),
-		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages),
+		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages), "PROBE": uint32(t.Probe),
 	})
 }
 

@@ -185,7 +185,7 @@ func TestLinearChoice(t *testing.T) {
 		lin := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error { return o.linear(rec, w, xb, n, yb, false) })
 		mm := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error { return o.matmul(rec, w, xb, n, yb, false) })
 		gm := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error {
-			return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, xb, n, yb, false)
+			return o.gemm(rec, variant, defaultGemmTiles(variant, n, w.wtype), w, xb, n, yb, false)
 		})
 		want := gemmRef(x, W, nil, n, cols)
 		require.Less(t, relL2(lin, want), gemmTol[variant])

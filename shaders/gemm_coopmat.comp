@@ -42,16 +42,22 @@ layout(constant_id = 1) const uint WTYPE = 0u;  // W_* of include/weights.glsl
 layout(constant_id = 2) const uint ADD = 0u;
 layout(constant_id = 3) const uint TM = 64u;    // activation rows per workgroup, a multiple of SM
 layout(constant_id = 4) const uint TN = 128u;   // weight rows per workgroup, a multiple of SN
-layout(constant_id = 5) const uint TK = 32u;    // input elements per step, a multiple of CM_K and 4
+layout(constant_id = 5) const uint TK = 32u;    // input elements per step, a multiple of CM_K (8, 16 or 32)
 layout(constant_id = 6) const uint SM = 32u;    // sub-tile rows per subgroup, a multiple of CM_M
 layout(constant_id = 7) const uint SN = 64u;    // sub-tile columns per subgroup, a multiple of CM_N
 layout(constant_id = 8) const uint CM_M = 16u;  // cooperative-matrix shape (M x K) * (K x N)
 layout(constant_id = 9) const uint CM_N = 16u;
 layout(constant_id = 10) const uint CM_K = 16u;
 layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 1 or 2
+// Benchmark probe (0 in the model): bit 0 skips the global loads (tiles of
+// constants), bit 1 skips the shared-memory matrix loads and the MMA, so
+// one run tells which side bounds the time. Results are garbage with
+// either bit set.
+layout(constant_id = 12) const uint PROBE = 0u;
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: one 8-byte load each
+layout(set = 0, binding = 0) readonly buffer Wbuf4 { uvec4 w4[]; };  // F16 octets: one 16-byte load each
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
@@ -79,7 +85,10 @@ const uint KT = TK / CM_K;         // k steps per tile
 const uint NSN = TN / SN;
 const uint NST = (TM / SM) * NSN;  // sub-tiles
 const uint LA = (TM * TK4 + WG - 1u) / WG;  // activation quads per invocation
-const uint LB = (TN * TK4 + WG - 1u) / WG;  // weight quads per invocation
+const uint LB4 = (TN * TK4 + WG - 1u) / WG;  // weight quads per invocation
+const uint TK8 = TK / 8u;                    // F16 weight octets per tile row (TK is a multiple of 8)
+const uint LB8 = (TN * TK8 + WG - 1u) / WG;  // weight octets per invocation
+const uint LB = LB4 > 2u * LB8 ? LB4 : 2u * LB8;          // weight quads held per invocation
 const uint CS = CM_M * CM_N;       // floats of output staging per sub-tile
 const uint MAX_K_TILES = 32768u;   // bound of the step loop (host-checked)
 
@@ -90,9 +99,23 @@ shared float sC[NST * CS];
 f16vec4 stA[LA];
 f16vec4 stB[LB];
 
+// F16 weights go by 16-byte octets when rows allow (uniform).
+bool octets() {
+    return (pc.rowBytes & 15u) == 0u && (pc.inDim & 7u) == 0u;
+}
+
 // The step's tiles at input element k0 into registers; what lies past n,
 // outDim or inDim reads as zeros.
 void fetchTile(uint row0, uint col0, uint k0) {
+    if ((PROBE & 1u) != 0u) {
+        [[unroll]] for (uint i = 0u; i < LA; i++) {
+            stA[i] = f16vec4(float16_t(float(k0 & 7u) * 0.125));
+        }
+        [[unroll]] for (uint i = 0u; i < LB; i++) {
+            stB[i] = f16vec4(float16_t(float(i) * 0.125));
+        }
+        return;
+    }
     uint in4 = pc.inDim / 4u;
     [[unroll]] for (uint i = 0u; i < LA; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
@@ -104,11 +127,26 @@ void fetchTile(uint row0, uint col0, uint k0) {
         }
         stA[i] = f16vec4(v);
     }
-    [[unroll]] for (uint i = 0u; i < LB; i++) {
+    if (WTYPE == W_F16 && octets()) {
+        // Rows of a multiple of 8 halves (16 bytes): one aligned 16-byte
+        // load per octet, its halves taken as they are.
+        [[unroll]] for (uint i = 0u; i < LB8; i++) {
+            uint idx = gl_LocalInvocationIndex + i * WG;
+            uint o = idx / TK8;
+            uint e = k0 + 8u * (idx % TK8);
+            uvec4 q = uvec4(0u);
+            if (idx < TN * TK8 && col0 + o < pc.outDim && e < pc.inDim) {
+                q = w4[((col0 + o) * pc.rowBytes) / 16u + e / 8u];
+            }
+            stB[2u * i] = f16vec4(unpackFloat2x16(q.x), unpackFloat2x16(q.y));
+            stB[2u * i + 1u] = f16vec4(unpackFloat2x16(q.z), unpackFloat2x16(q.w));
+        }
+        return;
+    }
+    [[unroll]] for (uint i = 0u; i < LB4; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uint o = idx / TK4;
         uint e = k0 + 4u * (idx % TK4);
-        vec4 v = vec4(0.0);
         bool inside = idx < TN * TK4 && col0 + o < pc.outDim && e < pc.inDim;
         if (WTYPE == W_F16) {
             // Rows of a multiple of 4 halves are 8-byte aligned: the quad
@@ -118,12 +156,13 @@ void fetchTile(uint row0, uint col0, uint k0) {
                 q = w2[((col0 + o) * pc.rowBytes) / 8u + e / 4u];
             }
             stB[i] = f16vec4(unpackFloat2x16(q.x), unpackFloat2x16(q.y));
-            continue;
+        } else {
+            vec4 v = vec4(0.0);
+            if (inside) {
+                v = wQuad((col0 + o) * pc.rowBytes, e);
+            }
+            stB[i] = f16vec4(v);
         }
-        if (inside) {
-            v = wQuad((col0 + o) * pc.rowBytes, e);
-        }
-        stB[i] = f16vec4(v);
     }
 }
 
@@ -135,7 +174,18 @@ void storeTile(uint stage) {
             sA[stage * TM * SA + (idx / TK4) * SA + idx % TK4] = stA[i];
         }
     }
-    [[unroll]] for (uint i = 0u; i < LB; i++) {
+    if (WTYPE == W_F16 && (PROBE & 1u) == 0u && octets()) {
+        [[unroll]] for (uint i = 0u; i < LB8; i++) {
+            uint idx = gl_LocalInvocationIndex + i * WG;
+            if (idx < TN * TK8) {
+                uint at = stage * TN * SA + (idx / TK8) * SA + 2u * (idx % TK8);
+                sB[at] = stB[2u * i];
+                sB[at + 1u] = stB[2u * i + 1u];
+            }
+        }
+        return;
+    }
+    [[unroll]] for (uint i = 0u; i < LB4; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < TN * TK4) {
             sB[stage * TN * SA + (idx / TK4) * SA + idx % TK4] = stB[i];
@@ -186,7 +236,7 @@ void main() {
             if (kt + 1u < kTiles) {
                 fetchTile(row0, col0, (kFirst + kt + 1u) * TK);
             }
-            if (on) {
+            if (on && (PROBE & 2u) == 0u) {
                 uint aBase = stage * TM * SA + sm * SM * SA;
                 uint bBase = stage * TN * SA + sn * SN * SA;
                 [[unroll]] for (uint kk = 0u; kk < KT; kk++) {
