@@ -233,7 +233,9 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		}
 		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
 		group = subTiles * int(info.SubgroupSize)
-		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/4+2)*8 + subTiles*int(cm.M*cm.N)*4 }
+		// f16 tile rows of TK/8 16-byte octets and one of padding, and
+		// a staging matrix of f32 outputs per sub-tile.
+		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/8+1)*16 + subTiles*int(cm.M*cm.N)*4 }
 		switch t.Stages {
 		case 0:
 			stages = 2

@@ -16,8 +16,9 @@
 // A workgroup owns a TM x TN tile of y (TM activation rows, TN weight
 // rows) and walks the input dimension in steps of TK:
 //   1. the tile's TM x TK activations and TN x TK weights, fetched into
-//      registers one step ahead (converted to f16 there), are stored in
-//      shared memory;
+//      registers one step ahead by octets (8 elements, converted to f16
+//      there; F16 weight rows of a multiple of 8 by one 16-byte load), are
+//      stored in shared memory, 16 bytes at a time;
 //   2. each subgroup multiplies its SM x SN sub-tile: SM/CM_M A matrices
 //      (rows of x) times SN/CM_N B matrices (W^T, read column-major from
 //      the weight rows) into f32 accumulators.
@@ -56,8 +57,8 @@ layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 
 layout(constant_id = 12) const uint PROBE = 0u;
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
-layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: one 8-byte load each
-layout(set = 0, binding = 0) readonly buffer Wbuf4 { uvec4 w4[]; };  // F16 octets: one 16-byte load each
+layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: 8-byte loads
+layout(set = 0, binding = 0) readonly buffer Wbuf4 { uvec4 w4[]; };  // F16 octets: 16-byte loads
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
@@ -77,91 +78,105 @@ layout(push_constant) uniform Push {
 #include "include/weights.glsl"
 
 const uint WG = gl_WorkGroupSize.x;
-const uint TK4 = TK / 4u;
-const uint SA = TK4 + 2u;          // f16vec4 stride of a tile row (16 bytes of padding against bank conflicts)
+const uint TK8 = TK / 8u;          // octets (8 halves, 16 bytes) per tile row; TK is a multiple of 8
+const uint SA = TK8 + 1u;          // uvec4 stride of a tile row (16 bytes of padding against bank conflicts)
 const uint MT = SM / CM_M;         // A matrices per sub-tile
 const uint NT = SN / CM_N;         // B matrices per sub-tile
 const uint KT = TK / CM_K;         // k steps per tile
 const uint NSN = TN / SN;
 const uint NST = (TM / SM) * NSN;  // sub-tiles
-const uint LA = (TM * TK4 + WG - 1u) / WG;  // activation quads per invocation
-const uint LB4 = (TN * TK4 + WG - 1u) / WG;  // weight quads per invocation
-const uint TK8 = TK / 8u;                    // F16 weight octets per tile row (TK is a multiple of 8)
-const uint LB8 = (TN * TK8 + WG - 1u) / WG;  // weight octets per invocation
-const uint LB = LB4 > 2u * LB8 ? LB4 : 2u * LB8;          // weight quads held per invocation
+const uint LA = (TM * TK8 + WG - 1u) / WG;  // activation octets per invocation
+const uint LB = (TN * TK8 + WG - 1u) / WG;  // weight octets per invocation
 const uint CS = CM_M * CM_N;       // floats of output staging per sub-tile
 const uint MAX_K_TILES = 32768u;   // bound of the step loop (host-checked)
 
-shared f16vec4 sA[STAGES * TM * SA];
-shared f16vec4 sB[STAGES * TN * SA];
+// Tiles are f16 in 16-byte elements: 16-byte shared stores, and
+// cooperative-matrix loads from 16-byte aligned rows (offsets and strides
+// in uvec4 units).
+shared uvec4 sA[STAGES * TM * SA];
+shared uvec4 sB[STAGES * TN * SA];
 shared float sC[NST * CS];
 
-f16vec4 stA[LA];
-f16vec4 stB[LB];
+uvec4 stA[LA];
+uvec4 stB[LB];
+
+// Eight f32 values as eight packed halves.
+uvec4 packOctet(vec4 lo, vec4 hi) {
+    return uvec4(packFloat2x16(f16vec2(lo.xy)), packFloat2x16(f16vec2(lo.zw)),
+                 packFloat2x16(f16vec2(hi.xy)), packFloat2x16(f16vec2(hi.zw)));
+}
 
 // F16 weights go by 16-byte octets when rows allow (uniform).
 bool octets() {
     return (pc.rowBytes & 15u) == 0u && (pc.inDim & 7u) == 0u;
 }
 
-// The step's tiles at input element k0 into registers; what lies past n,
-// outDim or inDim reads as zeros.
+// The step's tiles at input element k0 into registers, an octet per
+// element; what lies past n, outDim or inDim reads as zeros (inDim is a
+// multiple of 4, so each quad is wholly inside or outside).
 void fetchTile(uint row0, uint col0, uint k0) {
     if ((PROBE & 1u) != 0u) {
         [[unroll]] for (uint i = 0u; i < LA; i++) {
-            stA[i] = f16vec4(float16_t(float(k0 & 7u) * 0.125));
+            stA[i] = uvec4(0x30003000u * (k0 & 1u));
         }
         [[unroll]] for (uint i = 0u; i < LB; i++) {
-            stB[i] = f16vec4(float16_t(float(i) * 0.125));
+            stB[i] = uvec4(0x2c002c00u + i);
         }
         return;
     }
     uint in4 = pc.inDim / 4u;
     [[unroll]] for (uint i = 0u; i < LA; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
-        uint r = idx / TK4;
-        uint e = k0 + 4u * (idx % TK4);
-        vec4 v = vec4(0.0);
-        if (idx < TM * TK4 && row0 + r < pc.n && e < pc.inDim) {
-            v = x4[(row0 + r) * in4 + e / 4u];
-        }
-        stA[i] = f16vec4(v);
-    }
-    if (WTYPE == W_F16 && octets()) {
-        // Rows of a multiple of 8 halves (16 bytes): one aligned 16-byte
-        // load per octet, its halves taken as they are.
-        [[unroll]] for (uint i = 0u; i < LB8; i++) {
-            uint idx = gl_LocalInvocationIndex + i * WG;
-            uint o = idx / TK8;
-            uint e = k0 + 8u * (idx % TK8);
-            uvec4 q = uvec4(0u);
-            if (idx < TN * TK8 && col0 + o < pc.outDim && e < pc.inDim) {
-                q = w4[((col0 + o) * pc.rowBytes) / 16u + e / 8u];
+        uint r = idx / TK8;
+        uint e = k0 + 8u * (idx % TK8);
+        vec4 lo = vec4(0.0);
+        vec4 hi = vec4(0.0);
+        if (idx < TM * TK8 && row0 + r < pc.n) {
+            uint at = (row0 + r) * in4 + e / 4u;
+            if (e < pc.inDim) {
+                lo = x4[at];
             }
-            stB[2u * i] = f16vec4(unpackFloat2x16(q.x), unpackFloat2x16(q.y));
-            stB[2u * i + 1u] = f16vec4(unpackFloat2x16(q.z), unpackFloat2x16(q.w));
+            if (e + 4u < pc.inDim) {
+                hi = x4[at + 1u];
+            }
         }
-        return;
+        stA[i] = packOctet(lo, hi);
     }
-    [[unroll]] for (uint i = 0u; i < LB4; i++) {
+    bool oct = octets();
+    [[unroll]] for (uint i = 0u; i < LB; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
-        uint o = idx / TK4;
-        uint e = k0 + 4u * (idx % TK4);
-        bool inside = idx < TN * TK4 && col0 + o < pc.outDim && e < pc.inDim;
-        if (WTYPE == W_F16) {
-            // Rows of a multiple of 4 halves are 8-byte aligned: the quad
-            // is one aligned load, its halves taken as they are.
-            uvec2 q = uvec2(0u);
-            if (inside) {
-                q = w2[((col0 + o) * pc.rowBytes) / 8u + e / 4u];
+        uint o = idx / TK8;
+        uint e = k0 + 8u * (idx % TK8);
+        bool row = idx < TN * TK8 && col0 + o < pc.outDim;
+        uint rowOff = (col0 + o) * pc.rowBytes;
+        if (WTYPE == W_F16 && oct) {
+            // One aligned 16-byte load, the halves kept as they are.
+            uvec4 q = uvec4(0u);
+            if (row && e < pc.inDim) {
+                q = w4[rowOff / 16u + e / 8u];
             }
-            stB[i] = f16vec4(unpackFloat2x16(q.x), unpackFloat2x16(q.y));
+            stB[i] = q;
+        } else if (WTYPE == W_F16) {
+            // Rows of a multiple of 4 halves: two aligned 8-byte loads.
+            uvec2 lo = uvec2(0u);
+            uvec2 hi = uvec2(0u);
+            if (row && e < pc.inDim) {
+                lo = w2[rowOff / 8u + e / 4u];
+            }
+            if (row && e + 4u < pc.inDim) {
+                hi = w2[rowOff / 8u + e / 4u + 1u];
+            }
+            stB[i] = uvec4(lo, hi);
         } else {
-            vec4 v = vec4(0.0);
-            if (inside) {
-                v = wQuad((col0 + o) * pc.rowBytes, e);
+            vec4 lo = vec4(0.0);
+            vec4 hi = vec4(0.0);
+            if (row && e < pc.inDim) {
+                lo = wQuad(rowOff, e);
             }
-            stB[i] = f16vec4(v);
+            if (row && e + 4u < pc.inDim) {
+                hi = wQuad(rowOff, e + 4u);
+            }
+            stB[i] = packOctet(lo, hi);
         }
     }
 }
@@ -170,25 +185,14 @@ void fetchTile(uint row0, uint col0, uint k0) {
 void storeTile(uint stage) {
     [[unroll]] for (uint i = 0u; i < LA; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
-        if (idx < TM * TK4) {
-            sA[stage * TM * SA + (idx / TK4) * SA + idx % TK4] = stA[i];
+        if (idx < TM * TK8) {
+            sA[stage * TM * SA + (idx / TK8) * SA + idx % TK8] = stA[i];
         }
     }
-    if (WTYPE == W_F16 && (PROBE & 1u) == 0u && octets()) {
-        [[unroll]] for (uint i = 0u; i < LB8; i++) {
-            uint idx = gl_LocalInvocationIndex + i * WG;
-            if (idx < TN * TK8) {
-                uint at = stage * TN * SA + (idx / TK8) * SA + 2u * (idx % TK8);
-                sB[at] = stB[2u * i];
-                sB[at + 1u] = stB[2u * i + 1u];
-            }
-        }
-        return;
-    }
-    [[unroll]] for (uint i = 0u; i < LB4; i++) {
+    [[unroll]] for (uint i = 0u; i < LB; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
-        if (idx < TN * TK4) {
-            sB[stage * TN * SA + (idx / TK4) * SA + idx % TK4] = stB[i];
+        if (idx < TN * TK8) {
+            sB[stage * TN * SA + (idx / TK8) * SA + idx % TK8] = stB[i];
         }
     }
 }
@@ -242,12 +246,12 @@ void main() {
                 [[unroll]] for (uint kk = 0u; kk < KT; kk++) {
                     coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> a[MT];
                     [[unroll]] for (uint i = 0u; i < MT; i++) {
-                        coopMatLoad(a[i], sA, aBase + i * CM_M * SA + kk * (CM_K / 4u), SA,
+                        coopMatLoad(a[i], sA, aBase + i * CM_M * SA + kk * (CM_K / 8u), SA,
                                     gl_CooperativeMatrixLayoutRowMajor);
                     }
                     [[unroll]] for (uint j = 0u; j < NT; j++) {
                         coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> b;
-                        coopMatLoad(b, sB, bBase + j * CM_N * SA + kk * (CM_K / 4u), SA,
+                        coopMatLoad(b, sB, bBase + j * CM_N * SA + kk * (CM_K / 8u), SA,
                                     gl_CooperativeMatrixLayoutColumnMajor);
                         [[unroll]] for (uint i = 0u; i < MT; i++) {
                             acc[i * NT + j] = coopMatMulAdd(a[i], b, acc[i * NT + j]);
