@@ -208,6 +208,8 @@ var gemmBenchTiles = map[string][]gemmTiles{
 		{TM: 128, TN: 128, TK: 64, SM: 32, SN: 64},
 		{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64},
 		{TM: 64, TN: 64, TK: 32, SM: 32, SN: 32},
+		{TM: 64, TN: 64, TK: 64, SM: 32, SN: 32},
+		{TM: 32, TN: 64, TK: 64, SM: 32, SN: 32},
 	},
 	"scalar": {
 		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},

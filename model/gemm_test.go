@@ -26,8 +26,8 @@ import (
 // factor 5 of margin, the tolerance `deft conformance` uses for f16 KV.
 var gemmTol = map[string]float64{"scalar": kernelTol, "coopmat": 2e-3}
 
-// gemmTileSets are the tiles tests check and benchmarks time per variant;
-// the first of each size class is what linear picks (defaultGemmTiles).
+// gemmTileSets are the tiles tests check per variant; they hold every tile
+// linear picks (defaultGemmTiles, see TestGemmDefaultsTested).
 var gemmTileSets = map[string][]gemmTiles{
 	"coopmat": {
 		{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32},
@@ -47,6 +47,20 @@ var gemmTileSets = map[string][]gemmTiles{
 		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},
 		{TM: 16, TN: 32, TK: 16, SM: 2, SN: 2},
 	},
+}
+
+// Every tile defaultGemmTiles picks is one TestGemm checks (and one
+// BenchmarkGemm times), for every variant, batch size and weight type.
+func TestGemmDefaultsTested(t *testing.T) {
+	for variant, sets := range gemmTileSets {
+		for n := 1; n <= 1024; n++ {
+			for wt := uint32(kernels.WeightF32); wt <= kernels.WeightQ6_KG; wt++ {
+				d := defaultGemmTiles(variant, n, wt)
+				require.Contains(t, sets, d, "%s n=%d wtype %d: default tile %s is not tested", variant, n, wt, d)
+				require.Contains(t, gemmBenchTiles[variant], d, "%s n=%d wtype %d: default tile %s is not benchmarked", variant, n, wt, d)
+			}
+		}
+	}
 }
 
 // gemmVariants lists the gemm variants d can run, logging why others
