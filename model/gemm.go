@@ -36,7 +36,8 @@ const (
 // coopmat variant (0: two when they fit, else one).
 //
 // Probe is the coopmat shader's PROBE (benchmarks only: bit 0 skips the
-// global loads, bit 1 the MMA; the results are garbage).
+// global loads, bit 1 the MMA, 4 alone runs only the MMA on fragments
+// loaded once; the results are garbage).
 type gemmTiles struct {
 	TM, TN, TK, SM, SN int
 	Split              int
@@ -209,6 +210,10 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 	return nil
 }
 
+// gemmMaxFragments is the coopmat shader's MAXF: A matrices (rows) and B
+// matrices (columns) of a subgroup's sub-tile.
+const gemmMaxFragments = 4
+
 // reduceGroup is gemm_reduce's workgroup size.
 const reduceGroup = 256
 
@@ -230,6 +235,10 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		}
 		if t.SM%int(cm.M) != 0 || t.SN%int(cm.N) != 0 || t.TK%int(cm.K) != 0 {
 			return nil, fmt.Errorf("tile %s does not divide into %dx%dx%d matrices", t, cm.M, cm.N, cm.K)
+		}
+		// The shader names its fragments: at most 4 x 4 accumulators.
+		if t.SM/int(cm.M) > gemmMaxFragments || t.SN/int(cm.N) > gemmMaxFragments {
+			return nil, fmt.Errorf("tile %s: more than %d %dx%d matrices per subgroup row or column", t, gemmMaxFragments, cm.M, cm.N)
 		}
 		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
 		group = subTiles * int(info.SubgroupSize)

@@ -53,7 +53,8 @@ layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 
 // Benchmark probe (0 in the model): bit 0 skips the global loads (tiles of
 // constants), bit 1 skips the shared-memory matrix loads and the MMA, so
 // one run tells which side bounds the time. Results are garbage with
-// either bit set.
+// either bit set. Bit 2 alone: pure MMA throughput (fragments loaded once,
+// then only the multiply-adds of every step).
 layout(constant_id = 12) const uint PROBE = 0u;
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
@@ -202,6 +203,47 @@ void subgroupSync() {
     subgroupBarrier();
 }
 
+// Fragments are individually named variables (at most MAXF x MAXF
+// accumulators, MAXF A and B matrices; the host checks SM/CM_M and SN/CM_N),
+// never arrays: arrays of cooperative matrices sized by specialization
+// constants may be placed in local memory by a driver (spills on every
+// MMA). Guards on spec constants vanish at specialization.
+#define ACC_T coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>
+#define A_T coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA>
+#define B_T coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB>
+#define EACH4(X) X(0) X(1) X(2) X(3)
+#define EACH44(X) X(0, 0) X(0, 1) X(0, 2) X(0, 3) X(1, 0) X(1, 1) X(1, 2) X(1, 3) \
+                  X(2, 0) X(2, 1) X(2, 2) X(2, 3) X(3, 0) X(3, 1) X(3, 2) X(3, 3)
+#define DECL_ACC(i, j) ACC_T acc##i##j = ACC_T(0.0);
+#define DECL_A(i) A_T a##i;
+#define DECL_B(j) B_T b##j;
+#define LOAD_A(i) if (uint(i) < MT) { coopMatLoad(a##i, sA, aBase + uint(i) * CM_M * SA + kk * (CM_K / 8u), SA, gl_CooperativeMatrixLayoutRowMajor); }
+#define LOAD_B(j) if (uint(j) < NT) { coopMatLoad(b##j, sB, bBase + uint(j) * CM_N * SA + kk * (CM_K / 8u), SA, gl_CooperativeMatrixLayoutColumnMajor); }
+#define MMA(i, j) if (uint(i) < MT && uint(j) < NT) { acc##i##j = coopMatMulAdd(a##i, b##j, acc##i##j); }
+#define STORE_ACC(i, j) if (uint(i) < MT && uint(j) < NT) { \
+        coopMatStore(acc##i##j, sC, st * CS, CM_N, gl_CooperativeMatrixLayoutRowMajor); \
+        writeOut(st, sm, sn, uint(i), uint(j), row0, col0, lane); }
+const uint MAXF = 4u;
+
+// Sub-tile st's staged fragment (i, j) (in sC) out to y or part.
+void writeOut(uint st, uint sm, uint sn, uint i, uint j, uint row0, uint col0, uint lane) {
+    subgroupSync();
+    for (uint e = lane; e < CS; e += gl_SubgroupSize) {
+        uint r = row0 + sm * SM + i * CM_M + e / CM_N;
+        uint o = col0 + sn * SN + j * CM_N + e % CM_N;
+        if (r < pc.n && o < pc.outDim) {
+            uint at = r * pc.yStride + pc.yOff + o;
+            float v = sC[st * CS + e];
+            if (pc.splits > 1u) {
+                part[gl_WorkGroupID.z * pc.pStride + at] = v;
+            } else {
+                y[at] = ADD != 0u ? y[at] + v : v;
+            }
+        }
+    }
+    subgroupSync();
+}
+
 void main() {
     uint row0 = gl_WorkGroupID.x * TM;   // activation rows
     uint col0 = gl_WorkGroupID.y * TN;   // weight rows
@@ -221,73 +263,61 @@ void main() {
         bool on = st < NST;              // subgroup-uniform
         uint sm = on ? st / NSN : 0u;
         uint sn = on ? st % NSN : 0u;
-        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[MT * NT];
-        [[unroll]] for (uint i = 0u; i < MT * NT; i++) {
-            acc[i] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
-        }
-        fetchTile(row0, col0, kFirst * TK);
-        if (STAGES == 2u) {
-            storeTile(0u);
-            barrier();
-        }
-        for (uint kt = 0u; kt < kTiles; kt++) {
-            uint stage = STAGES == 2u ? (kt & 1u) : 0u;
-            if (STAGES != 2u) {
-                barrier();   // the previous step's tiles are consumed
+        EACH44(DECL_ACC)
+        if ((PROBE & 4u) != 0u) {
+            // Pure MMA throughput: fragments loaded once, then only the
+            // step loop's multiply-adds (no global or shared traffic, no
+            // barriers). Garbage results.
+            if (on) {
+                uint aBase = sm * SM * SA;
+                uint bBase = sn * SN * SA;
+                uint kk = 0u;
+                EACH4(DECL_A)
+                EACH4(DECL_B)
+                EACH4(LOAD_A)
+                EACH4(LOAD_B)
+                for (uint kt = 0u; kt < kTiles * KT; kt++) {
+                    EACH44(MMA)
+                }
+            }
+        } else {
+            fetchTile(row0, col0, kFirst * TK);
+            if (STAGES == 2u) {
                 storeTile(0u);
                 barrier();
             }
-            if (kt + 1u < kTiles) {
-                fetchTile(row0, col0, (kFirst + kt + 1u) * TK);
-            }
-            if (on && (PROBE & 2u) == 0u) {
-                uint aBase = stage * TM * SA + sm * SM * SA;
-                uint bBase = stage * TN * SA + sn * SN * SA;
-                [[unroll]] for (uint kk = 0u; kk < KT; kk++) {
-                    coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> a[MT];
-                    [[unroll]] for (uint i = 0u; i < MT; i++) {
-                        coopMatLoad(a[i], sA, aBase + i * CM_M * SA + kk * (CM_K / 8u), SA,
-                                    gl_CooperativeMatrixLayoutRowMajor);
-                    }
-                    [[unroll]] for (uint j = 0u; j < NT; j++) {
-                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> b;
-                        coopMatLoad(b, sB, bBase + j * CM_N * SA + kk * (CM_K / 8u), SA,
-                                    gl_CooperativeMatrixLayoutColumnMajor);
-                        [[unroll]] for (uint i = 0u; i < MT; i++) {
-                            acc[i * NT + j] = coopMatMulAdd(a[i], b, acc[i * NT + j]);
-                        }
-                    }
+            for (uint kt = 0u; kt < kTiles; kt++) {
+                uint stage = STAGES == 2u ? (kt & 1u) : 0u;
+                if (STAGES != 2u) {
+                    barrier();   // the previous step's tiles are consumed
+                    storeTile(0u);
+                    barrier();
                 }
-            }
-            if (STAGES == 2u) {
-                // The other stage was last read before the previous barrier.
                 if (kt + 1u < kTiles) {
-                    storeTile(stage ^ 1u);
+                    fetchTile(row0, col0, (kFirst + kt + 1u) * TK);
                 }
-                barrier();
+                if (on && (PROBE & 2u) == 0u) {
+                    uint aBase = stage * TM * SA + sm * SM * SA;
+                    uint bBase = stage * TN * SA + sn * SN * SA;
+                    [[unroll]] for (uint kk = 0u; kk < KT; kk++) {
+                        EACH4(DECL_A)
+                        EACH4(DECL_B)
+                        EACH4(LOAD_A)
+                        EACH4(LOAD_B)
+                        EACH44(MMA)
+                    }
+                }
+                if (STAGES == 2u) {
+                    // The other stage was last read before the previous barrier.
+                    if (kt + 1u < kTiles) {
+                        storeTile(stage ^ 1u);
+                    }
+                    barrier();
+                }
             }
         }
         if (on) {
-            [[unroll]] for (uint i = 0u; i < MT; i++) {
-                [[unroll]] for (uint j = 0u; j < NT; j++) {
-                    coopMatStore(acc[i * NT + j], sC, st * CS, CM_N, gl_CooperativeMatrixLayoutRowMajor);
-                    subgroupSync();
-                    for (uint e = lane; e < CS; e += gl_SubgroupSize) {
-                        uint r = row0 + sm * SM + i * CM_M + e / CM_N;
-                        uint o = col0 + sn * SN + j * CM_N + e % CM_N;
-                        if (r < pc.n && o < pc.outDim) {
-                            uint at = r * pc.yStride + pc.yOff + o;
-                            float v = sC[st * CS + e];
-                            if (pc.splits > 1u) {
-                                part[gl_WorkGroupID.z * pc.pStride + at] = v;
-                            } else {
-                                y[at] = ADD != 0u ? y[at] + v : v;
-                            }
-                        }
-                    }
-                    subgroupSync();
-                }
-            }
+            EACH44(STORE_ACC)
         }
     }
 }
