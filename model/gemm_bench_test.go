@@ -23,8 +23,10 @@ import (
 // out / time) and the weights' GB/s (weight bytes / time). Summaries
 // follow: the fastest tile per shape and n against linear's choice; the
 // tiles fastest over all shapes per weight type and n (what
-// defaultGemmTiles should pick); and probes of the default coopmat tile
-// without global loads and/or without the MMA (which side bounds it).
+// defaultGemmTiles should pick); probes of the default coopmat tile
+// without global loads and/or without the MMA (which side bounds it) and
+// with only the MMA (the tensor cores' throughput through the driver);
+// and the driver's compiler statistics (registers, spills) of every tile.
 // -short runs small shapes (a smoke run on lavapipe).
 //
 //	go test -run '^$' -bench BenchmarkGemm -benchtime 1x ./model/
@@ -154,7 +156,7 @@ func BenchmarkGemm(b *testing.B) {
 				for _, n := range []int{64, 512} {
 					t := defaultGemmTiles("coopmat", n, w.wtype)
 					line := fmt.Sprintf("probe %-5s %5dx%-5d n=%-3d %-22s", typ, in, out, n, t)
-					for _, probe := range []int{0, 1, 2, 3} {
+					for _, probe := range []int{0, 1, 2, 3, 4} {
 						t.Probe = probe
 						var med time.Duration
 						b.Run(fmt.Sprintf("%s/%dx%d/n=%d/probe-%s", typ, in, out, n, t), func(b *testing.B) {
@@ -164,13 +166,35 @@ func BenchmarkGemm(b *testing.B) {
 							b.ReportMetric(us(med), "us")
 							b.ReportMetric(0, "ns/op")
 						})
-						line += fmt.Sprintf(" | %s %7.1f us", []string{"full", "no global loads", "no MMA", "neither"}[probe], us(med))
+						label := map[int]string{0: "full", 1: "no global loads", 2: "no MMA", 3: "neither", 4: "pure MMA"}[probe]
+						line += fmt.Sprintf(" | %s %7.1f us %5.1f TF", label, us(med), 2*float64(n)*float64(in)*float64(out)/med.Seconds()/1e12)
 					}
 					probes = append(probes, line)
 				}
 			}
 			w.close()
 		}
+	}
+	// The driver's compiler statistics of every timed tile (registers,
+	// spills, shared memory): spills or low occupancy explain slow tiles.
+	var stats []string
+	if d.KernelStats() {
+		for _, variant := range gemmVariants(b, d) {
+			for _, t := range gemmBenchTiles[variant] {
+				for _, wt := range []uint32{kernels.WeightF16, kernels.WeightQ8_0} {
+					stats = append(stats, gemmStatsLine(o, variant, t, wt))
+				}
+			}
+		}
+		if coopmat {
+			for _, probe := range []int{1, 2, 4} {
+				t := defaultGemmTiles("coopmat", 512, kernels.WeightF16)
+				t.Probe = probe
+				stats = append(stats, gemmStatsLine(o, "coopmat", t, kernels.WeightF16))
+			}
+		}
+	} else {
+		stats = append(stats, "(the device reports no compiler statistics: no VK_KHR_pipeline_executable_properties)")
 	}
 	var picks []string
 	for _, typ := range types {
@@ -191,8 +215,27 @@ func BenchmarkGemm(b *testing.B) {
 	// Printed, not logged: a parent benchmark's log is not shown.
 	fmt.Printf("gemm on %s: the fastest tile per shape and n, and linear (the model's choice: defaultGemmTiles or matmul):\n%s\n"+
 		"fastest tiles summed over the shapes, per weight type and n (to choose defaultGemmTiles):\n%s\n"+
-		"probes of the default coopmat tile (garbage results; which side bounds the time):\n%s\n",
-		d.Info.Name, strings.Join(summary, "\n"), strings.Join(picks, "\n"), strings.Join(probes, "\n"))
+		"probes of the default coopmat tile (garbage results; which side bounds the time; pure MMA: only the multiply-adds, fragments loaded once):\n%s\n"+
+		"driver compiler statistics per tile:\n%s\n",
+		d.Info.Name, strings.Join(summary, "\n"), strings.Join(picks, "\n"), strings.Join(probes, "\n"), strings.Join(stats, "\n"))
+}
+
+// gemmStatsLine is one line of the driver's compiler statistics of gemm's
+// pipeline for variant, tile t and weight type wt.
+func gemmStatsLine(o *ops, variant string, t gemmTiles, wt uint32) string {
+	line := fmt.Sprintf("%-7s %-26s wtype %2d:", variant, t, wt)
+	p, err := o.gemmPipeline(variant, t, wt, false)
+	if err != nil {
+		return line + " " + err.Error()
+	}
+	st, err := p.Stats()
+	if err != nil {
+		return line + " " + err.Error()
+	}
+	for _, s := range st {
+		line += fmt.Sprintf(" %s=%g", strings.ReplaceAll(s.Name, " ", "_"), s.Value)
+	}
+	return line
 }
 
 // gemmBenchTiles are the tiles BenchmarkGemm times per variant: linear's
