@@ -214,6 +214,10 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 // matrices (columns) of a subgroup's sub-tile.
 const gemmMaxFragments = 4
 
+// gemmMaxOctets is the coopmat shader's MAXL: 16-byte octets of the
+// activation or weight tile that one invocation fetches per step.
+const gemmMaxOctets = 8
+
 // reduceGroup is gemm_reduce's workgroup size.
 const reduceGroup = 256
 
@@ -242,6 +246,11 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		}
 		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
 		group = subTiles * int(info.SubgroupSize)
+		// Each invocation holds its share of a step's octets (8 halves)
+		// in named registers: at most gemmMaxOctets of each tile.
+		if ceilDiv(t.TM*t.TK/8, group) > gemmMaxOctets || ceilDiv(t.TN*t.TK/8, group) > gemmMaxOctets {
+			return nil, fmt.Errorf("tile %s: more than %d octets of a tile per invocation with %d invocations", t, gemmMaxOctets, group)
+		}
 		// f16 tile rows of TK/8 16-byte octets and one of padding, and
 		// a staging matrix of f32 outputs per sub-tile.
 		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/8+1)*16 + subTiles*int(cm.M*cm.N)*4 }

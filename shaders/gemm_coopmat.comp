@@ -98,8 +98,13 @@ shared uvec4 sA[STAGES * TM * SA];
 shared uvec4 sB[STAGES * TN * SA];
 shared float sC[NST * CS];
 
-uvec4 stA[LA];
-uvec4 stB[LB];
+// The next step's octets, in registers between the global loads and the
+// shared-memory stores: individually named (at most MAXL each; the host
+// checks), never arrays that a driver might put in local memory.
+const uint MAXL = 8u;
+uvec4 stA0, stA1, stA2, stA3, stA4, stA5, stA6, stA7;
+uvec4 stB0, stB1, stB2, stB3, stB4, stB5, stB6, stB7;
+#define EACH8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 // Eight f32 values as eight packed halves.
 uvec4 packOctet(vec4 lo, vec4 hi) {
@@ -112,90 +117,99 @@ bool octets() {
     return (pc.rowBytes & 15u) == 0u && (pc.inDim & 7u) == 0u;
 }
 
-// The step's tiles at input element k0 into registers, an octet per
-// element; what lies past n, outDim or inDim reads as zeros (inDim is a
-// multiple of 4, so each quad is wholly inside or outside).
-void fetchTile(uint row0, uint col0, uint k0) {
+// Activation octet i of this invocation for the step at input element k0;
+// what lies past n or inDim reads as zeros (inDim is a multiple of 4, so
+// each quad is wholly inside or outside).
+uvec4 fetchA(uint i, uint row0, uint k0) {
     if ((PROBE & 1u) != 0u) {
-        [[unroll]] for (uint i = 0u; i < LA; i++) {
-            stA[i] = uvec4(0x30003000u * (k0 & 1u));
-        }
-        [[unroll]] for (uint i = 0u; i < LB; i++) {
-            stB[i] = uvec4(0x2c002c00u + i);
-        }
-        return;
+        return uvec4(0x30003000u * (k0 & 1u));
     }
-    uint in4 = pc.inDim / 4u;
-    [[unroll]] for (uint i = 0u; i < LA; i++) {
-        uint idx = gl_LocalInvocationIndex + i * WG;
-        uint r = idx / TK8;
-        uint e = k0 + 8u * (idx % TK8);
-        vec4 lo = vec4(0.0);
-        vec4 hi = vec4(0.0);
-        if (idx < TM * TK8 && row0 + r < pc.n) {
-            uint at = (row0 + r) * in4 + e / 4u;
-            if (e < pc.inDim) {
-                lo = x4[at];
-            }
-            if (e + 4u < pc.inDim) {
-                hi = x4[at + 1u];
-            }
+    uint idx = gl_LocalInvocationIndex + i * WG;
+    uint r = idx / TK8;
+    uint e = k0 + 8u * (idx % TK8);
+    vec4 lo = vec4(0.0);
+    vec4 hi = vec4(0.0);
+    if (idx < TM * TK8 && row0 + r < pc.n) {
+        uint at = (row0 + r) * (pc.inDim / 4u) + e / 4u;
+        if (e < pc.inDim) {
+            lo = x4[at];
         }
-        stA[i] = packOctet(lo, hi);
+        if (e + 4u < pc.inDim) {
+            hi = x4[at + 1u];
+        }
     }
+    return packOctet(lo, hi);
+}
+
+// Weight octet i of this invocation for the step at input element k0
+// (oct: F16 rows by 16-byte loads); past outDim or inDim reads as zeros.
+uvec4 fetchB(uint i, uint col0, uint k0, bool oct) {
+    if ((PROBE & 1u) != 0u) {
+        return uvec4(0x2c002c00u + i);
+    }
+    uint idx = gl_LocalInvocationIndex + i * WG;
+    uint o = idx / TK8;
+    uint e = k0 + 8u * (idx % TK8);
+    bool row = idx < TN * TK8 && col0 + o < pc.outDim;
+    uint rowOff = (col0 + o) * pc.rowBytes;
+    if (WTYPE == W_F16 && oct) {
+        // One aligned 16-byte load, the halves kept as they are.
+        uvec4 q = uvec4(0u);
+        if (row && e < pc.inDim) {
+            q = w4[rowOff / 16u + e / 8u];
+        }
+        return q;
+    } else if (WTYPE == W_F16) {
+        // Rows of a multiple of 4 halves: two aligned 8-byte loads.
+        uvec2 lo = uvec2(0u);
+        uvec2 hi = uvec2(0u);
+        if (row && e < pc.inDim) {
+            lo = w2[rowOff / 8u + e / 4u];
+        }
+        if (row && e + 4u < pc.inDim) {
+            hi = w2[rowOff / 8u + e / 4u + 1u];
+        }
+        return uvec4(lo, hi);
+    }
+    vec4 lo = vec4(0.0);
+    vec4 hi = vec4(0.0);
+    if (row && e < pc.inDim) {
+        lo = wQuad(rowOff, e);
+    }
+    if (row && e + 4u < pc.inDim) {
+        hi = wQuad(rowOff, e + 4u);
+    }
+    return packOctet(lo, hi);
+}
+
+// The step's tiles at input element k0 into registers: every load of the
+// step issued before any is used.
+#define FETCH_A(i) if (uint(i) < LA) { stA##i = fetchA(uint(i), row0, k0); }
+#define FETCH_B(i) if (uint(i) < LB) { stB##i = fetchB(uint(i), col0, k0, oct); }
+void fetchTile(uint row0, uint col0, uint k0) {
     bool oct = octets();
-    [[unroll]] for (uint i = 0u; i < LB; i++) {
-        uint idx = gl_LocalInvocationIndex + i * WG;
-        uint o = idx / TK8;
-        uint e = k0 + 8u * (idx % TK8);
-        bool row = idx < TN * TK8 && col0 + o < pc.outDim;
-        uint rowOff = (col0 + o) * pc.rowBytes;
-        if (WTYPE == W_F16 && oct) {
-            // One aligned 16-byte load, the halves kept as they are.
-            uvec4 q = uvec4(0u);
-            if (row && e < pc.inDim) {
-                q = w4[rowOff / 16u + e / 8u];
-            }
-            stB[i] = q;
-        } else if (WTYPE == W_F16) {
-            // Rows of a multiple of 4 halves: two aligned 8-byte loads.
-            uvec2 lo = uvec2(0u);
-            uvec2 hi = uvec2(0u);
-            if (row && e < pc.inDim) {
-                lo = w2[rowOff / 8u + e / 4u];
-            }
-            if (row && e + 4u < pc.inDim) {
-                hi = w2[rowOff / 8u + e / 4u + 1u];
-            }
-            stB[i] = uvec4(lo, hi);
-        } else {
-            vec4 lo = vec4(0.0);
-            vec4 hi = vec4(0.0);
-            if (row && e < pc.inDim) {
-                lo = wQuad(rowOff, e);
-            }
-            if (row && e + 4u < pc.inDim) {
-                hi = wQuad(rowOff, e + 4u);
-            }
-            stB[i] = packOctet(lo, hi);
-        }
-    }
+    EACH8(FETCH_A)
+    EACH8(FETCH_B)
 }
 
 // The fetched tiles into shared-memory stage stage.
+void storeA(uint i, uint stage, uvec4 v) {
+    uint idx = gl_LocalInvocationIndex + i * WG;
+    if (idx < TM * TK8) {
+        sA[stage * TM * SA + (idx / TK8) * SA + idx % TK8] = v;
+    }
+}
+void storeB(uint i, uint stage, uvec4 v) {
+    uint idx = gl_LocalInvocationIndex + i * WG;
+    if (idx < TN * TK8) {
+        sB[stage * TN * SA + (idx / TK8) * SA + idx % TK8] = v;
+    }
+}
+#define STORE_A(i) if (uint(i) < LA) { storeA(uint(i), stage, stA##i); }
+#define STORE_B(i) if (uint(i) < LB) { storeB(uint(i), stage, stB##i); }
 void storeTile(uint stage) {
-    [[unroll]] for (uint i = 0u; i < LA; i++) {
-        uint idx = gl_LocalInvocationIndex + i * WG;
-        if (idx < TM * TK8) {
-            sA[stage * TM * SA + (idx / TK8) * SA + idx % TK8] = stA[i];
-        }
-    }
-    [[unroll]] for (uint i = 0u; i < LB; i++) {
-        uint idx = gl_LocalInvocationIndex + i * WG;
-        if (idx < TN * TK8) {
-            sB[stage * TN * SA + (idx / TK8) * SA + idx % TK8] = stB[i];
-        }
-    }
+    EACH8(STORE_A)
+    EACH8(STORE_B)
 }
 
 void subgroupSync() {
