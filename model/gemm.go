@@ -210,6 +210,22 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 	return nil
 }
 
+// coopMatGroup is the coopmat variant's workgroup size for tile t: a
+// subgroup per sub-tile, doubled (extra subgroups only fetch) while an
+// invocation would hold more than gemmMaxOctets octets (8 halves, named
+// registers in the shader) of a step's activation or weight tile.
+func coopMatGroup(t gemmTiles, subgroup, maxGroup int) (int, error) {
+	group := (t.TM / t.SM) * (t.TN / t.SN) * subgroup
+	octets := func(g int) int { return ceilDiv(max(t.TM, t.TN)*t.TK/8, g) }
+	for octets(group) > gemmMaxOctets && 2*group <= maxGroup {
+		group *= 2
+	}
+	if octets(group) > gemmMaxOctets {
+		return 0, fmt.Errorf("tile %s: more than %d octets of a tile per invocation with %d invocations", t, gemmMaxOctets, group)
+	}
+	return group, nil
+}
+
 // gemmMaxFragments is the coopmat shader's MAXF: A matrices (rows) and B
 // matrices (columns) of a subgroup's sub-tile.
 const gemmMaxFragments = 4
@@ -245,11 +261,8 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 			return nil, fmt.Errorf("tile %s: more than %d %dx%d matrices per subgroup row or column", t, gemmMaxFragments, cm.M, cm.N)
 		}
 		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
-		group = subTiles * int(info.SubgroupSize)
-		// Each invocation holds its share of a step's octets (8 halves)
-		// in named registers: at most gemmMaxOctets of each tile.
-		if ceilDiv(t.TM*t.TK/8, group) > gemmMaxOctets || ceilDiv(t.TN*t.TK/8, group) > gemmMaxOctets {
-			return nil, fmt.Errorf("tile %s: more than %d octets of a tile per invocation with %d invocations", t, gemmMaxOctets, group)
+		if group, err = coopMatGroup(t, int(info.SubgroupSize), int(min(info.MaxWorkgroupInvocs, info.MaxWorkgroupSize[0]))); err != nil {
+			return nil, err
 		}
 		// f16 tile rows of TK/8 16-byte octets and one of padding, and
 		// a staging matrix of f32 outputs per sub-tile.

@@ -63,6 +63,26 @@ func TestGemmDefaultsTested(t *testing.T) {
 	}
 }
 
+// Every benchmarked coopmat tile fits the shader's named registers (4 x 4
+// fragments, 8 octets per invocation) on NVIDIA's 32-wide subgroups
+// without extra fetching subgroups, and in some workgroup size on 8-, 16-
+// and 64-wide ones.
+func TestGemmCoopMatTilesFit(t *testing.T) {
+	for _, tile := range gemmBenchTiles["coopmat"] {
+		require.LessOrEqual(t, tile.SM/16, gemmMaxFragments, "tile %s", tile)
+		require.LessOrEqual(t, tile.SN/16, gemmMaxFragments, "tile %s", tile)
+		g, err := coopMatGroup(tile, 32, 1024)
+		require.NoError(t, err)
+		require.Equal(t, (tile.TM/tile.SM)*(tile.TN/tile.SN)*32, g, "tile %s", tile)
+		for _, sg := range []int{8, 16, 64} {
+			g, err := coopMatGroup(tile, sg, 1024)
+			require.NoError(t, err, "tile %s, subgroup %d", tile, sg)
+			require.Zero(t, g%sg)
+			require.LessOrEqual(t, ceilDiv(max(tile.TM, tile.TN)*tile.TK/8, g), gemmMaxOctets)
+		}
+	}
+}
+
 // gemmVariants lists the gemm variants d can run, logging why others
 // cannot (lavapipe: scalar only).
 func gemmVariants(t testing.TB, d *vk.Device) []string {

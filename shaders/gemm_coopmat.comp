@@ -25,9 +25,11 @@
 // With STAGES = 2 the tiles alternate between two shared buffers: the next
 // step's tiles are stored while others may still read the current one, one
 // barrier per step (STAGES = 1: two barriers, half the shared memory).
-// The host sizes the workgroup as (TM/SM)*(TN/SN) subgroups; should the
-// device run fewer (smaller subgroups), extra passes over the input cover
-// the remaining sub-tiles, larger ones leave subgroups idle. Every output
+// The host sizes the workgroup as (TM/SM)*(TN/SN) subgroups, doubled
+// while an invocation would fetch more than MAXL octets of a tile (the
+// extra subgroups only fetch); should the device run fewer (smaller
+// subgroups), extra passes over the input cover the remaining sub-tiles,
+// larger ones leave subgroups idle. Every output
 // is one accumulator element written once (no atomics: reruns are
 // bit-identical). The result goes out through shared memory, so ragged
 // edges and ADD need no special tiles.
