@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/vk"
@@ -43,6 +44,7 @@ type gemmTiles struct {
 	Split              int
 	Stages             int
 	Probe              int
+	CMN                int // benchmarks only: cooperative-matrix N (0: kernels.GemmCoopMatShape's)
 }
 
 func (t gemmTiles) String() string {
@@ -52,6 +54,9 @@ func (t gemmTiles) String() string {
 	}
 	if t.Split != 0 {
 		s += fmt.Sprintf("_k%d", t.Split)
+	}
+	if t.CMN != 0 {
+		s += fmt.Sprintf("_cmn%d", t.CMN)
 	}
 	if t.Probe != 0 {
 		s += fmt.Sprintf("_probe%d", t.Probe)
@@ -252,6 +257,15 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		var err error
 		if cm, err = kernels.GemmCoopMatShape(info); err != nil {
 			return nil, err
+		}
+		if t.CMN != 0 {
+			// A benchmark's forced matrix width: the device must list it.
+			want := cm
+			want.N = uint32(t.CMN)
+			if !slices.Contains(info.CoopMatShapes, want) {
+				return nil, fmt.Errorf("tile %s: the device lists no %s cooperative matrix", t, want)
+			}
+			cm = want
 		}
 		if t.SM%int(cm.M) != 0 || t.SN%int(cm.N) != 0 || t.TK%int(cm.K) != 0 {
 			return nil, fmt.Errorf("tile %s does not divide into %dx%dx%d matrices", t, cm.M, cm.N, cm.K)

@@ -89,7 +89,7 @@ func BenchmarkGemm(b *testing.B) {
 	}
 	coopmat := slices.Contains(gemmVariants(b, d), "coopmat")
 
-	var summary, probes []string
+	var summary, probes, stats []string
 	// Per weight type and n: each tile's time summed over the shapes, to
 	// pick defaultGemmTiles from.
 	type key struct {
@@ -172,12 +172,38 @@ func BenchmarkGemm(b *testing.B) {
 					probes = append(probes, line)
 				}
 			}
+			// Pure MMA throughput of 16x16x16 and 16x8x16 matrices (the
+			// native mma.sync shape on NVIDIA) at the largest shape.
+			if coopmat && typ == gguf.F16 && !testing.Short() && in == 4096 && out == 14336 {
+				n := 512
+				line := fmt.Sprintf("pure MMA %5dx%-5d n=%-3d", in, out, n)
+				for _, cmn := range []int{16, 8} {
+					t := gemmTiles{TM: 64, TN: 128, TK: 64, SM: 32, SN: 32, CMN: cmn, Probe: 4}
+					var med time.Duration
+					var err error
+					b.Run(fmt.Sprintf("%s/%dx%d/n=%d/probe-%s", typ, in, out, n, t), func(b *testing.B) {
+						for range b.N {
+							if _, err = o.gemmPipeline("coopmat", t, w.wtype, false); err == nil {
+								med = timeDispatch(b, d, flush, reps, func(rec *vk.Recorder) error { return o.gemm(rec, "coopmat", t, w, xb, n, yb, false) })
+							}
+						}
+						b.ReportMetric(us(med), "us")
+						b.ReportMetric(0, "ns/op")
+					})
+					if err != nil {
+						line += fmt.Sprintf(" | %s: %v", t, err)
+						continue
+					}
+					line += fmt.Sprintf(" | %s %7.1f us %5.1f TF", t, us(med), 2*float64(n)*float64(in)*float64(out)/med.Seconds()/1e12)
+					stats = append(stats, gemmStatsLine(o, "coopmat", t, w.wtype))
+				}
+				probes = append(probes, line)
+			}
 			w.close()
 		}
 	}
 	// The driver's compiler statistics of every timed tile (registers,
 	// spills, shared memory): spills or low occupancy explain slow tiles.
-	var stats []string
 	if d.KernelStats() {
 		for _, variant := range gemmVariants(b, d) {
 			for _, t := range gemmBenchTiles[variant] {
