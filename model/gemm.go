@@ -38,7 +38,8 @@ const (
 //
 // Probe is the coopmat shader's PROBE (benchmarks only: bit 0 skips the
 // global loads, bit 1 the MMA, 4 alone runs only the MMA on fragments
-// loaded once; the results are garbage).
+// loaded once, 8 alone only the shared-memory matrix loads and the MMA;
+// the results are garbage).
 type gemmTiles struct {
 	TM, TN, TK, SM, SN int
 	Split              int

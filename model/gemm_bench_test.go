@@ -25,7 +25,9 @@ import (
 // tiles fastest over all shapes per weight type and n (what
 // defaultGemmTiles should pick); probes of the default coopmat tile
 // without global loads and/or without the MMA (which side bounds it) and
-// with only the MMA (the tensor cores' throughput through the driver);
+// with only the MMA (the tensor cores' throughput through the driver) or
+// only the shared-memory matrix loads and the MMA (no tiles stored, no
+// barriers);
 // and the driver's compiler statistics (registers, spills) of every tile.
 // -short runs small shapes (a smoke run on lavapipe).
 //
@@ -156,7 +158,7 @@ func BenchmarkGemm(b *testing.B) {
 				for _, n := range []int{64, 512} {
 					t := defaultGemmTiles("coopmat", n, w.wtype)
 					line := fmt.Sprintf("probe %-5s %5dx%-5d n=%-3d %-22s", typ, in, out, n, t)
-					for _, probe := range []int{0, 1, 2, 3, 4} {
+					for _, probe := range []int{0, 1, 2, 3, 4, 8} {
 						t.Probe = probe
 						var med time.Duration
 						b.Run(fmt.Sprintf("%s/%dx%d/n=%d/probe-%s", typ, in, out, n, t), func(b *testing.B) {
@@ -166,7 +168,7 @@ func BenchmarkGemm(b *testing.B) {
 							b.ReportMetric(us(med), "us")
 							b.ReportMetric(0, "ns/op")
 						})
-						label := map[int]string{0: "full", 1: "no global loads", 2: "no MMA", 3: "neither", 4: "pure MMA"}[probe]
+						label := map[int]string{0: "full", 1: "no global loads", 2: "no MMA", 3: "neither", 4: "pure MMA", 8: "matrix loads+MMA only"}[probe]
 						line += fmt.Sprintf(" | %s %7.1f us %5.1f TF", label, us(med), 2*float64(n)*float64(in)*float64(out)/med.Seconds()/1e12)
 					}
 					probes = append(probes, line)
@@ -213,7 +215,7 @@ func BenchmarkGemm(b *testing.B) {
 			}
 		}
 		if coopmat {
-			for _, probe := range []int{1, 2, 4} {
+			for _, probe := range []int{1, 2, 4, 8} {
 				t := defaultGemmTiles("coopmat", 512, kernels.WeightF16)
 				t.Probe = probe
 				stats = append(stats, gemmStatsLine(o, "coopmat", t, kernels.WeightF16))

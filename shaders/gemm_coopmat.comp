@@ -56,8 +56,11 @@ layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 
 // constants), bit 1 skips the shared-memory matrix loads and the MMA, so
 // one run tells which side bounds the time. Results are garbage with
 // either bit set. Bit 2 alone: pure MMA throughput (fragments loaded once,
-// then only the multiply-adds of every step).
+// then only the multiply-adds of every step). Bit 3 alone: the shared-memory
+// matrix loads and the MMA of every step, no global loads, no tile stores,
+// no barriers (tiles of whatever shared memory holds).
 layout(constant_id = 12) const uint PROBE = 0u;
+const bool TILES = (PROBE & 8u) == 0u;  // fetch and store tiles, with barriers
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: 8-byte loads
@@ -297,19 +300,21 @@ void main() {
                 }
             }
         } else {
-            fetchTile(row0, col0, kFirst * TK);
-            if (STAGES == 2u) {
+            if (TILES) {
+                fetchTile(row0, col0, kFirst * TK);
+            }
+            if (STAGES == 2u && TILES) {
                 storeTile(0u);
                 barrier();
             }
             for (uint kt = 0u; kt < kTiles; kt++) {
                 uint stage = STAGES == 2u ? (kt & 1u) : 0u;
-                if (STAGES != 2u) {
+                if (STAGES != 2u && TILES) {
                     barrier();   // the previous step's tiles are consumed
                     storeTile(0u);
                     barrier();
                 }
-                if (kt + 1u < kTiles) {
+                if (TILES && kt + 1u < kTiles) {
                     fetchTile(row0, col0, (kFirst + kt + 1u) * TK);
                 }
                 if (on && (PROBE & 2u) == 0u) {
@@ -323,7 +328,7 @@ void main() {
                         EACH44(MMA)
                     }
                 }
-                if (STAGES == 2u) {
+                if (STAGES == 2u && TILES) {
                     // The other stage was last read before the previous barrier.
                     if (kt + 1u < kTiles) {
                         storeTile(stage ^ 1u);
