@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/vk"
@@ -34,10 +35,17 @@ const (
 // per invocation (scalar); Split splits of the input (0: chosen from the
 // workgroup count, 1: none); Stages shared-memory tile buffers of the
 // coopmat variant (0: two when they fit, else one).
+//
+// Probe is the coopmat shader's PROBE (benchmarks only: bit 0 skips the
+// global loads, bit 1 the MMA, 4 alone runs only the MMA on fragments
+// loaded once, 8 alone only the shared-memory matrix loads and the MMA;
+// the results are garbage).
 type gemmTiles struct {
 	TM, TN, TK, SM, SN int
 	Split              int
 	Stages             int
+	Probe              int
+	CMN                int // benchmarks only: cooperative-matrix N (0: kernels.GemmCoopMatShape's)
 }
 
 func (t gemmTiles) String() string {
@@ -47,6 +55,12 @@ func (t gemmTiles) String() string {
 	}
 	if t.Split != 0 {
 		s += fmt.Sprintf("_k%d", t.Split)
+	}
+	if t.CMN != 0 {
+		s += fmt.Sprintf("_cmn%d", t.CMN)
+	}
+	if t.Probe != 0 {
+		s += fmt.Sprintf("_probe%d", t.Probe)
 	}
 	return s
 }
@@ -94,15 +108,24 @@ func (o *ops) gemmVariant() (string, error) {
 	return ch.Variant.Name, nil
 }
 
-// defaultGemmTiles picks the tile of variant for n activation rows.
-func defaultGemmTiles(variant string, n int) gemmTiles {
+// defaultGemmTiles picks the tile of variant for n activation rows of
+// weights of type wtype (W_* of shaders/include/weights.glsl), from the
+// fastest tiles BenchmarkGemm measured on the H200 at Llama-3-8B shapes.
+func defaultGemmTiles(variant string, n int, wtype uint32) gemmTiles {
 	if variant == "coopmat" {
-		// Four subgroups per workgroup, each 32 x 32 (small batches: one
-		// row tile, so every weight is read once) or 32 x 64 (larger).
-		if n <= 32 {
+		switch {
+		case n <= 32:
+			// One row tile: every weight is read once (split-K fills the GPU).
 			return gemmTiles{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32}
+		case n <= 64 && wtype == kernels.WeightF16:
+			return gemmTiles{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64}
+		case n <= 64:
+			return gemmTiles{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64}
+		case wtype == kernels.WeightF16:
+			return gemmTiles{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64}
 		}
-		return gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64}
+		// Dequantizing types: eight subgroups share each weight tile.
+		return gemmTiles{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64}
 	}
 	// 128 invocations of 4 x 4 outputs.
 	return gemmTiles{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4}
@@ -119,7 +142,7 @@ func (o *ops) linear(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 	if !batch {
 		return o.matmul(rec, w, x, n, y, add)
 	}
-	return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, x, n, y, add)
+	return o.gemm(rec, variant, defaultGemmTiles(variant, n, w.wtype), w, x, n, y, add)
 }
 
 // gemmFor reports whether linear runs n activation rows through gemm
@@ -193,6 +216,30 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 	return nil
 }
 
+// coopMatGroup is the coopmat variant's workgroup size for tile t: a
+// subgroup per sub-tile, doubled (extra subgroups only fetch) while an
+// invocation would hold more than gemmMaxOctets octets (8 halves, named
+// registers in the shader) of a step's activation or weight tile.
+func coopMatGroup(t gemmTiles, subgroup, maxGroup int) (int, error) {
+	group := (t.TM / t.SM) * (t.TN / t.SN) * subgroup
+	octets := func(g int) int { return ceilDiv(max(t.TM, t.TN)*t.TK/8, g) }
+	for octets(group) > gemmMaxOctets && 2*group <= maxGroup {
+		group *= 2
+	}
+	if octets(group) > gemmMaxOctets {
+		return 0, fmt.Errorf("tile %s: more than %d octets of a tile per invocation with %d invocations", t, gemmMaxOctets, group)
+	}
+	return group, nil
+}
+
+// gemmMaxFragments is the coopmat shader's MAXF: A matrices (rows) and B
+// matrices (columns) of a subgroup's sub-tile.
+const gemmMaxFragments = 4
+
+// gemmMaxOctets is the coopmat shader's MAXL: 16-byte octets of the
+// activation or weight tile that one invocation fetches per step.
+const gemmMaxOctets = 8
+
 // reduceGroup is gemm_reduce's workgroup size.
 const reduceGroup = 256
 
@@ -212,12 +259,29 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		if cm, err = kernels.GemmCoopMatShape(info); err != nil {
 			return nil, err
 		}
+		if t.CMN != 0 {
+			// A benchmark's forced matrix width: the device must list it.
+			want := cm
+			want.N = uint32(t.CMN)
+			if !slices.Contains(info.CoopMatShapes, want) {
+				return nil, fmt.Errorf("tile %s: the device lists no %s cooperative matrix", t, want)
+			}
+			cm = want
+		}
 		if t.SM%int(cm.M) != 0 || t.SN%int(cm.N) != 0 || t.TK%int(cm.K) != 0 {
 			return nil, fmt.Errorf("tile %s does not divide into %dx%dx%d matrices", t, cm.M, cm.N, cm.K)
 		}
+		// The shader names its fragments: at most 4 x 4 accumulators.
+		if t.SM/int(cm.M) > gemmMaxFragments || t.SN/int(cm.N) > gemmMaxFragments {
+			return nil, fmt.Errorf("tile %s: more than %d %dx%d matrices per subgroup row or column", t, gemmMaxFragments, cm.M, cm.N)
+		}
 		subTiles := (t.TM / t.SM) * (t.TN / t.SN)
-		group = subTiles * int(info.SubgroupSize)
-		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/4+2)*8 + subTiles*int(cm.M*cm.N)*4 }
+		if group, err = coopMatGroup(t, int(info.SubgroupSize), int(min(info.MaxWorkgroupInvocs, info.MaxWorkgroupSize[0]))); err != nil {
+			return nil, err
+		}
+		// f16 tile rows of TK/8 16-byte octets and one of padding, and
+		// a staging matrix of f32 outputs per sub-tile.
+		bytes := func(stages int) int { return stages*(t.TM+t.TN)*(t.TK/8+1)*16 + subTiles*int(cm.M*cm.N)*4 }
 		switch t.Stages {
 		case 0:
 			stages = 2
@@ -249,7 +313,7 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 	return o.pipelineVariant(kernels.Gemm, variant, kernels.SpecValues{
 		"local_size_x": uint32(group), "WTYPE": wtype, "ADD": addv,
 		"TM": uint32(t.TM), "TN": uint32(t.TN), "TK": uint32(t.TK), "SM": uint32(t.SM), "SN": uint32(t.SN),
-		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages),
+		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages), "PROBE": uint32(t.Probe),
 	})
 }
 

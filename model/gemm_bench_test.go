@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,17 +10,26 @@ import (
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/vk"
 	"github.com/stretchr/testify/require"
 )
 
 // BenchmarkGemm times gemm in every variant the device runs and every tile
-// of gemmTileSets, and matmul, at Llama-3-8B shapes (4096->4096,
+// of gemmBenchTiles, and matmul, at Llama-3-8B shapes (4096->4096,
 // 4096->14336, 14336->4096; F16, Q4_0, Q8_0 weights; 16..512 activation
 // rows): GPU timestamps around each dispatch, the L2 flushed before each
 // (a 256 MiB fill), median of 10. Each result line reports TFLOP/s (2 n in
-// out / time) and the weights' GB/s (weight bytes / time), and a summary
-// table follows. -short runs small shapes (a smoke run on lavapipe).
+// out / time) and the weights' GB/s (weight bytes / time). Summaries
+// follow: the fastest tile per shape and n against linear's choice; the
+// tiles fastest over all shapes per weight type and n (what
+// defaultGemmTiles should pick); probes of the default coopmat tile
+// without global loads and/or without the MMA (which side bounds it) and
+// with only the MMA (the tensor cores' throughput through the driver) or
+// only the shared-memory matrix loads and the MMA (no tiles stored, no
+// barriers);
+// and the driver's compiler statistics (registers, spills) of every tile.
+// -short runs small shapes (a smoke run on lavapipe).
 //
 //	go test -run '^$' -bench BenchmarkGemm -benchtime 1x ./model/
 func BenchmarkGemm(b *testing.B) {
@@ -63,7 +73,7 @@ func BenchmarkGemm(b *testing.B) {
 		{"linear", func(rec *vk.Recorder, w *weight, n int) error { return o.linear(rec, w, xb, n, yb, false) }},
 	}
 	for _, variant := range gemmVariants(b, d) {
-		sets := gemmTileSets[variant]
+		sets := gemmBenchTiles[variant]
 		// Split-K chosen automatically (Split 0), and off for the first two.
 		for i := range min(2, len(sets)) {
 			t := sets[i]
@@ -79,8 +89,16 @@ func BenchmarkGemm(b *testing.B) {
 			})
 		}
 	}
+	coopmat := slices.Contains(gemmVariants(b, d), "coopmat")
 
-	var summary []string
+	var summary, probes, stats []string
+	// Per weight type and n: each tile's time summed over the shapes, to
+	// pick defaultGemmTiles from.
+	type key struct {
+		typ gguf.TensorType
+		n   int
+	}
+	sums := map[key]map[string]float64{}
 	for _, typ := range types {
 		for _, sh := range shapes {
 			in, out := sh[0], sh[1]
@@ -98,7 +116,11 @@ func BenchmarkGemm(b *testing.B) {
 			})
 			for _, n := range ns {
 				flops := 2 * float64(n) * float64(in) * float64(out)
-				best, bestName, mm := 0.0, "", 0.0
+				k := key{typ, n}
+				if sums[k] == nil {
+					sums[k] = map[string]float64{}
+				}
+				best, bestName := 0.0, ""
 				var bestT, mmT, linT time.Duration
 				for _, m := range methods {
 					name := fmt.Sprintf("%s/%dx%d/n=%d/%s", typ, in, out, n, m.name)
@@ -115,24 +137,170 @@ func BenchmarkGemm(b *testing.B) {
 						b.ReportMetric(0, "ns/op")
 						switch {
 						case m.name == "matmul":
-							mm, mmT = tf, med
+							mmT = med
 						case m.name == "linear":
 							linT = med
-						case tf > best:
-							best, bestName, bestT = tf, m.name, med
+						default:
+							sums[k][m.name] += us(med)
+							if tf > best {
+								best, bestName, bestT = tf, m.name, med
+							}
 						}
 					})
 				}
-				summary = append(summary, fmt.Sprintf("%-5s %5dx%-5d n=%-3d  matmul %8.1f us %6.2f TFLOP/s | best gemm %8.1f us %6.2f TFLOP/s %5.0f wGB/s %-28s %5.1fx matmul | linear %8.1f us %6.2f TFLOP/s = %4.2fx the n=1 step (%.1f us)",
-					typ, in, out, n, us(mmT), mm, us(bestT), best, wBytes/bestT.Seconds()/1e9, bestName, best/max(mm, 1e-9),
-					us(linT), flops/linT.Seconds()/1e12, linT.Seconds()/one.Seconds(), us(one)))
+				summary = append(summary, fmt.Sprintf("%-5s %5dx%-5d n=%-3d best %7.1f us %6.1f TF %5.0f wGB/s %-30s | linear %7.1f us %6.1f TF (%4.2fx best) | matmul %7.1f us (n=1: %.1f us)",
+					typ, in, out, n, us(bestT), best, wBytes/bestT.Seconds()/1e9, bestName,
+					us(linT), flops/linT.Seconds()/1e12, linT.Seconds()/bestT.Seconds(), us(mmT), us(one)))
+			}
+			// Which side bounds the default tile: the same dispatch without
+			// global loads, without the MMA, and without both.
+			if coopmat && typ == gguf.F16 && !testing.Short() {
+				for _, n := range []int{64, 512} {
+					t := defaultGemmTiles("coopmat", n, w.wtype)
+					line := fmt.Sprintf("probe %-5s %5dx%-5d n=%-3d %-22s", typ, in, out, n, t)
+					for _, probe := range []int{0, 1, 2, 3, 4, 8} {
+						t.Probe = probe
+						var med time.Duration
+						b.Run(fmt.Sprintf("%s/%dx%d/n=%d/probe-%s", typ, in, out, n, t), func(b *testing.B) {
+							for range b.N {
+								med = timeDispatch(b, d, flush, reps, func(rec *vk.Recorder) error { return o.gemm(rec, "coopmat", t, w, xb, n, yb, false) })
+							}
+							b.ReportMetric(us(med), "us")
+							b.ReportMetric(0, "ns/op")
+						})
+						label := map[int]string{0: "full", 1: "no global loads", 2: "no MMA", 3: "neither", 4: "pure MMA", 8: "matrix loads+MMA only"}[probe]
+						line += fmt.Sprintf(" | %s %7.1f us %5.1f TF", label, us(med), 2*float64(n)*float64(in)*float64(out)/med.Seconds()/1e12)
+					}
+					probes = append(probes, line)
+				}
+			}
+			// Pure MMA throughput of 16x16x16 and 16x8x16 matrices (the
+			// native mma.sync shape on NVIDIA) at the largest shape.
+			if coopmat && typ == gguf.F16 && !testing.Short() && in == 4096 && out == 14336 {
+				n := 512
+				line := fmt.Sprintf("pure MMA %5dx%-5d n=%-3d", in, out, n)
+				for _, cmn := range []int{16, 8} {
+					t := gemmTiles{TM: 64, TN: 128, TK: 64, SM: 32, SN: 32, CMN: cmn, Probe: 4}
+					var med time.Duration
+					var err error
+					b.Run(fmt.Sprintf("%s/%dx%d/n=%d/probe-%s", typ, in, out, n, t), func(b *testing.B) {
+						for range b.N {
+							if _, err = o.gemmPipeline("coopmat", t, w.wtype, false); err == nil {
+								med = timeDispatch(b, d, flush, reps, func(rec *vk.Recorder) error { return o.gemm(rec, "coopmat", t, w, xb, n, yb, false) })
+							}
+						}
+						b.ReportMetric(us(med), "us")
+						b.ReportMetric(0, "ns/op")
+					})
+					if err != nil {
+						line += fmt.Sprintf(" | %s: %v", t, err)
+						continue
+					}
+					line += fmt.Sprintf(" | %s %7.1f us %5.1f TF", t, us(med), 2*float64(n)*float64(in)*float64(out)/med.Seconds()/1e12)
+					stats = append(stats, gemmStatsLine(o, "coopmat", t, w.wtype))
+				}
+				probes = append(probes, line)
 			}
 			w.close()
 		}
 	}
+	// The driver's compiler statistics of every timed tile (registers,
+	// spills, shared memory): spills or low occupancy explain slow tiles.
+	if d.KernelStats() {
+		for _, variant := range gemmVariants(b, d) {
+			for _, t := range gemmBenchTiles[variant] {
+				for _, wt := range []uint32{kernels.WeightF16, kernels.WeightQ8_0} {
+					stats = append(stats, gemmStatsLine(o, variant, t, wt))
+				}
+			}
+		}
+		if coopmat {
+			for _, probe := range []int{1, 2, 4, 8} {
+				t := defaultGemmTiles("coopmat", 512, kernels.WeightF16)
+				t.Probe = probe
+				stats = append(stats, gemmStatsLine(o, "coopmat", t, kernels.WeightF16))
+			}
+		}
+	} else {
+		stats = append(stats, "(the device reports no compiler statistics: no VK_KHR_pipeline_executable_properties)")
+	}
+	var picks []string
+	for _, typ := range types {
+		for _, n := range ns {
+			tiles := sums[key{typ, n}]
+			names := make([]string, 0, len(tiles))
+			for name := range tiles {
+				names = append(names, name)
+			}
+			slices.SortFunc(names, func(a, b string) int { return cmp.Compare(tiles[a], tiles[b]) })
+			line := fmt.Sprintf("%-5s n=%-3d default %-22s", typ, n, defaultGemmTiles(gemmVariantName(coopmat), n, benchWType(typ)))
+			for i := range min(3, len(names)) {
+				line += fmt.Sprintf(" | %s %.0f us", names[i], tiles[names[i]])
+			}
+			picks = append(picks, line)
+		}
+	}
 	// Printed, not logged: a parent benchmark's log is not shown.
-	fmt.Printf("gemm on %s: matmul, the fastest gemm tile, and linear (the model's choice) against matmul's n=1 step:\n%s\n",
-		d.Info.Name, strings.Join(summary, "\n"))
+	fmt.Printf("gemm on %s: the fastest tile per shape and n, and linear (the model's choice: defaultGemmTiles or matmul):\n%s\n"+
+		"fastest tiles summed over the shapes, per weight type and n (to choose defaultGemmTiles):\n%s\n"+
+		"probes of the default coopmat tile (garbage results; which side bounds the time; pure MMA: only the multiply-adds, fragments loaded once):\n%s\n"+
+		"driver compiler statistics per tile:\n%s\n",
+		d.Info.Name, strings.Join(summary, "\n"), strings.Join(picks, "\n"), strings.Join(probes, "\n"), strings.Join(stats, "\n"))
+}
+
+// gemmStatsLine is one line of the driver's compiler statistics of gemm's
+// pipeline for variant, tile t and weight type wt.
+func gemmStatsLine(o *ops, variant string, t gemmTiles, wt uint32) string {
+	line := fmt.Sprintf("%-7s %-26s wtype %2d:", variant, t, wt)
+	p, err := o.gemmPipeline(variant, t, wt, false)
+	if err != nil {
+		return line + " " + err.Error()
+	}
+	st, err := p.Stats()
+	if err != nil {
+		return line + " " + err.Error()
+	}
+	for _, s := range st {
+		line += fmt.Sprintf(" %s=%g", strings.ReplaceAll(s.Name, " ", "_"), s.Value)
+	}
+	return line
+}
+
+// gemmBenchTiles are the tiles BenchmarkGemm times per variant: linear's
+// defaults and the candidates for them.
+var gemmBenchTiles = map[string][]gemmTiles{
+	"coopmat": {
+		{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32},
+		{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64},
+		{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64},
+		{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64},
+		{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64},
+		{TM: 128, TN: 128, TK: 64, SM: 32, SN: 64},
+		{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64},
+		{TM: 64, TN: 64, TK: 32, SM: 32, SN: 32},
+		{TM: 64, TN: 64, TK: 64, SM: 32, SN: 32},
+		{TM: 32, TN: 64, TK: 64, SM: 32, SN: 32},
+	},
+	"scalar": {
+		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},
+	},
+}
+
+// gemmVariantName is the variant linear runs: coopmat where the device has it.
+func gemmVariantName(coopmat bool) string {
+	if coopmat {
+		return "coopmat"
+	}
+	return "scalar"
+}
+
+// benchWType is the shader weight type of a benchmark weight of typ.
+func benchWType(typ gguf.TensorType) uint32 {
+	if typ == gguf.F16 {
+		return kernels.WeightF16
+	}
+	return kernels.WeightQ8_0 // any dequantizing type: defaults only tell F16 apart
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

@@ -26,8 +26,8 @@ import (
 // factor 5 of margin, the tolerance `deft conformance` uses for f16 KV.
 var gemmTol = map[string]float64{"scalar": kernelTol, "coopmat": 2e-3}
 
-// gemmTileSets are the tiles tests check and benchmarks time per variant;
-// the first of each size class is what linear picks (defaultGemmTiles).
+// gemmTileSets are the tiles tests check per variant; they hold every tile
+// linear picks (defaultGemmTiles, see TestGemmDefaultsTested).
 var gemmTileSets = map[string][]gemmTiles{
 	"coopmat": {
 		{TM: 32, TN: 128, TK: 32, SM: 32, SN: 32},
@@ -47,6 +47,40 @@ var gemmTileSets = map[string][]gemmTiles{
 		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},
 		{TM: 16, TN: 32, TK: 16, SM: 2, SN: 2},
 	},
+}
+
+// Every tile defaultGemmTiles picks is one TestGemm checks (and one
+// BenchmarkGemm times), for every variant, batch size and weight type.
+func TestGemmDefaultsTested(t *testing.T) {
+	for variant, sets := range gemmTileSets {
+		for n := 1; n <= 1024; n++ {
+			for wt := uint32(kernels.WeightF32); wt <= kernels.WeightQ6_KG; wt++ {
+				d := defaultGemmTiles(variant, n, wt)
+				require.Contains(t, sets, d, "%s n=%d wtype %d: default tile %s is not tested", variant, n, wt, d)
+				require.Contains(t, gemmBenchTiles[variant], d, "%s n=%d wtype %d: default tile %s is not benchmarked", variant, n, wt, d)
+			}
+		}
+	}
+}
+
+// Every benchmarked coopmat tile fits the shader's named registers (4 x 4
+// fragments, 8 octets per invocation) on NVIDIA's 32-wide subgroups
+// without extra fetching subgroups, and in some workgroup size on 8-, 16-
+// and 64-wide ones.
+func TestGemmCoopMatTilesFit(t *testing.T) {
+	for _, tile := range gemmBenchTiles["coopmat"] {
+		require.LessOrEqual(t, tile.SM/16, gemmMaxFragments, "tile %s", tile)
+		require.LessOrEqual(t, tile.SN/16, gemmMaxFragments, "tile %s", tile)
+		g, err := coopMatGroup(tile, 32, 1024)
+		require.NoError(t, err)
+		require.Equal(t, (tile.TM/tile.SM)*(tile.TN/tile.SN)*32, g, "tile %s", tile)
+		for _, sg := range []int{8, 16, 64} {
+			g, err := coopMatGroup(tile, sg, 1024)
+			require.NoError(t, err, "tile %s, subgroup %d", tile, sg)
+			require.Zero(t, g%sg)
+			require.LessOrEqual(t, ceilDiv(max(tile.TM, tile.TN)*tile.TK/8, g), gemmMaxOctets)
+		}
+	}
 }
 
 // gemmVariants lists the gemm variants d can run, logging why others
@@ -185,7 +219,7 @@ func TestLinearChoice(t *testing.T) {
 		lin := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error { return o.linear(rec, w, xb, n, yb, false) })
 		mm := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error { return o.matmul(rec, w, xb, n, yb, false) })
 		gm := runTwice(t, d, yb, n*rows, nil, func(rec *vk.Recorder) error {
-			return o.gemm(rec, variant, defaultGemmTiles(variant, n), w, xb, n, yb, false)
+			return o.gemm(rec, variant, defaultGemmTiles(variant, n, w.wtype), w, xb, n, yb, false)
 		})
 		want := gemmRef(x, W, nil, n, cols)
 		require.Less(t, relL2(lin, want), gemmTol[variant])

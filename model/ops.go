@@ -241,7 +241,7 @@ func (o *ops) close() {
 type pipeKey struct {
 	c       *kernels.Contract
 	variant string // "" for the device's automatic choice
-	spec    [12]uint32
+	spec    [16]uint32
 }
 
 func newOps(d *vk.Device) *ops { return &ops{d: d, pipes: map[pipeKey]*kernels.Pipeline{}} }

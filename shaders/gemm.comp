@@ -35,6 +35,7 @@ layout(constant_id = 8) const uint CM_M = 16u;  // unused (coopmat variant)
 layout(constant_id = 9) const uint CM_N = 16u;
 layout(constant_id = 10) const uint CM_K = 16u;
 layout(constant_id = 11) const uint STAGES = 1u; // unused (coopmat variant)
+layout(constant_id = 12) const uint PROBE = 0u;  // unused (coopmat variant's benchmark probe)
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
