@@ -190,7 +190,8 @@ func TestMatmul(t *testing.T) {
 		cs := cases
 		if typ == gguf.F16 || typ == gguf.Q4_K || typ == gguf.Q6_K {
 			cs = append(cs, matCase{n: 9, add: true, shape: matmulShape{rows: 2, group: 32}},
-				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}})
+				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}},
+				matCase{n: 5, add: true, shape: matmulShape{rows: 16, group: 64}}) // the benchmarks' largest shapes
 		}
 		if _, _, ok := groupedType(typ); ok {
 			cs = append(cs, matCase{n: 5, add: true, split: 10, raw: true})
