@@ -21,8 +21,31 @@ import (
 // try besides defaultMatmulShape: fewer and more rows per workgroup (more
 // rows share each activation load: the quantized types read 2-4x more
 // activation bytes than weight bytes at 4 rows), fewer and more
-// invocations.
-var matmulSweep = []matmulShape{{2, 128}, {4, 64}, {4, 256}, {8, 64}, {8, 128}, {16, 32}, {16, 64}, {16, 128}}
+// invocations, and 2 or 4 chunks per invocation and loop iteration.
+var matmulSweep = []matmulShape{{2, 128, 1}, {4, 64, 1}, {8, 64, 1}, {8, 128, 1}, {16, 64, 1}, {16, 128, 1},
+	{4, 128, 2}, {4, 128, 4}, {8, 64, 2}, {8, 128, 2}, {16, 64, 2}}
+
+// String is rows x invocations, and /u for u chunks per loop iteration.
+func (s matmulShape) String() string {
+	if s.unroll > 1 {
+		return fmt.Sprintf("%dx%d/u%d", s.rows, s.group, s.unroll)
+	}
+	return fmt.Sprintf("%dx%d", s.rows, s.group)
+}
+
+// benchOps caches the benchmarks' ops per workgroup shape, so that each
+// pipeline is created once (the driver compiles hundreds of them).
+var benchOps = map[matmulShape]*ops{}
+
+func opsFor(d *vk.Device, ms matmulShape) *ops {
+	o := benchOps[ms]
+	if o == nil || o.d != d {
+		o = newOps(d)
+		o.mm = ms
+		benchOps[ms] = o
+	}
+	return o
+}
 
 // matmulReport is BenchmarkMatmul's summary, printed again at the end of
 // BenchmarkDecodeMatmuls so that one run ends with both.
@@ -182,10 +205,9 @@ func BenchmarkMatmul(b *testing.B) {
 				k := key{typ, sh.name, n}
 				byShape[k] = map[matmulShape]time.Duration{}
 				for _, ms := range try {
-					name := fmt.Sprintf("%s/%s/n=%d/%dx%d", typ, sh.name, n, ms.rows, ms.group)
+					name := fmt.Sprintf("%s/%s/n=%d/%v", typ, sh.name, n, ms)
 					b.Run(name, func(b *testing.B) {
-						o := newOps(d)
-						o.mm = ms
+						o := opsFor(d, ms)
 						var med time.Duration
 						for range b.N {
 							if med, err = timeMatmul(d, func(rec *vk.Recorder) error {
@@ -226,7 +248,7 @@ func BenchmarkMatmul(b *testing.B) {
 					continue
 				}
 				def := byShape[k][defaultMatmulShape]
-				line += fmt.Sprintf(" | %s %.0f(%dx%d) def %.0f", sh.name, res.bytes/res.t.Seconds()/1e9, res.ms.rows, res.ms.group,
+				line += fmt.Sprintf(" | %s %.0f(%v) def %.0f", sh.name, res.bytes/res.t.Seconds()/1e9, res.ms,
 					res.bytes/def.Seconds()/1e9)
 			}
 			add("%s", line)
@@ -272,9 +294,9 @@ func BenchmarkMatmul(b *testing.B) {
 					if fused {
 						kind = "fused"
 					}
-					add("%-5s n=%d %s: best per matrix %7.3f ms = %.2fx floor (%.0f GB/s); best single shape %dx%d %7.3f ms = %.2fx; default %7.3f ms = %.2fx; floor %.3f ms",
+					add("%-5s n=%d %s: best per matrix %7.3f ms = %.2fx floor (%.0f GB/s); best single shape %v %7.3f ms = %.2fx; default %7.3f ms = %.2fx; floor %.3f ms",
 						typ, n, kind, total.Seconds()*1e3, total.Seconds()*floor/bytes, bytes/total.Seconds()/1e9,
-						bestU.rows, bestU.group, uniform[bestU].Seconds()*1e3, uniform[bestU].Seconds()*floor/bytes,
+						bestU, uniform[bestU].Seconds()*1e3, uniform[bestU].Seconds()*floor/bytes,
 						def.Seconds()*1e3, def.Seconds()*floor/bytes, bytes/floor*1e3)
 				}
 			}
@@ -500,8 +522,7 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 				var bestS matmulShape
 				var defT time.Duration
 				for _, ms := range shapes {
-					o := newOps(d)
-					o.mm = ms
+					o := opsFor(d, ms)
 					rec, err := d.NewRecorder()
 					must(err)
 					const runs = 5
@@ -538,8 +559,8 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 					}
 					dispatches, barriers := rec.Stats()
 					rec.Close()
-					fmt.Printf("decode matmuls %-6s n=%d shape %2dx%-3d: %.3f ms for %.2f GB of weights, %.2fx the floor of %.3f ms (%.0f GB/s); %d dispatches, %d barriers per %d runs\n",
-						mix.name, n, ms.rows, ms.group, med.Seconds()*1e3, bytes/1e9, med.Seconds()*floor/bytes, bytes/floor*1e3,
+					fmt.Printf("decode matmuls %-6s n=%d shape %-9v: %.3f ms for %.2f GB of weights, %.2fx the floor of %.3f ms (%.0f GB/s); %d dispatches, %d barriers per %d runs\n",
+						mix.name, n, ms, med.Seconds()*1e3, bytes/1e9, med.Seconds()*floor/bytes, bytes/floor*1e3,
 						bytes/med.Seconds()/1e9, dispatches, barriers, runs)
 					if ms == defaultMatmulShape {
 						defT = med
@@ -551,9 +572,9 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 				b.ReportMetric(bestT.Seconds()*1e3, "ms")
 				b.ReportMetric(bestT.Seconds()*floor/bytes, "x_floor")
 				b.ReportMetric(0, "ns/op")
-				rep = append(rep, fmt.Sprintf("decode step %-6s n=%d: best shape %2dx%-3d %.3f ms = %.2fx the floor of %.3f ms (%.0f GB/s); default %dx%d %.3f ms = %.2fx",
-					mix.name, n, bestS.rows, bestS.group, bestT.Seconds()*1e3, bestT.Seconds()*floor/bytes, bytes/floor*1e3,
-					bytes/bestT.Seconds()/1e9, defaultMatmulShape.rows, defaultMatmulShape.group, defT.Seconds()*1e3, defT.Seconds()*floor/bytes))
+				rep = append(rep, fmt.Sprintf("decode step %-6s n=%d: best shape %-9v %.3f ms = %.2fx the floor of %.3f ms (%.0f GB/s); default %v %.3f ms = %.2fx",
+					mix.name, n, bestS, bestT.Seconds()*1e3, bestT.Seconds()*floor/bytes, bytes/floor*1e3,
+					bytes/bestT.Seconds()/1e9, defaultMatmulShape, defT.Seconds()*1e3, defT.Seconds()*floor/bytes))
 			})
 		}
 		for _, w := range all {

@@ -193,6 +193,8 @@ func TestMatmul(t *testing.T) {
 				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}},
 				matCase{n: 5, add: true, shape: matmulShape{rows: 16, group: 64}}) // the benchmarks' largest shapes
 		}
+		// 2 full iterations of 4 chunks x 4 invocations, and a tail.
+		cs = append(cs, matCase{n: 21, shape: matmulShape{rows: 4, group: 4, unroll: 4}})
 		if _, _, ok := groupedType(typ); ok {
 			cs = append(cs, matCase{n: 5, add: true, split: 10, raw: true})
 		}
@@ -448,6 +450,7 @@ func TestMatmulFused(t *testing.T) {
 		glu   bool
 		segs  []int
 		split uint64
+		shape matmulShape // zero: the default
 	}{
 		{typ: gguf.F16, n: 3, norm: true},
 		{typ: gguf.Q4_K, n: 1, norm: true},
@@ -456,9 +459,11 @@ func TestMatmulFused(t *testing.T) {
 		{typ: gguf.F32, n: 4, glu: true},
 		{typ: gguf.Q6_K, n: 5, norm: true, segs: []int{20, 8, 8}},
 		{typ: gguf.BF16, n: 1, norm: true, segs: []int{12, 4, 4}, split: 6},
+		{typ: gguf.Q4_K, n: 2, norm: true, glu: true, shape: matmulShape{rows: 16, group: 4, unroll: 2}},
+		{typ: gguf.Q8_0, n: 1, norm: true, segs: []int{20, 8, 8}, shape: matmulShape{rows: 16, group: 64, unroll: 2}},
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("%s/n=%d/norm=%v/glu=%v/segs=%v/parts=%d", c.typ, c.n, c.norm, c.glu, c.segs, c.split), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/n=%d/norm=%v/glu=%v/segs=%v/parts=%d/shape=%v", c.typ, c.n, c.norm, c.glu, c.segs, c.split, c.shape), func(t *testing.T) {
 			cols, rows := 96, 36
 			if superBlock(c.typ) {
 				cols = 512
@@ -538,6 +543,7 @@ func TestMatmulFused(t *testing.T) {
 				}
 			}
 			o := newOps(d)
+			o.mm = c.shape
 			var got []float32
 			for _, ob := range outs {
 				size := int(ob.Size() / 4)
