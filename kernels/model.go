@@ -76,7 +76,8 @@ var Matmul = register(&Contract{
 	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Y1buf", vk.Write}, {"Y2buf", vk.Write},
 		{"Gbuf", vk.Read}},
 	Push:     MatmulPush{},
-	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"}},
+	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"},
+		{7, "UNROLL"}},
 	Variants: []Variant{{Name: "scalar", Module: "matmul"}},
 })
 

@@ -319,8 +319,9 @@ func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
 }
 
 // matmulShape is the workgroup shape of matmul: output rows per workgroup
-// and invocations at most (tests and benchmarks vary them).
-type matmulShape struct{ rows, group int }
+// and invocations at most (tests and benchmarks vary them), and the
+// aligned chunks each invocation loads per loop iteration (0 or 1: one).
+type matmulShape struct{ rows, group, unroll int }
 
 // defaultMatmulShape: 4 rows share each activation load, and 128
 // invocations stream 2 KiB of weights per row and step.
@@ -385,7 +386,8 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		return 0
 	}
 	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
-		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu)})
+		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu),
+		"UNROLL": uint32(min(max(shape.unroll, 1), 8))})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}

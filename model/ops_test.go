@@ -190,8 +190,12 @@ func TestMatmul(t *testing.T) {
 		cs := cases
 		if typ == gguf.F16 || typ == gguf.Q4_K || typ == gguf.Q6_K {
 			cs = append(cs, matCase{n: 9, add: true, shape: matmulShape{rows: 2, group: 32}},
-				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}})
+				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}},
+				matCase{n: 2, add: true, shape: matmulShape{rows: 16, group: 64}}) // the benchmarks' largest shapes (NC 2: lavapipe compiles NC 8 x 16 rows slowly)
 		}
+		// Full iterations of 4 chunks x 4 invocations, and a tail (the
+		// long rows of n = 21).
+		cs = append(cs, matCase{n: 2, shape: matmulShape{rows: 4, group: 4, unroll: 4}})
 		if _, _, ok := groupedType(typ); ok {
 			cs = append(cs, matCase{n: 5, add: true, split: 10, raw: true})
 		}
@@ -203,14 +207,14 @@ func TestMatmul(t *testing.T) {
 				switch {
 				case superBlock(typ):
 					cols = 512
-					if c.n == 21 {
+					if c.n == 21 || c.shape.unroll > 1 {
 						cols = 2304 // 9 super-blocks: a last group of one
 					}
 				case typ == gguf.F32 && n == 3:
 					cols = 44 // not a multiple of the 32-element block
 				case typ == gguf.F16 && n == 3:
 					cols = 36 // rows of 72 bytes: the quad path
-				case n == 21:
+				case n == 21 || c.shape.unroll > 1:
 					cols = 352 // 11 blocks: a group of 8 and one of 3
 				}
 				wt := randTensor(r, typ, cols, rows)
@@ -447,6 +451,7 @@ func TestMatmulFused(t *testing.T) {
 		glu   bool
 		segs  []int
 		split uint64
+		shape matmulShape // zero: the default
 	}{
 		{typ: gguf.F16, n: 3, norm: true},
 		{typ: gguf.Q4_K, n: 1, norm: true},
@@ -455,9 +460,11 @@ func TestMatmulFused(t *testing.T) {
 		{typ: gguf.F32, n: 4, glu: true},
 		{typ: gguf.Q6_K, n: 5, norm: true, segs: []int{20, 8, 8}},
 		{typ: gguf.BF16, n: 1, norm: true, segs: []int{12, 4, 4}, split: 6},
+		{typ: gguf.Q4_K, n: 2, norm: true, glu: true, shape: matmulShape{rows: 16, group: 4, unroll: 2}},
+		{typ: gguf.Q8_0, n: 1, norm: true, segs: []int{20, 8, 8}, shape: matmulShape{rows: 16, group: 64, unroll: 2}},
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("%s/n=%d/norm=%v/glu=%v/segs=%v/parts=%d", c.typ, c.n, c.norm, c.glu, c.segs, c.split), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/n=%d/norm=%v/glu=%v/segs=%v/parts=%d/shape=%v", c.typ, c.n, c.norm, c.glu, c.segs, c.split, c.shape), func(t *testing.T) {
 			cols, rows := 96, 36
 			if superBlock(c.typ) {
 				cols = 512
@@ -537,6 +544,7 @@ func TestMatmulFused(t *testing.T) {
 				}
 			}
 			o := newOps(d)
+			o.mm = c.shape
 			var got []float32
 			for _, ob := range outs {
 				size := int(ob.Size() / 4)

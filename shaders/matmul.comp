@@ -46,6 +46,7 @@ layout(constant_id = 3) const uint NC = 4u;       // activation rows per pass
 layout(constant_id = 4) const uint ADD = 0u;
 layout(constant_id = 5) const uint NORM = 0u;
 layout(constant_id = 6) const uint GLU = 0u;
+layout(constant_id = 7) const uint UNROLL = 1u;   // aligned chunks per loop iteration (1..8)
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uvec4 w4[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
@@ -349,7 +350,19 @@ void main() {
         }
         uint u = tid;
         if (chunked) {
-            for (uint s = 0u; s < MAX_STEPS && u < steps; s++, u += WG) {
+            // UNROLL chunks per iteration: their loads are independent, so
+            // the compiler can issue them all before the arithmetic (more
+            // bytes in flight per invocation). The chunks are still added
+            // in the order u, u+WG, ...: the result does not depend on
+            // UNROLL.
+            const uint UN = clamp(UNROLL, 1u, 8u);
+            uint s = 0u;
+            for (; s < MAX_STEPS && u + (UN - 1u) * WG < steps; s += UN, u += UN * WG) {
+                [[unroll]] for (uint k = 0u; k < UN; k++) {
+                    chunkStep(u + k * WG);
+                }
+            }
+            for (; s < MAX_STEPS && u < steps; s++, u += WG) {
                 chunkStep(u);
             }
         } else {
