@@ -188,14 +188,23 @@ func TestMatmul(t *testing.T) {
 	cases := []matCase{{n: 1}, {n: 3, add: true, split: 10}, {n: 21}}
 	for _, typ := range weightTypes {
 		cs := cases
-		if typ == gguf.F16 || typ == gguf.Q4_K || typ == gguf.Q6_K {
+		// Other workgroup shapes on one float and one super-block type
+		// (lavapipe compiles the Q6_K ones for tens of seconds each, and
+		// the shape code is the same for every type).
+		switch typ {
+		case gguf.F16:
 			cs = append(cs, matCase{n: 9, add: true, shape: matmulShape{rows: 2, group: 32}},
 				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}},
 				matCase{n: 2, add: true, shape: matmulShape{rows: 16, group: 64}}) // the benchmarks' largest shapes (NC 2: lavapipe compiles NC 8 x 16 rows slowly)
+		case gguf.Q4_K:
+			cs = append(cs, matCase{n: 9, add: true, shape: matmulShape{rows: 2, group: 32}},
+				matCase{n: 2, shape: matmulShape{rows: 8, group: 256}})
 		}
 		// Full iterations of 4 chunks x 4 invocations, and a tail (the
 		// long rows of n = 21).
-		cs = append(cs, matCase{n: 2, shape: matmulShape{rows: 4, group: 4, unroll: 4}})
+		if typ != gguf.Q6_K {
+			cs = append(cs, matCase{n: 2, shape: matmulShape{rows: 4, group: 4, unroll: 4}})
+		}
 		if _, _, ok := groupedType(typ); ok {
 			cs = append(cs, matCase{n: 5, add: true, split: 10, raw: true})
 		}
