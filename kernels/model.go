@@ -75,8 +75,8 @@ var Matmul = register(&Contract{
 	Doc:  "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, grouped Q8_0/Q4_0/Q6_K) dequantized in the kernel",
 	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Y1buf", vk.Write}, {"Y2buf", vk.Write},
 		{"Gbuf", vk.Read}},
-	Push:     MatmulPush{},
-	Spec:     []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"},
+	Push: MatmulPush{},
+	Spec: []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"},
 		{7, "UNROLL"}},
 	Variants: []Variant{{Name: "scalar", Module: "matmul"}},
 })
