@@ -10,7 +10,6 @@ import (
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/internal/testmodels"
 	"github.com/deft-vk/deft/kernels"
-	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
 	"github.com/stretchr/testify/require"
@@ -255,22 +254,7 @@ func TestGemmPrefill(t *testing.T) {
 		require.NoError(t, kernels.SetOverride("gemm="+variant))
 		m, err := Load(d, f, Options{KV: treeattn.KVF32})
 		require.NoError(t, err)
-		pool, err := NewPool(m, 64)
-		require.NoError(t, err)
-		seq := pool.NewSequence()
-		_, err = pool.Append(seq, len(prompt))
-		require.NoError(t, err)
-		var qs []kvpool.Query
-		rows := make([]int, len(prompt))
-		for i := range prompt {
-			qs = append(qs, kvpool.Query{Node: seq, Offset: i})
-			rows[i] = i
-		}
-		step, err := pool.Tree(qs)
-		require.NoError(t, err)
-		got, err := m.Forward(pool, Batch{Tokens: prompt, Step: step, LogitRows: rows})
-		require.NoError(t, err)
-		pool.Close()
+		got := runAlone(t, m, nil, prompt) // one 40-token batch
 		m.Close()
 		worst := 0.0
 		for i := range prompt {
