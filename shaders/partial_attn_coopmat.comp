@@ -14,9 +14,16 @@
 // A workgroup is RB = R / CM_M row blocks of CM_M rows, one per subgroup
 // (the host sizes the workgroup as RB subgroups; should the device run
 // smaller subgroups, extra passes cover the rest, larger ones leave
-// subgroups idle). Per tile of B tokens:
+// subgroups idle). The host runs this module in several specializations,
+// one per class of items by rows (treeattn: item classes): an item of a
+// single query group (at most CM_M rows) runs in a workgroup of one
+// subgroup with 16-token tiles, so that many such workgroups stream K/V
+// at once on each multiprocessor instead of one 128-row workgroup whose
+// other subgroups idle. Per tile of B tokens:
 //   1. the workgroup stores the tile's K and V (fp16) and mask words in
-//      shared memory, then fetches the next tile's into registers;
+//      shared memory, then fetches the next tile's into registers (the
+//      slots of a tile are read two tiles ahead into shared memory, so
+//      fetching K/V never waits on a slot load);
 //   2. each subgroup computes its S = Q K^T block (CM_M x B, f16 operands,
 //      f32 accumulation) with Q held in A matrices, and stores it;
 //   3. online softmax in f32 (log2 domain), lanes of the subgroup split
@@ -53,6 +60,7 @@ const uint PREG = CM_M * PS;      // f16vec4s of probabilities per row block
 const uint NL = (B * D4 + WG - 1u) / WG;   // vec4s of a K or V tile per invocation
 const uint MW = (R - 1u) / 32u + 2u;       // mask words a row tile's queries can span
 const uint MWL = (B * MW + WG - 1u) / WG;
+const uint SPT = (B + WG - 1u) / WG;        // slots of a tile per invocation (1 when WG >= B)
 const uint DK = D / CM_K;         // A matrices of Q
 const uint DN = D / CM_N;         // accumulators of O
 const uint BN = B / CM_N;         // score accumulators
@@ -99,6 +107,7 @@ shared f16vec4 sV[B * KS];
 shared float sS[RB * SREG];       // per row block: scores, then alpha, then output staging
 shared f16vec4 sP[RB * PREG];     // per row block: Q staging, then probabilities
 shared uint sMask[B * MW];
+shared uint sSlot[2u * B];        // slots of the next two tiles (ring of two tiles; ~0u past the item)
 shared uint sRowQuery[R];         // item-local query of each row of the tile, ~0u when unused
 shared uint sRowQ[R];             // its query index (Q buffer), for staging Q
 shared float sRowL[R];
@@ -112,16 +121,17 @@ uvec2 stK[NL];
 uvec2 stV[NL];
 uint stMask[MWL];
 
-// K, V and mask words of the tile starting at token first into registers;
-// tokens past the item (and bad slots) read as zeros.
-void fetchTile(uint first, uint tokStart, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
+// K, V and mask words of the tile starting at token first into registers,
+// its slots from sSlot[slotBase..]; tokens past the item (and bad slots)
+// read as zeros.
+void fetchTile(uint first, uint slotBase, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uvec2 kw = uvec2(0u);
         uvec2 vw = uvec2(0u);
         uint t = idx / D4;
         if (idx < B * D4 && first + t < tokCount) {
-            uint slot = meta[tokStart + first + t];
+            uint slot = sSlot[slotBase + t];
             if (slot < pc.numSlots) {
                 uint at = (slot * KVH + head) * D4 + idx % D4;
                 kw = k16[at];
@@ -203,6 +213,20 @@ void main() {
             uint sBase = rb * SREG;
             uint pBase = rb * PREG;
 
+            // Slots of tiles 0 and 1 into the ring, tile 2's into registers,
+            // and tile 0's K/V on their way while Q is staged.
+            barrier();   // the previous pass is done with the ring
+            for (uint t = tid; t < 2u * B; t += WG) {
+                sSlot[t] = t < tokCount ? meta[tokStart + t] : ~0u;
+            }
+            uint slotAhead[SPT];
+            [[unroll]] for (uint i = 0u; i < SPT; i++) {
+                uint t = 2u * B + tid + i * WG;
+                slotAhead[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+            }
+            barrier();
+            fetchTile(0u, 0u, tokCount, head, maskOff, maskWords, word0);
+
             // Q of the row tile in A matrices, staged as f16 through sK in
             // rounds of QC4 vec4 columns: every invocation loads its share
             // of the round at once (one global round trip per round).
@@ -239,16 +263,26 @@ void main() {
             float m = NEG_INF;
             float l = 0.0;
 
-            fetchTile(0u, tokStart, tokCount, head, maskOff, maskWords, word0);
             uint nTiles = min((tokCount + B - 1u) / B, MAX_TILES);
             for (uint tile = 0u; tile < nTiles; tile++) {
                 uint first = tile * B;
                 uint count = min(B, tokCount - first);
-                barrier();   // the previous tile's K/V and mask are consumed
+                barrier();   // the previous tile's K/V, mask and slots are consumed
                 storeTile();
+                // Tile + 2's slots take the ring entry tile's slots left.
+                [[unroll]] for (uint i = 0u; i < SPT; i++) {
+                    uint t = tid + i * WG;
+                    if (t < B) {
+                        sSlot[(tile & 1u) * B + t] = slotAhead[i];
+                    }
+                }
                 barrier();
                 if (tile + 1u < nTiles) {
-                    fetchTile(first + B, tokStart, tokCount, head, maskOff, maskWords, word0);
+                    fetchTile(first + B, ((tile + 1u) & 1u) * B, tokCount, head, maskOff, maskWords, word0);
+                }
+                [[unroll]] for (uint i = 0u; i < SPT; i++) {
+                    uint t = first + 3u * B + tid + i * WG;
+                    slotAhead[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
                 }
                 if (!blockOn) {
                     continue;

@@ -58,6 +58,10 @@ type Limits struct {
 	StorageAlignment uint64
 
 	kvWindow int // tests: K/V window in slots, instead of the storage range's
+	// tests: scalar items of at most this many rows run as a class of
+	// their own (the dispatch per class that the coopmat variant makes,
+	// checked on devices without cooperative matrices)
+	scalarClassRows int
 }
 
 // windowSlots is how many KV slots of rowBytes one binding of K (or V) can
@@ -107,7 +111,16 @@ type CoopMat struct {
 const (
 	VariantScalar  = "scalar"
 	VariantCoopMat = "coopmat"
+	// VariantCoopMatV1 is the first cooperative-matrix kernel: every item
+	// in one workgroup of the largest row tile (no item classes).
+	VariantCoopMatV1 = "coopmat_v1"
 )
+
+// IsCoopMat reports whether variant is one of the cooperative-matrix
+// variants (fp16 KV only, tiles from ChooseCoopTiles).
+func IsCoopMat(variant string) bool {
+	return variant == VariantCoopMat || variant == VariantCoopMatV1
+}
 
 // Tiles are the kernel's tile sizes, chosen from the head dim and the
 // device's shared memory.
@@ -157,14 +170,48 @@ const coopTokens = 32
 
 // coopSharedBytes is partial_attn_coopmat.comp's shared memory: K and V
 // tiles (fp16 rows padded by 16 bytes), per row block fp32 scores and fp16
-// probabilities (rows padded), mask words and per-row state.
+// probabilities (rows padded), mask words, the slot ring of two tiles and
+// per-row state (partial_attn_coopmat_v1 has no slot ring: 8 bytes per
+// token fewer).
 func (t Tiles) coopSharedBytes(dim int, cm CoopMat) int {
 	kv := 2 * t.Tokens * (dim/4 + 2) * 8
 	rows := t.Rows
 	scores := rows * (t.Tokens + 4) * 4
 	probs := rows * (t.Tokens/4 + 2) * 8
 	maskWords := (t.Rows-1)/32 + 2
-	return kv + scores + probs + 4*t.Tokens*maskWords + 4*4*t.Rows
+	return kv + scores + probs + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*4*t.Rows
+}
+
+// coopClassRows are the row tiles of the coopmat variant's item classes
+// below the largest, in multiples of the shape's M: an item runs in the
+// smallest class whose rows hold all of its rows. One row block (M rows,
+// a query group at GQA 4) is the few-shot and reasoning trees' common
+// item: a branch block seen by one query.
+var coopClassRows = []int{1, 4}
+
+// coopClasses returns the coopmat variant's item classes for the largest
+// tiles big (the plan's Tiles, last): smaller row tiles in workgroups of
+// one subgroup per M rows. A class of one subgroup takes tiles of 16
+// tokens (or the shape's N or K, if larger): its K/V prefetch registers
+// are tokens x dim / invocations, 64 at d=128. Classes that do not fit
+// the device are left out.
+func coopClasses(s Shape, lim Limits, big Tiles, dst []Tiles) []Tiles {
+	cm := lim.CoopMat
+	dst = dst[:0]
+	for _, m := range coopClassRows {
+		r := m * cm.M
+		if cm.M == 0 || r >= big.Rows {
+			break
+		}
+		t := Tiles{Workgroup: m * cm.Subgroup, Tokens: big.Tokens, Rows: r}
+		if m == 1 {
+			t.Tokens = min(big.Tokens, max(16, cm.N, cm.K))
+		}
+		if t.coopCheck(s, lim) == nil {
+			dst = append(dst, t)
+		}
+	}
+	return append(dst, big)
 }
 
 // coopFits reports whether the coopmat variant can run shape s with tiles t.
@@ -319,11 +366,25 @@ type Plan struct {
 	// Windows are the KV slot ranges partial_attn binds one at a time when
 	// the pool is larger than one binding may cover; nil means one binding.
 	Windows []Window
+	// Classes are the tiles of each item class, largest last (= Tiles):
+	// the items of a class run in one dispatch per window with that
+	// specialization of partial_attn. One class except in the coopmat
+	// variant, where items of few rows run in small workgroups.
+	Classes []Tiles
+	// runs are the partial_attn dispatches: per window, the items of each
+	// class (items are ordered by window, then class).
+	runs []attnRun
 
 	meta       []uint32
 	itemsOff   uint32
 	offsetsOff uint32
 	listOff    uint32
+}
+
+// attnRun is one dispatch of partial_attn: items [first, first+items) of
+// window, run with the tiles of class.
+type attnRun struct {
+	window, class, first, items int
 }
 
 // autoBlock sizes blocks so that a tree yields enough work items to fill a

@@ -41,7 +41,7 @@ type Planner struct {
 	segStamp          []uint32
 	segGen            uint32
 	data              []uint32 // slot, query and mask lists
-	recs              []kernels.ItemRecord
+	recs, recsTmp     []kernels.ItemRecord
 	counts            []uint32
 }
 
@@ -93,7 +93,7 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	var tiles Tiles
-	if variant == VariantCoopMat {
+	if IsCoopMat(variant) {
 		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
 	} else {
 		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
@@ -102,7 +102,7 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	if cfg.Tiles != (Tiles{}) {
-		if variant == VariantCoopMat {
+		if IsCoopMat(variant) {
 			err = cfg.Tiles.coopCheck(cfg.Shape, cfg.Limits)
 		} else {
 			err = cfg.Tiles.check(cfg.Shape, cfg.Limits)
@@ -124,9 +124,22 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 		cfg.MaxPasses = MaxTilePasses
 	}
 	p := &pl.plan
-	meta := p.meta[:0]
+	meta, classes, runs := p.meta[:0], p.Classes[:0], p.runs[:0]
 	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
-	p.meta = meta
+	p.meta, p.runs = meta, runs
+	if variant == VariantCoopMat {
+		p.Classes = coopClasses(cfg.Shape, cfg.Limits, tiles, classes)
+	} else {
+		p.Classes = append(classes, tiles)
+		if r := cfg.Limits.scalarClassRows; r > 0 && r < tiles.Rows {
+			for wg := tiles.Workgroup; wg >= 4; wg /= 2 {
+				if small := (Tiles{Workgroup: wg, Tokens: tiles.Tokens, Rows: r}); small.fits(cfg.Shape, cfg.Limits) {
+					p.Classes = append(p.Classes[:0], small, tiles)
+					break
+				}
+			}
+		}
+	}
 	pl.data, pl.recs = pl.data[:0], pl.recs[:0]
 
 	// Query slices of one row tile, and token chunks of at most MaxPasses
@@ -158,6 +171,7 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	if len(p.Windows) == 0 {
 		p.Windows = nil
 	}
+	pl.classify(p)
 	if err := pl.encode(p); err != nil {
 		return nil, err
 	}
@@ -203,14 +217,14 @@ func chooseVariant(cfg Config, sharing float64) (string, error) {
 		return VariantScalar, nil
 	case VariantScalar:
 		return VariantScalar, nil
-	case VariantCoopMat:
+	case VariantCoopMat, VariantCoopMatV1:
 		if cfg.KV != KVF16 {
 			return VariantScalar, nil // fp32 KV keeps the scalar variant
 		}
 		if err := usable(); err != nil {
-			return "", fmt.Errorf("variant coopmat: %w", err)
+			return "", fmt.Errorf("variant %s: %w", want, err)
 		}
-		return VariantCoopMat, nil
+		return want, nil
 	}
 	return "", fmt.Errorf("partial_attn has no variant %q", want)
 }
@@ -769,6 +783,52 @@ func (pl *Planner) window(p *Plan, w int) {
 		p.Windows[len(p.Windows)-1].Items++
 		pl.recs = append(pl.recs, o.rec)
 	}
+}
+
+// classify orders each window's items by class (Plan.Classes: the
+// smallest whose rows hold the item's, stable within a class) and lists
+// the plan's dispatches, one per window and class that has items.
+func (pl *Planner) classify(p *Plan) {
+	p.runs = p.runs[:0]
+	nw := max(len(p.Windows), 1)
+	for w := 0; w < nw; w++ {
+		first, n := 0, len(pl.recs)
+		if len(p.Windows) > 0 {
+			first, n = p.Windows[w].FirstItem, p.Windows[w].Items
+		}
+		if len(p.Classes) == 1 {
+			p.runs = append(p.runs, attnRun{window: w, class: 0, first: first, items: n})
+			continue
+		}
+		recs := pl.recs[first : first+n]
+		sorted := append(pl.recsTmp[:0], recs...)
+		pl.recsTmp = sorted
+		at := first
+		for c := range p.Classes {
+			start := at
+			for _, rec := range sorted {
+				if p.itemClass(rec) == c {
+					pl.recs[at] = rec
+					at++
+				}
+			}
+			if at > start {
+				p.runs = append(p.runs, attnRun{window: w, class: c, first: start, items: at - start})
+			}
+		}
+	}
+}
+
+// itemClass is the class that runs an item: the first whose rows hold its
+// query rows, else the last.
+func (p *Plan) itemClass(rec kernels.ItemRecord) int {
+	rows := int(rec.NumQueries) * p.Shape.GroupSize()
+	for c, t := range p.Classes {
+		if rows <= t.Rows {
+			return c
+		}
+	}
+	return len(p.Classes) - 1
 }
 
 // asUint32 views validated (non-negative) slots as metadata words.
