@@ -66,10 +66,15 @@ const uint DN = D / CM_N;         // accumulators of O
 const uint BN = B / CM_N;         // score accumulators
 const uint BK = B / CM_K;         // P matrices
 const uint K4 = CM_K / 4u;
-// Q staging: QCK A matrices (QC4 vec4 columns) of all R rows per round in sK.
+// Q staging: QCK A matrices (QC4 vec4 columns) of all R rows per round in
+// sK, at most 16 vec4s per invocation (registers; one round for a
+// one-subgroup workgroup of 16 rows at d=128, four for 128 rows).
 const uint QCK_FIT = (B * KS) / (R * K4);
-const uint QCK = QCK_FIT < 1u ? 1u : (QCK_FIT < DK ? QCK_FIT : DK);
+const uint QCK_REG = (16u * WG) / (R * K4);
+const uint QCK_MIN = QCK_FIT < QCK_REG ? QCK_FIT : QCK_REG;
+const uint QCK = QCK_MIN < 1u ? 1u : (QCK_MIN < DK ? QCK_MIN : DK);
 const uint QC4 = QCK * K4;
+const uint QL = (R * QC4 + WG - 1u) / WG;  // vec4s of Q per invocation and round
 // Bounds on loops whose trip counts come from the metadata (the planner
 // keeps items far below them: treeattn.MaxTilePasses).
 const uint MAX_TILES = 4096u;
@@ -120,6 +125,23 @@ const float LN2 = 0.6931471805599453;
 uvec2 stK[NL];
 uvec2 stV[NL];
 uint stMask[MWL];
+vec4 stQ[QL];
+
+// Round k0's Q columns (QC4 vec4s from A matrix k0) of the row tile's rows
+// into registers; rows past the tile read as zeros.
+void fetchQ(uint k0, uint rowTile, uint tileRows, uint head) {
+    [[unroll]] for (uint i = 0u; i < QL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        uint r = idx / QC4;
+        uint c4 = k0 * K4 + idx % QC4;
+        vec4 x = vec4(0.0);
+        if (idx < R * QC4 && r < tileRows && c4 < D4) {
+            uint row = rowTile + r;
+            x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
+        }
+        stQ[i] = x;
+    }
+}
 
 // K, V and mask words of the tile starting at token first into registers,
 // its slots from sSlot[slotBase..]; tokens past the item (and bad slots)
@@ -226,10 +248,12 @@ void main() {
             }
             barrier();
             fetchTile(0u, 0u, tokCount, head, maskOff, maskWords, word0);
+            fetchQ(0u, rowTile, tileRows, head);
 
             // Q of the row tile in A matrices, staged as f16 through sK in
             // rounds of QC4 vec4 columns: every invocation loads its share
-            // of the round at once (one global round trip per round).
+            // of a round at once into registers, the next round's issued
+            // as soon as the current one is stored.
             coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
             coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
             [[unroll]] for (uint j = 0u; j < DN; j++) {
@@ -237,15 +261,14 @@ void main() {
             }
             [[unroll]] for (uint k0 = 0u; k0 < DK; k0 += QCK) {
                 barrier();   // sK is free (the previous pass or row tile is done with it)
-                for (uint idx = tid; idx < R * QC4; idx += WG) {
-                    uint r = idx / QC4;
-                    uint c4 = k0 * K4 + idx % QC4;
-                    vec4 x = vec4(0.0);
-                    if (r < tileRows && c4 < D4) {
-                        uint row = rowTile + r;
-                        x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
+                [[unroll]] for (uint i = 0u; i < QL; i++) {
+                    uint idx = tid + i * WG;
+                    if (idx < R * QC4) {
+                        sK[idx] = f16vec4(stQ[i]);
                     }
-                    sK[idx] = f16vec4(x);
+                }
+                if (k0 + QCK < DK) {
+                    fetchQ(k0 + QCK, rowTile, tileRows, head);
                 }
                 barrier();
                 if (blockOn) {

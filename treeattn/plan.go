@@ -189,6 +189,28 @@ func (t Tiles) coopSharedBytes(dim int, cm CoopMat) int {
 // item: a branch block seen by one query.
 var coopClassRows = []int{1, 4}
 
+// coopMinItems is autoBlock's fewest items for the coopmat variant: a
+// 128-row workgroup takes a multiprocessor to itself (187 registers per
+// invocation on the H200), so halving the blocks of a tree whose few
+// queries fill 32 such items only adds waves and partials; items of one
+// query group get their own shorter chunks instead (coopFewChunk).
+const coopMinItems = 32
+
+// coopFewChunk is the coopmat variant's token chunk for flatten items seen
+// by one query group (run in one-subgroup workgroups): half a block, so
+// that a branch's tokens are streamed by twice as many workgroups, each
+// still many 16-token tiles long.
+func coopFewChunk(block, tile int) int {
+	return max(tile, ceilDiv(block/2, tile)*tile)
+}
+
+// coopMinClassWorkgroups is the fewest workgroups (items x KV heads) for
+// which a smaller item class gets a dispatch of its own; fewer run in the
+// next larger class that has items (a dispatch costs a barrier and a
+// ramp: the speculative star's single 8-token item of 64 rows is not
+// worth one).
+const coopMinClassWorkgroups = 128
+
 // coopClasses returns the coopmat variant's item classes for the largest
 // tiles big (the plan's Tiles, last): smaller row tiles in workgroups of
 // one subgroup per M rows. A class of one subgroup takes tiles of 16
@@ -395,10 +417,16 @@ type attnRun struct {
 // while the tree would give fewer than 64 items; rowTiles is the row tiles
 // of all queries, the query slices of a block every query sees.
 func autoBlock(m Method, total, tile, rowTiles int) int {
+	return autoBlockMin(m, total, tile, rowTiles, 64)
+}
+
+// autoBlockMin is autoBlock halving blocks while the tree gives fewer than
+// minItems items.
+func autoBlockMin(m Method, total, tile, rowTiles, minItems int) int {
 	switch m {
 	case MethodFlatten, MethodDenseMask:
 		b := 12 * tile
-		for b > tile && ceilDiv(total, b)*rowTiles < 64 {
+		for b > tile && ceilDiv(total, b)*rowTiles < minItems {
 			b = max(tile, ceilDiv(b/2, tile)*tile)
 		}
 		return b

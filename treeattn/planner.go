@@ -42,6 +42,8 @@ type Planner struct {
 	segGen            uint32
 	data              []uint32 // slot, query and mask lists
 	recs, recsTmp     []kernels.ItemRecord
+	classOf           []int // item class -> class that runs it
+	classCount        []int
 	counts            []uint32
 }
 
@@ -118,7 +120,11 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 
 	group := cfg.Shape.GroupSize()
 	if cfg.BlockTokens == 0 {
-		cfg.BlockTokens = autoBlock(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows))
+		minItems := 64
+		if variant == VariantCoopMat {
+			minItems = coopMinItems
+		}
+		cfg.BlockTokens = autoBlockMin(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows), minItems)
 	}
 	if cfg.MaxPasses <= 0 || cfg.MaxPasses > MaxTilePasses {
 		cfg.MaxPasses = MaxTilePasses
@@ -149,8 +155,19 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	chunk := max(1, cfg.MaxPasses/ceilDiv(slice*group, tiles.Rows)) * tiles.Tokens
 	dense := cfg.Method == MethodDenseMask
 	compact := cfg.Method == MethodFlatten
+	// Flatten items that only a few queries see (branch blocks) run in the
+	// coopmat variant's one-subgroup class: shorter chunks, more of them.
+	fewQueries, fewChunk := 0, 0
+	if variant == VariantCoopMat && cfg.Method == MethodFlatten && len(p.Classes) > 1 {
+		fewQueries = p.Classes[0].Rows / group
+		fewChunk = coopFewChunk(cfg.BlockTokens, p.Classes[0].Tokens)
+	}
 	emit := func(segs []segment, q0 []int32) {
-		pl.bound(t, segs, q0, slice, chunk, dense, compact)
+		ch := chunk
+		if len(q0) <= fewQueries {
+			ch = min(chunk, fewChunk)
+		}
+		pl.bound(t, segs, q0, slice, ch, dense, compact)
 	}
 	switch cfg.Method {
 	case MethodFlatten, MethodDenseMask:
@@ -787,9 +804,40 @@ func (pl *Planner) window(p *Plan, w int) {
 
 // classify orders each window's items by class (Plan.Classes: the
 // smallest whose rows hold the item's, stable within a class) and lists
-// the plan's dispatches, one per window and class that has items.
+// the plan's dispatches, one per window and class that has items. In the
+// coopmat variant, a class of too few workgroups for a dispatch of its
+// own (coopMinClassWorkgroups) joins the next larger class with items.
 func (pl *Planner) classify(p *Plan) {
 	p.runs = p.runs[:0]
+	nc := len(p.Classes)
+	pl.classOf = grow(pl.classOf, nc)
+	for c := range pl.classOf {
+		pl.classOf[c] = c
+	}
+	if p.Variant == VariantCoopMat && nc > 1 {
+		counts := grow(pl.classCount, nc)
+		clear(counts)
+		for _, rec := range pl.recs {
+			counts[p.itemClass(rec)]++
+		}
+		for c := 0; c < nc-1; c++ {
+			if counts[c] == 0 || counts[c]*p.Shape.KVHeads >= coopMinClassWorkgroups {
+				continue
+			}
+			for d := c + 1; d < nc; d++ {
+				if counts[d] > 0 {
+					counts[d] += counts[c]
+					counts[c] = 0
+					pl.classOf[c] = d
+					break
+				}
+			}
+		}
+		for c := nc - 1; c >= 0; c-- {
+			pl.classOf[c] = pl.classOf[pl.classOf[c]]
+		}
+		pl.classCount = counts
+	}
 	nw := max(len(p.Windows), 1)
 	for w := 0; w < nw; w++ {
 		first, n := 0, len(pl.recs)
@@ -807,7 +855,7 @@ func (pl *Planner) classify(p *Plan) {
 		for c := range p.Classes {
 			start := at
 			for _, rec := range sorted {
-				if p.itemClass(rec) == c {
+				if pl.classOf[p.itemClass(rec)] == c {
 					pl.recs[at] = rec
 					at++
 				}
