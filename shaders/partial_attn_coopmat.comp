@@ -75,6 +75,12 @@ const uint QCK_MIN = QCK_FIT < QCK_REG ? QCK_FIT : QCK_REG;
 const uint QCK = QCK_MIN < 1u ? 1u : (QCK_MIN < DK ? QCK_MIN : DK);
 const uint QC4 = QCK * K4;
 const uint QL = (R * QC4 + WG - 1u) / WG;  // vec4s of Q per invocation and round
+const uint QROUNDS = (DK + QCK - 1u) / QCK;
+// Rounds of Q in flight at once (registers for 16 vec4s): all four of a
+// 128-row tile at d=128, so staging Q waits for one global round trip.
+const uint QAHEAD_FIT = 16u / QL;
+const uint QAHEAD = QAHEAD_FIT < 1u ? 1u : (QAHEAD_FIT < QROUNDS ? QAHEAD_FIT : QROUNDS);
+const uint RPT = (2u * B + WG - 1u) / WG;   // slots of the first two tiles per invocation
 // Bounds on loops whose trip counts come from the metadata (the planner
 // keeps items far below them: treeattn.MaxTilePasses).
 const uint MAX_TILES = 4096u;
@@ -125,11 +131,11 @@ const float LN2 = 0.6931471805599453;
 uvec2 stK[NL];
 uvec2 stV[NL];
 uint stMask[MWL];
-vec4 stQ[QL];
+vec4 stQ[QL * QAHEAD];
 
 // Round k0's Q columns (QC4 vec4s from A matrix k0) of the row tile's rows
-// into registers; rows past the tile read as zeros.
-void fetchQ(uint k0, uint rowTile, uint tileRows, uint head) {
+// into registers stQ[at * QL..]; rows past the tile read as zeros.
+void fetchQ(uint k0, uint at, uint rowTile, uint tileRows, uint head) {
     [[unroll]] for (uint i = 0u; i < QL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uint r = idx / QC4;
@@ -139,7 +145,7 @@ void fetchQ(uint k0, uint rowTile, uint tileRows, uint head) {
             uint row = rowTile + r;
             x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
         }
-        stQ[i] = x;
+        stQ[at * QL + i] = x;
     }
 }
 
@@ -219,6 +225,19 @@ void main() {
     bool rowLane = myRow < CM_M;
     uint passes = (RB + nsg - 1u) / nsg;
 
+    // The slots of the first three tiles, read once per item (with the
+    // row setup's reads, not after them).
+    uint ringInit[RPT];
+    [[unroll]] for (uint i = 0u; i < RPT; i++) {
+        uint t = tid + i * WG;
+        ringInit[i] = (t < 2u * B && t < tokCount) ? meta[tokStart + t] : ~0u;
+    }
+    uint aheadInit[SPT];
+    [[unroll]] for (uint i = 0u; i < SPT; i++) {
+        uint t = 2u * B + tid + i * WG;
+        aheadInit[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+    }
+
     uint rows = min(it.numQueries, MAX_ROW_TILES * R) * G;
     for (uint rowTile = 0u; rowTile < rows; rowTile += R) {
         uint tileRows = min(R, rows - rowTile);
@@ -238,37 +257,42 @@ void main() {
             // Slots of tiles 0 and 1 into the ring, tile 2's into registers,
             // and tile 0's K/V on their way while Q is staged.
             barrier();   // the previous pass is done with the ring
-            for (uint t = tid; t < 2u * B; t += WG) {
-                sSlot[t] = t < tokCount ? meta[tokStart + t] : ~0u;
+            [[unroll]] for (uint i = 0u; i < RPT; i++) {
+                uint t = tid + i * WG;
+                if (t < 2u * B) {
+                    sSlot[t] = ringInit[i];
+                }
             }
             uint slotAhead[SPT];
             [[unroll]] for (uint i = 0u; i < SPT; i++) {
-                uint t = 2u * B + tid + i * WG;
-                slotAhead[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+                slotAhead[i] = aheadInit[i];
             }
             barrier();
             fetchTile(0u, 0u, tokCount, head, maskOff, maskWords, word0);
-            fetchQ(0u, rowTile, tileRows, head);
+            [[unroll]] for (uint a = 0u; a < QAHEAD; a++) {
+                fetchQ(a * QCK, a, rowTile, tileRows, head);
+            }
 
             // Q of the row tile in A matrices, staged as f16 through sK in
-            // rounds of QC4 vec4 columns: every invocation loads its share
-            // of a round at once into registers, the next round's issued
-            // as soon as the current one is stored.
+            // rounds of QC4 vec4 columns: every invocation holds its share
+            // of QAHEAD rounds in registers, loaded at once; a round's
+            // registers take the round QAHEAD later once stored.
             coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
             coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
             [[unroll]] for (uint j = 0u; j < DN; j++) {
                 acc[j] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
             }
             [[unroll]] for (uint k0 = 0u; k0 < DK; k0 += QCK) {
+                uint at = (k0 / QCK) % QAHEAD;
                 barrier();   // sK is free (the previous pass or row tile is done with it)
                 [[unroll]] for (uint i = 0u; i < QL; i++) {
                     uint idx = tid + i * WG;
                     if (idx < R * QC4) {
-                        sK[idx] = f16vec4(stQ[i]);
+                        sK[idx] = f16vec4(stQ[at * QL + i]);
                     }
                 }
-                if (k0 + QCK < DK) {
-                    fetchQ(k0 + QCK, rowTile, tileRows, head);
+                if (k0 + QAHEAD * QCK < DK) {
+                    fetchQ(k0 + QAHEAD * QCK, at, rowTile, tileRows, head);
                 }
                 barrier();
                 if (blockOn) {
