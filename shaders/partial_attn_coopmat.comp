@@ -21,9 +21,10 @@
 // at once on each multiprocessor instead of one 128-row workgroup whose
 // other subgroups idle. Per tile of B tokens:
 //   1. the workgroup stores the tile's K and V (fp16) and mask words in
-//      shared memory, then fetches the next tile's into registers (the
-//      slots of a tile are read two tiles ahead into shared memory, so
-//      fetching K/V never waits on a slot load);
+//      shared memory, then fetches tile + DEPTH's into registers (DEPTH 2
+//      in 64- and 128-row workgroups: two tiles in flight; the slots of a
+//      tile are read a tile before its K/V into a shared ring, so fetching
+//      K/V never waits on a slot load);
 //   2. each subgroup computes its S = Q K^T block (CM_M x B, f16 operands,
 //      f32 accumulation) with Q held in A matrices, and stores it;
 //   3. online softmax in f32 (log2 domain), lanes of the subgroup split
@@ -128,10 +129,22 @@ shared float sRowM[R];
 const float LOG2E = 1.4426950408889634;
 const float LN2 = 0.6931471805599453;
 
-uvec2 stK[NL];
-uvec2 stV[NL];
-uint stMask[MWL];
+// K/V tiles in flight in registers: two where a tile is at most 8 word
+// pairs of K (and of V) per invocation (64- and 128-row workgroups, whose
+// few workgroups per multiprocessor would otherwise wait a global round
+// trip per tile), one in the one-subgroup class (16 pairs).
+const uint DEPTH = NL <= 8u ? 2u : 1u;
+uvec2 stK[NL * DEPTH];   // set s of tile t = t % DEPTH at [s * NL..]
+uvec2 stV[NL * DEPTH];
+uint stMask[MWL * DEPTH];
 vec4 stQ[QL * QAHEAD];
+uint slotAhead[SPT];     // slots of tile t + DEPTH + 1 while tile t runs
+
+// The subgroup's Q block, output accumulators and its lanes' row state.
+coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
+coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
+float rowM;
+float rowL;
 
 // Round k0's Q columns (QC4 vec4s from A matrix k0) of the row tile's rows
 // into registers stQ[at * QL..]; rows past the tile read as zeros.
@@ -152,7 +165,7 @@ void fetchQ(uint k0, uint at, uint rowTile, uint tileRows, uint head) {
 // K, V and mask words of the tile starting at token first into registers,
 // its slots from sSlot[slotBase..]; tokens past the item (and bad slots)
 // read as zeros.
-void fetchTile(uint first, uint slotBase, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
+void fetchTile(uint first, uint slotBase, uint set, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uvec2 kw = uvec2(0u);
@@ -166,31 +179,34 @@ void fetchTile(uint first, uint slotBase, uint tokCount, uint head, uint maskOff
                 vw = v16[at];
             }
         }
-        stK[i] = kw;
-        stV[i] = vw;
+        stK[set * NL + i] = kw;
+        stV[set * NL + i] = vw;
     }
     [[unroll]] for (uint i = 0u; i < MWL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uint t = idx / MW;
         uint w = word0 + idx % MW;
-        stMask[i] = (maskWords != 0u && idx < B * MW && first + t < tokCount && w < maskWords)
+        stMask[set * MWL + i] = (maskWords != 0u && idx < B * MW && first + t < tokCount && w < maskWords)
             ? meta[maskOff + (first + t) * maskWords + w] : 0u;
     }
 }
 
-void storeTile() {
+// The tile in register set set into shared memory.
+void storeTile(uint set) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < B * D4) {
             uint at = (idx / D4) * KS + idx % D4;
-            sK[at] = f16vec4(unpackFloat2x16(stK[i].x), unpackFloat2x16(stK[i].y));
-            sV[at] = f16vec4(unpackFloat2x16(stV[i].x), unpackFloat2x16(stV[i].y));
+            uvec2 kw = stK[set * NL + i];
+            uvec2 vw = stV[set * NL + i];
+            sK[at] = f16vec4(unpackFloat2x16(kw.x), unpackFloat2x16(kw.y));
+            sV[at] = f16vec4(unpackFloat2x16(vw.x), unpackFloat2x16(vw.y));
         }
     }
     [[unroll]] for (uint i = 0u; i < MWL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < B * MW) {
-            sMask[idx] = stMask[i];
+            sMask[idx] = stMask[set * MWL + i];
         }
     }
 }
@@ -198,6 +214,120 @@ void storeTile() {
 void subgroupSync() {
     subgroupMemoryBarrierShared();
     subgroupBarrier();
+}
+
+// One tile of the item: stores tile's K/V (register set set = tile %
+// DEPTH) in shared memory, moves the slot ring on (tile + DEPTH + 1's
+// slots take the entry of tile + DEPTH - 1, fetched already), fetches tile
+// + DEPTH into the freed registers and reads the slots of tile + DEPTH + 2,
+// then computes the subgroup's row block on the tile.
+void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, uint head, uint maskOff, uint maskWords,
+              uint word0, bool blockOn, bool rowValid, bool rowLane, uint qi, uint part, uint lpr, uint myRow,
+              uint sBase, uint pBase, float qScale) {
+    uint tid = gl_LocalInvocationIndex;
+    uint first = tile * B;
+    uint count = min(B, tokCount - first);
+    barrier();   // the previous tile's K/V, mask and ring entry are consumed
+    storeTile(set);
+    [[unroll]] for (uint i = 0u; i < SPT; i++) {
+        uint t = tid + i * WG;
+        if (t < B) {
+            sSlot[((tile + DEPTH + 1u) & 1u) * B + t] = slotAhead[i];
+        }
+    }
+    barrier();
+    if (tile + DEPTH < nTiles) {
+        fetchTile(first + DEPTH * B, ((tile + DEPTH) & 1u) * B, set, tokCount, head, maskOff, maskWords, word0);
+    }
+    [[unroll]] for (uint i = 0u; i < SPT; i++) {
+        uint t = first + (DEPTH + 2u) * B + tid + i * WG;
+        slotAhead[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+    }
+    if (!blockOn) {
+        return;
+    }
+
+    // 2. S = Q K^T for the block (K^T read column-major from sK).
+    [[unroll]] for (uint n = 0u; n < BN; n++) {
+        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> s =
+            coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
+        [[unroll]] for (uint k = 0u; k < DK; k++) {
+            coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> kB;
+            coopMatLoad(kB, sK, n * CM_N * KS + k * (CM_K / 4u), KS, gl_CooperativeMatrixLayoutColumnMajor);
+            s = coopMatMulAdd(qA[k], kB, s);
+        }
+        coopMatStore(s, sS, sBase + n * CM_N, SS, gl_CooperativeMatrixLayoutRowMajor);
+    }
+    subgroupSync();
+
+    // 3. Online softmax of the lane's row (log2 domain).
+    float mNew = rowM;
+    if (rowValid) {
+        for (uint t = part; t < B; t += lpr) {
+            bool seen = t < count;
+            if (seen && maskWords != 0u) {
+                uint w = (qi >> 5u) - word0;
+                seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+            }
+            if (seen) {
+                mNew = max(mNew, sS[sBase + myRow * SS + t] * qScale);
+            }
+        }
+    }
+    for (uint o = 1u; o < lpr; o <<= 1u) {
+        mNew = max(mNew, subgroupShuffleXor(mNew, o));
+    }
+    float sum = 0.0;
+    if (rowLane) {
+        for (uint t = part; t < B; t += lpr) {
+            float p = 0.0;
+            if (rowValid && mNew != NEG_INF) {
+                bool seen = t < count;
+                if (seen && maskWords != 0u) {
+                    uint w = (qi >> 5u) - word0;
+                    seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                }
+                if (seen) {
+                    p = exp2((sS[sBase + myRow * SS + t] * qScale - mNew) * pc.unit);
+                }
+            }
+            float16_t ph = float16_t(p);
+            sP[pBase + myRow * PS + t / 4u][t % 4u] = ph;
+            sum += float(ph);   // the sum of what P V adds
+        }
+    }
+    for (uint o = 1u; o < lpr; o <<= 1u) {
+        sum += subgroupShuffleXor(sum, o);
+    }
+    float alpha = (rowM == NEG_INF) ? 0.0 : exp2((rowM - mNew) * pc.unit);
+    if (rowValid) {
+        rowL = rowL * alpha + sum;
+        rowM = mNew;
+    }
+    subgroupSync();   // scores are read: the scratch takes alpha
+    if (rowLane) {
+        for (uint c = part; c < CM_N; c += lpr) {
+            sS[sBase + myRow * CM_N + c] = alpha;
+        }
+    }
+    subgroupSync();
+
+    // 4. O = O * alpha + P V.
+    coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
+    coopMatLoad(al, sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
+    [[unroll]] for (uint j = 0u; j < DN; j++) {
+        acc[j] = acc[j] * al;
+    }
+    [[unroll]] for (uint k = 0u; k < BK; k++) {
+        coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> pA;
+        coopMatLoad(pA, sP, pBase + k * (CM_K / 4u), PS, gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint j = 0u; j < DN; j++) {
+            coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> vB;
+            coopMatLoad(vB, sV, k * CM_K * KS + j * (CM_N / 4u), KS, gl_CooperativeMatrixLayoutRowMajor);
+            acc[j] = coopMatMulAdd(pA, vB, acc[j]);
+        }
+    }
+    subgroupSync();   // scratch and P are read before the next tile writes them
 }
 
 void main() {
@@ -225,17 +355,22 @@ void main() {
     bool rowLane = myRow < CM_M;
     uint passes = (RB + nsg - 1u) / nsg;
 
-    // The slots of the first three tiles, read once per item (with the
-    // row setup's reads, not after them).
+    // The slots of the first DEPTH + 2 tiles, read once per item (with the
+    // row setup's reads, not after them): tiles 0 and 1 fill the ring,
+    // tile 2 refills entry 0 after tile 0 is fetched (DEPTH 2), tile
+    // DEPTH + 1 is the first step's slotAhead.
     uint ringInit[RPT];
     [[unroll]] for (uint i = 0u; i < RPT; i++) {
         uint t = tid + i * WG;
         ringInit[i] = (t < 2u * B && t < tokCount) ? meta[tokStart + t] : ~0u;
     }
     uint aheadInit[SPT];
+    uint refillInit[SPT];
     [[unroll]] for (uint i = 0u; i < SPT; i++) {
-        uint t = 2u * B + tid + i * WG;
+        uint t = (DEPTH + 1u) * B + tid + i * WG;
         aheadInit[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+        t = 2u * B + tid + i * WG;
+        refillInit[i] = (DEPTH > 1u && tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
     }
 
     uint rows = min(it.numQueries, MAX_ROW_TILES * R) * G;
@@ -254,8 +389,8 @@ void main() {
             uint sBase = rb * SREG;
             uint pBase = rb * PREG;
 
-            // Slots of tiles 0 and 1 into the ring, tile 2's into registers,
-            // and tile 0's K/V on their way while Q is staged.
+            // Slots of tiles 0 and 1 into the ring, the next into registers,
+            // and the first DEPTH tiles' K/V on their way while Q is staged.
             barrier();   // the previous pass is done with the ring
             [[unroll]] for (uint i = 0u; i < RPT; i++) {
                 uint t = tid + i * WG;
@@ -263,12 +398,21 @@ void main() {
                     sSlot[t] = ringInit[i];
                 }
             }
-            uint slotAhead[SPT];
             [[unroll]] for (uint i = 0u; i < SPT; i++) {
                 slotAhead[i] = aheadInit[i];
             }
             barrier();
-            fetchTile(0u, 0u, tokCount, head, maskOff, maskWords, word0);
+            fetchTile(0u, 0u, 0u, tokCount, head, maskOff, maskWords, word0);
+            if (DEPTH > 1u) {
+                fetchTile(B, B, 1u, tokCount, head, maskOff, maskWords, word0);
+                barrier();   // entry 0 (tile 0's slots) is read: it takes tile 2's
+                [[unroll]] for (uint i = 0u; i < SPT; i++) {
+                    uint t = tid + i * WG;
+                    if (t < B) {
+                        sSlot[t] = refillInit[i];
+                    }
+                }
+            }
             [[unroll]] for (uint a = 0u; a < QAHEAD; a++) {
                 fetchQ(a * QCK, a, rowTile, tileRows, head);
             }
@@ -277,8 +421,6 @@ void main() {
             // rounds of QC4 vec4 columns: every invocation holds its share
             // of QAHEAD rounds in registers, loaded at once; a round's
             // registers take the round QAHEAD later once stored.
-            coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
-            coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
             [[unroll]] for (uint j = 0u; j < DN; j++) {
                 acc[j] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
             }
@@ -307,122 +449,24 @@ void main() {
             uint rr = rb * CM_M + myRow;
             bool rowValid = blockOn && rowLane && rr < tileRows;
             uint qi = rowValid ? sRowQuery[rr] : ~0u;
-            float m = NEG_INF;
-            float l = 0.0;
+            rowM = NEG_INF;
+            rowL = 0.0;
 
             uint nTiles = min((tokCount + B - 1u) / B, MAX_TILES);
-            for (uint tile = 0u; tile < nTiles; tile++) {
-                uint first = tile * B;
-                uint count = min(B, tokCount - first);
-                barrier();   // the previous tile's K/V, mask and slots are consumed
-                storeTile();
-                // Tile + 2's slots take the ring entry tile's slots left.
-                [[unroll]] for (uint i = 0u; i < SPT; i++) {
-                    uint t = tid + i * WG;
-                    if (t < B) {
-                        sSlot[(tile & 1u) * B + t] = slotAhead[i];
-                    }
+            for (uint tile = 0u; tile < nTiles; tile += DEPTH) {
+                tileStep(tile, 0u, nTiles, tokStart, tokCount, head, maskOff, maskWords, word0, blockOn, rowValid, rowLane,
+                         qi, part, lpr, myRow, sBase, pBase, qScale);
+                if (DEPTH > 1u && tile + 1u < nTiles) {
+                    tileStep(tile + 1u, 1u, nTiles, tokStart, tokCount, head, maskOff, maskWords, word0, blockOn, rowValid,
+                             rowLane, qi, part, lpr, myRow, sBase, pBase, qScale);
                 }
-                barrier();
-                if (tile + 1u < nTiles) {
-                    fetchTile(first + B, ((tile + 1u) & 1u) * B, tokCount, head, maskOff, maskWords, word0);
-                }
-                [[unroll]] for (uint i = 0u; i < SPT; i++) {
-                    uint t = first + 3u * B + tid + i * WG;
-                    slotAhead[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
-                }
-                if (!blockOn) {
-                    continue;
-                }
-
-                // 2. S = Q K^T for the block (K^T read column-major from sK).
-                [[unroll]] for (uint n = 0u; n < BN; n++) {
-                    coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> s =
-                        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
-                    [[unroll]] for (uint k = 0u; k < DK; k++) {
-                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> kB;
-                        coopMatLoad(kB, sK, n * CM_N * KS + k * (CM_K / 4u), KS, gl_CooperativeMatrixLayoutColumnMajor);
-                        s = coopMatMulAdd(qA[k], kB, s);
-                    }
-                    coopMatStore(s, sS, sBase + n * CM_N, SS, gl_CooperativeMatrixLayoutRowMajor);
-                }
-                subgroupSync();
-
-                // 3. Online softmax of the lane's row (log2 domain).
-                float mNew = m;
-                if (rowValid) {
-                    for (uint t = part; t < B; t += lpr) {
-                        bool seen = t < count;
-                        if (seen && maskWords != 0u) {
-                            uint w = (qi >> 5u) - word0;
-                            seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
-                        }
-                        if (seen) {
-                            mNew = max(mNew, sS[sBase + myRow * SS + t] * qScale);
-                        }
-                    }
-                }
-                for (uint o = 1u; o < lpr; o <<= 1u) {
-                    mNew = max(mNew, subgroupShuffleXor(mNew, o));
-                }
-                float sum = 0.0;
-                if (rowLane) {
-                    for (uint t = part; t < B; t += lpr) {
-                        float p = 0.0;
-                        if (rowValid && mNew != NEG_INF) {
-                            bool seen = t < count;
-                            if (seen && maskWords != 0u) {
-                                uint w = (qi >> 5u) - word0;
-                                seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
-                            }
-                            if (seen) {
-                                p = exp2((sS[sBase + myRow * SS + t] * qScale - mNew) * pc.unit);
-                            }
-                        }
-                        float16_t ph = float16_t(p);
-                        sP[pBase + myRow * PS + t / 4u][t % 4u] = ph;
-                        sum += float(ph);   // the sum of what P V adds
-                    }
-                }
-                for (uint o = 1u; o < lpr; o <<= 1u) {
-                    sum += subgroupShuffleXor(sum, o);
-                }
-                float alpha = (m == NEG_INF) ? 0.0 : exp2((m - mNew) * pc.unit);
-                if (rowValid) {
-                    l = l * alpha + sum;
-                    m = mNew;
-                }
-                subgroupSync();   // scores are read: the scratch takes alpha
-                if (rowLane) {
-                    for (uint c = part; c < CM_N; c += lpr) {
-                        sS[sBase + myRow * CM_N + c] = alpha;
-                    }
-                }
-                subgroupSync();
-
-                // 4. O = O * alpha + P V.
-                coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
-                coopMatLoad(al, sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
-                [[unroll]] for (uint j = 0u; j < DN; j++) {
-                    acc[j] = acc[j] * al;
-                }
-                [[unroll]] for (uint k = 0u; k < BK; k++) {
-                    coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> pA;
-                    coopMatLoad(pA, sP, pBase + k * (CM_K / 4u), PS, gl_CooperativeMatrixLayoutRowMajor);
-                    [[unroll]] for (uint j = 0u; j < DN; j++) {
-                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> vB;
-                        coopMatLoad(vB, sV, k * CM_K * KS + j * (CM_N / 4u), KS, gl_CooperativeMatrixLayoutRowMajor);
-                        acc[j] = coopMatMulAdd(pA, vB, acc[j]);
-                    }
-                }
-                subgroupSync();   // scratch and P are read before the next tile writes them
             }
 
             // Normalised partial output and log-sum-exp per row.
             if (blockOn) {
                 if (rowValid && part == 0u) {
-                    sRowL[rr] = l;
-                    sRowM[rr] = m;
+                    sRowL[rr] = rowL;
+                    sRowM[rr] = rowM;
                 }
                 const uint N4 = CM_N / 4u;
                 [[unroll]] for (uint j = 0u; j < DN; j++) {
@@ -444,7 +488,7 @@ void main() {
                 }
                 if (rowValid && part == 0u) {
                     uint p = (it.partialBase + qi) * QH + head * G + (rowTile + rr) % G;
-                    pl[p] = l > 0.0 ? (m + log2(l) / pc.unit) * LN2 : NEG_INF;
+                    pl[p] = rowL > 0.0 ? (rowM + log2(rowL) / pc.unit) * LN2 : NEG_INF;
                 }
             }
         }
