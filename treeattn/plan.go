@@ -197,18 +197,24 @@ var coopClassRows = []int{1, 4}
 const coopMinItems = 32
 
 // coopFewChunk is the coopmat variant's token chunk for flatten items seen
-// by one query group (run in one-subgroup workgroups): half a block, so
-// that a branch's tokens are streamed by twice as many workgroups, each
-// still many 16-token tiles long.
-func coopFewChunk(block, tile int) int {
-	return max(tile, ceilDiv(block/2, tile)*tile)
+// by one query group (run in one-subgroup workgroups, which wait about a
+// global round trip per 16-token tile): short enough that the tree's
+// tokens x KV heads make about coopFewWorkgroups of them (a large GPU
+// keeps about as many resident: ten per multiprocessor on the H200), at
+// most half a block and at least four tiles.
+func coopFewChunk(block, tile, total, kvHeads int) int {
+	c := ceilDiv(ceilDiv(total*kvHeads, coopFewWorkgroups), tile) * tile
+	return max(4*tile, min(c, ceilDiv(block/2, tile)*tile))
 }
 
+// coopFewWorkgroups is the one-subgroup workgroups coopFewChunk aims at.
+const coopFewWorkgroups = 1024
+
 // coopMinClassWorkgroups is the fewest workgroups (items x KV heads) for
-// which a smaller item class gets a dispatch of its own; fewer run in the
-// next larger class that has items (a dispatch costs a barrier and a
-// ramp: the speculative star's single 8-token item of 64 rows is not
-// worth one).
+// which a smaller item class always gets a dispatch of its own; fewer run
+// in the next larger class that has items if they are at most a quarter
+// of its items (a dispatch costs a barrier and a ramp: the speculative
+// star's single 8-token item of 64 rows is not worth one).
 const coopMinClassWorkgroups = 128
 
 // coopClasses returns the coopmat variant's item classes for the largest

@@ -160,7 +160,7 @@ func (pl *Planner) Plan(t *Tree, cfg Config) (*Plan, error) {
 	fewQueries, fewChunk := 0, 0
 	if variant == VariantCoopMat && cfg.Method == MethodFlatten && len(p.Classes) > 1 {
 		fewQueries = p.Classes[0].Rows / group
-		fewChunk = coopFewChunk(cfg.BlockTokens, p.Classes[0].Tokens)
+		fewChunk = coopFewChunk(cfg.BlockTokens, p.Classes[0].Tokens, total, cfg.Shape.KVHeads)
 	}
 	emit := func(segs []segment, q0 []int32) {
 		ch := chunk
@@ -806,7 +806,8 @@ func (pl *Planner) window(p *Plan, w int) {
 // smallest whose rows hold the item's, stable within a class) and lists
 // the plan's dispatches, one per window and class that has items. In the
 // coopmat variant, a class of too few workgroups for a dispatch of its
-// own (coopMinClassWorkgroups) joins the next larger class with items.
+// own (coopMinClassWorkgroups) joins the next larger class with items
+// when it has at most a quarter of that class's items.
 func (pl *Planner) classify(p *Plan) {
 	p.runs = p.runs[:0]
 	nc := len(p.Classes)
@@ -826,9 +827,11 @@ func (pl *Planner) classify(p *Plan) {
 			}
 			for d := c + 1; d < nc; d++ {
 				if counts[d] > 0 {
-					counts[d] += counts[c]
-					counts[c] = 0
-					pl.classOf[c] = d
+					if 4*counts[c] <= counts[d] {
+						counts[d] += counts[c]
+						counts[c] = 0
+						pl.classOf[c] = d
+					}
 					break
 				}
 			}
