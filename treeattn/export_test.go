@@ -84,3 +84,12 @@ func (p *Plan) Dispatches() [][4]int {
 
 // ItemClass returns the class that runs item i.
 func (p *Plan) ItemClass(i int) int { return p.itemClass(p.item(i)) }
+
+// ClassPipelines returns partial_attn for each of the plan's item classes.
+func (p *Plan) ClassPipelines(d *vk.Device) ([]*kernels.Pipeline, error) {
+	attns, _, err := classPipelines(d, p, p.Classes, defaultUpload, nil)
+	return attns, err
+}
+
+// CoopSharedBytes is the planner's figure of partial_attn_coopmat's shared memory.
+func (t Tiles) CoopSharedBytes(dim int, cm CoopMat) int { return t.coopSharedBytes(dim, cm) }
