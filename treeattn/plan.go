@@ -221,8 +221,8 @@ const coopMinClassWorkgroups = 128
 // tiles big (the plan's Tiles, last): smaller row tiles in workgroups of
 // one subgroup per M rows. A class of one subgroup takes tiles of 16
 // tokens (or the shape's N or K, if larger): its K/V prefetch registers
-// are tokens x dim / invocations, 64 at d=128. Classes that do not fit
-// the device are left out.
+// are tokens x dim / invocations, 64 at d=128 (it is left out where they
+// would be more). Classes that do not fit the device are left out.
 func coopClasses(s Shape, lim Limits, big Tiles, dst []Tiles) []Tiles {
 	cm := lim.CoopMat
 	dst = dst[:0]
@@ -234,6 +234,9 @@ func coopClasses(s Shape, lim Limits, big Tiles, dst []Tiles) []Tiles {
 		t := Tiles{Workgroup: m * cm.Subgroup, Tokens: big.Tokens, Rows: r}
 		if m == 1 {
 			t.Tokens = min(big.Tokens, max(16, cm.N, cm.K))
+			if t.Tokens*s.HeadDim/4 > 16*t.Workgroup {
+				continue // d=256: 32 vec4s of K/V in flight per invocation would spill
+			}
 		}
 		if t.coopCheck(s, lim) == nil {
 			dst = append(dst, t)
