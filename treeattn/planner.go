@@ -44,7 +44,9 @@ type Planner struct {
 	segStamp          []uint32
 	segGen            uint32
 	data              []uint32 // slot, query and mask lists
-	recs              []kernels.ItemRecord
+	recs, recsTmp     []kernels.ItemRecord
+	classOf           []int // item class -> class that runs it
+	classCount        []int
 	counts            []uint32
 
 	// Incremental planning (planner_next.go).
@@ -124,7 +126,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	var tiles Tiles
-	if variant == VariantCoopMat {
+	if IsCoopMat(variant) {
 		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
 	} else {
 		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
@@ -133,7 +135,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	if cfg.Tiles != (Tiles{}) {
-		if variant == VariantCoopMat {
+		if IsCoopMat(variant) {
 			err = cfg.Tiles.coopCheck(cfg.Shape, cfg.Limits)
 		} else {
 			err = cfg.Tiles.check(cfg.Shape, cfg.Limits)
@@ -149,24 +151,52 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 
 	group := cfg.Shape.GroupSize()
 	if cfg.BlockTokens == 0 {
-		cfg.BlockTokens = autoBlock(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows))
+		minItems := 64
+		if variant == VariantCoopMat {
+			minItems = coopMinItems
+		}
+		cfg.BlockTokens = autoBlockMin(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows), minItems)
 	}
 	if cfg.MaxPasses <= 0 || cfg.MaxPasses > MaxTilePasses {
 		cfg.MaxPasses = MaxTilePasses
 	}
 	p := &pl.plan
-	meta := p.meta[:0]
+	meta, classes, runs := p.meta[:0], p.Classes[:0], p.runs[:0]
 	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
-	p.meta = meta
+	p.meta, p.runs = meta, runs
+	if variant == VariantCoopMat {
+		p.Classes = coopClasses(cfg.Shape, cfg.Limits, tiles, classes)
+	} else {
+		p.Classes = append(classes, tiles)
+		if r := cfg.Limits.scalarClassRows; r > 0 && r < tiles.Rows {
+			for wg := tiles.Workgroup; wg >= 4; wg /= 2 {
+				if small := (Tiles{Workgroup: wg, Tokens: tiles.Tokens, Rows: r}); small.fits(cfg.Shape, cfg.Limits) {
+					p.Classes = append(p.Classes[:0], small, tiles)
+					break
+				}
+			}
+		}
+	}
+	// Flatten items that only a few queries see (branch blocks) run in the
+	// coopmat variant's one-subgroup class: shorter chunks, more of them.
+	// The chunk follows the tree's size, so a unit is copied from the
+	// previous plan only when it is the same.
+	fewQueries, fewChunk := 0, 0
+	if variant == VariantCoopMat && cfg.Method == MethodFlatten && len(p.Classes) > 1 {
+		fewQueries = p.Classes[0].Rows / group
+		fewChunk = coopFewChunk(cfg.BlockTokens, p.Classes[0].Tokens, total, cfg.Shape.KVHeads)
+	}
 	// The previous plan's items become prev's; this plan's go to the
-	// other buffers.
+	// other buffers. (pl.recs stay in unit order; classify orders a copy
+	// by item class, so plans of several classes are reusable too.)
 	pr := &pl.prev
 	pl.data, pr.data = pr.data[:0], pl.data
 	pl.recs, pr.recs = pr.recs[:0], pl.recs
 	pl.units, pr.units = pr.units[:0], pl.units
 	win := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes()))
 	windowed := win > 0 && numSlots > win
-	if same && itemsOK && !windowed && pr.cfg == cfg && pr.tiles == tiles && pr.variant == variant && pl.sameQueryNodes(t) {
+	if same && itemsOK && !windowed && pr.cfg == cfg && pr.tiles == tiles && pr.variant == variant && pr.fewChunk == fewChunk &&
+		pl.sameQueryNodes(t) {
 		pl.reusing = true
 		pl.changes(t)
 	}
@@ -179,7 +209,11 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	dense := cfg.Method == MethodDenseMask
 	compact := cfg.Method == MethodFlatten
 	emit := func(segs []segment, q0 []int32) {
-		pl.bound(t, segs, q0, slice, chunk, dense, compact)
+		ch := chunk
+		if len(q0) <= fewQueries {
+			ch = min(chunk, fewChunk)
+		}
+		pl.bound(t, segs, q0, slice, ch, dense, compact)
 	}
 	switch cfg.Method {
 	case MethodFlatten, MethodDenseMask:
@@ -200,7 +234,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	if len(p.Windows) == 0 {
 		p.Windows = nil
 	}
-	if err := pl.encode(p); err != nil {
+	if err := pl.encode(p, pl.classify(p)); err != nil {
 		return nil, err
 	}
 	p.IO.UniqueTokens = total
@@ -211,7 +245,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	p.IO.OutputBytes = p.IO.QueryBytes
 	pl.remember(t, numSlots)
 	pr.marked, pr.unique = marked, cfg.SlotsUnique
-	pr.items, pr.cfg, pr.tiles, pr.variant = !windowed, cfg, tiles, variant
+	pr.items, pr.cfg, pr.tiles, pr.variant, pr.fewChunk = !windowed, cfg, tiles, variant, fewChunk
 	return p, nil
 }
 
@@ -248,14 +282,14 @@ func chooseVariant(cfg Config, sharing float64) (string, error) {
 		return VariantScalar, nil
 	case VariantScalar:
 		return VariantScalar, nil
-	case VariantCoopMat:
+	case VariantCoopMat, VariantCoopMatV1:
 		if cfg.KV != KVF16 {
 			return VariantScalar, nil // fp32 KV keeps the scalar variant
 		}
 		if err := usable(); err != nil {
-			return "", fmt.Errorf("variant coopmat: %w", err)
+			return "", fmt.Errorf("variant %s: %w", want, err)
 		}
-		return VariantCoopMat, nil
+		return want, nil
 	}
 	return "", fmt.Errorf("partial_attn has no variant %q", want)
 }
@@ -924,6 +958,92 @@ func (pl *Planner) window(p *Plan, w int) {
 	}
 }
 
+// classify returns the plan's items in dispatch order, each window's by
+// class (Plan.Classes: the smallest whose rows hold the item's, stable
+// within a class), and lists the plan's dispatches, one per window and
+// class that has items. With several classes the items are a copy:
+// pl.recs stay in unit order, for PlanNext to copy units from. In the
+// coopmat variant, a class of too few workgroups for a dispatch of its
+// own (coopMinClassWorkgroups) joins the next larger class with items
+// when it has at most a quarter of that class's items.
+func (pl *Planner) classify(p *Plan) []kernels.ItemRecord {
+	p.runs = p.runs[:0]
+	nc := len(p.Classes)
+	pl.classOf = grow(pl.classOf, nc)
+	for c := range pl.classOf {
+		pl.classOf[c] = c
+	}
+	if p.Variant == VariantCoopMat && nc > 1 {
+		counts := grow(pl.classCount, nc)
+		clear(counts)
+		for _, rec := range pl.recs {
+			counts[p.itemClass(rec)]++
+		}
+		for c := 0; c < nc-1; c++ {
+			if counts[c] == 0 || counts[c]*p.Shape.KVHeads >= coopMinClassWorkgroups {
+				continue
+			}
+			for d := c + 1; d < nc; d++ {
+				if counts[d] > 0 {
+					if 4*counts[c] <= counts[d] {
+						counts[d] += counts[c]
+						counts[c] = 0
+						pl.classOf[c] = d
+					}
+					break
+				}
+			}
+		}
+		for c := nc - 1; c >= 0; c-- {
+			pl.classOf[c] = pl.classOf[pl.classOf[c]]
+		}
+		pl.classCount = counts
+	}
+	if nc == 1 {
+		nw := max(len(p.Windows), 1)
+		for w := 0; w < nw; w++ {
+			first, n := 0, len(pl.recs)
+			if len(p.Windows) > 0 {
+				first, n = p.Windows[w].FirstItem, p.Windows[w].Items
+			}
+			p.runs = append(p.runs, attnRun{window: w, class: 0, first: first, items: n})
+		}
+		return pl.recs
+	}
+	sorted := pl.recsTmp[:0]
+	for w := 0; w < max(len(p.Windows), 1); w++ {
+		recs := pl.recs
+		if len(p.Windows) > 0 {
+			recs = recs[p.Windows[w].FirstItem : p.Windows[w].FirstItem+p.Windows[w].Items]
+		}
+		for c := range p.Classes {
+			start := len(sorted)
+			for _, rec := range recs {
+				if pl.classOf[p.itemClass(rec)] == c {
+					sorted = append(sorted, rec)
+				}
+			}
+			if len(sorted) > start {
+				p.runs = append(p.runs, attnRun{window: w, class: c, first: start, items: len(sorted) - start})
+			}
+		}
+	}
+	pl.recsTmp = sorted
+	return sorted
+}
+
+// itemClass is the class that runs an item: the first whose rows hold its
+// query rows, else the last.
+func (p *Plan) itemClass(rec kernels.ItemRecord) int {
+	rows := int(rec.NumQueries) * p.Shape.GroupSize()
+	for c, t := range p.Classes {
+		if rows <= t.Rows {
+			return c
+		}
+	}
+	return len(p.Classes) - 1
+}
+
 // asUint32 views validated (non-negative) slots as metadata words.
 func asUint32(s []int32) []uint32 {
 	if len(s) == 0 {
@@ -934,8 +1054,8 @@ func asUint32(s []int32) []uint32 {
 
 // encode lays the items out in the plan's metadata buffer: item table,
 // slot, query and mask lists, then the reduction's inverse index.
-func (pl *Planner) encode(p *Plan) error {
-	items := len(pl.recs)
+func (pl *Planner) encode(p *Plan, recs []kernels.ItemRecord) error {
+	items := len(recs)
 	if items == 0 {
 		return fmt.Errorf("plan: the tree gives no work")
 	}
@@ -944,10 +1064,10 @@ func (pl *Planner) encode(p *Plan) error {
 	counts := grow(pl.counts, p.NumQueries+1)
 	clear(counts)
 	partials := 0
-	// pl.recs keep offsets into pl.data, so that the next step may reuse
+	// recs keep offsets into pl.data, so that the next step may reuse
 	// them (PlanNext); the table gets them shifted past itself.
-	for i := range pl.recs {
-		rec := &pl.recs[i]
+	for i := range recs {
+		rec := &recs[i]
 		rec.PartialBase = uint32(partials)
 		partials += int(rec.NumQueries)
 		for _, q := range pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
@@ -964,7 +1084,7 @@ func (pl *Planner) encode(p *Plan) error {
 		return fmt.Errorf("plan: metadata of %d words is too large", size)
 	}
 	meta := grow(p.meta, size)
-	for i, rec := range pl.recs {
+	for i, rec := range recs {
 		rec.SlotsOff += table
 		rec.QueriesOff += table
 		if rec.MaskWords != 0 {
@@ -984,7 +1104,7 @@ func (pl *Planner) encode(p *Plan) error {
 	copy(offsets, counts)
 	p.listOff = p.offsetsOff + uint32(p.NumQueries+1)
 	list := meta[p.listOff:]
-	for _, rec := range pl.recs {
+	for _, rec := range recs {
 		qs := pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
 		for i, q := range qs {
 			list[counts[q]] = rec.PartialBase + uint32(i)
