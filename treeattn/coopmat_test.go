@@ -3,7 +3,6 @@ package treeattn
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -49,28 +48,41 @@ func TestChooseCoopTiles(t *testing.T) {
 }
 
 func TestPlanVariant(t *testing.T) {
-	tr := FewShotTree(1000, 50, 100)
+	tr := FewShotTree(1000, 50, 100)   // a prompt and its leaves, 9 queries per token
+	thin := FewShotTree(100, 50, 100)  // 2 queries per token
 	star := SpeculativeStar(1000, 256) // 204 queries per token
+	// A deeper tree (root, 5 mid nodes, 10 leaves under each): 14 queries
+	// per token, but query paths of 3 nodes.
+	deep := &Tree{Nodes: []Node{{Parent: -1, Tokens: 1000}}}
+	for m := 0; m < 5; m++ {
+		mid := len(deep.Nodes)
+		deep.Nodes = append(deep.Nodes, Node{Parent: 0, Tokens: 100})
+		for l := 0; l < 10; l++ {
+			deep.Nodes = append(deep.Nodes, Node{Parent: mid, Tokens: 50})
+			deep.Queries = append(deep.Queries, Query{Node: len(deep.Nodes) - 1, Offset: 49})
+		}
+	}
+	deep.AssignContiguousSlots()
 	llama3 := Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}
+	auto := Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}
 	var pl Planner
 	for _, tc := range []struct {
 		name string
+		tree *Tree
 		cfg  Config
 		want string
 	}{
-		{"auto f16, 8 queries per token", Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, VariantScalar},
-		{"auto f16, shared tree", Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, VariantCoopMat},
-		{"auto f32", Config{Method: MethodFlatten, Shape: llama3, KV: KVF32, Limits: coopH200}, VariantScalar},
-		{"forced scalar", Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, KernelVariant: VariantScalar}, VariantScalar},
-		{"forced coopmat, f32 KV", Config{Method: MethodFlatten, Shape: llama3, KV: KVF32, Limits: coopH200, KernelVariant: VariantCoopMat}, VariantScalar},
-		{"no coopmat", Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: Limits{SharedMemory: 49152, MaxInvocations: 1024,
+		{"auto f16, prompt and leaves, 9 queries per token", tr, auto, VariantCoopMat},
+		{"auto f16, prompt and leaves, 2 queries per token", thin, auto, VariantScalar},
+		{"auto f16, deep tree, 14 queries per token", deep, auto, VariantScalar},
+		{"auto f16, shared tree", star, auto, VariantCoopMat},
+		{"auto f32", tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF32, Limits: coopH200}, VariantScalar},
+		{"forced scalar", tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, KernelVariant: VariantScalar}, VariantScalar},
+		{"forced coopmat, f32 KV", tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF32, Limits: coopH200, KernelVariant: VariantCoopMat}, VariantScalar},
+		{"no coopmat", tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: Limits{SharedMemory: 49152, MaxInvocations: 1024,
 			MaxWorkgroupCount: [3]int{1 << 31, 65535, 65535}}}, VariantScalar},
 	} {
-		tree := tr
-		if strings.Contains(tc.name, "shared tree") {
-			tree = star
-		}
-		p, err := pl.Plan(tree, tc.cfg)
+		p, err := pl.Plan(tc.tree, tc.cfg)
 		require.NoError(t, err, tc.name)
 		require.Equal(t, tc.want, p.Variant, tc.name)
 		maxQ := 0
@@ -78,7 +90,7 @@ func TestPlanVariant(t *testing.T) {
 			maxQ = max(maxQ, int(p.item(i).NumQueries))
 		}
 		if tc.want == VariantCoopMat {
-			// Larger query slices: 32 queries of the star's 256 each.
+			// Larger query slices: 32 queries of a shared block each.
 			require.Equal(t, 32, maxQ, tc.name)
 			require.Equal(t, Tiles{Workgroup: 256, Tokens: 32, Rows: 128}, p.Tiles, tc.name)
 		} else {

@@ -22,6 +22,7 @@ type Planner struct {
 	dfs                   []int32 // nodes in depth-first (pre-)order
 	tin, tout             []int32 // dfs interval of each node's subtree
 	anc                   []int64 // tokens of each node's strict ancestors
+	depth                 []int32 // nodes on the path from the root to each node (root: 1)
 	queryByTin            []int32 // queries sorted by their node's tin
 	qAt                   []int32 // per tin value, the first position in queryByTin at or after it
 	inOrder               bool    // queries are in depth-first order: queryByTin[i] == i
@@ -116,12 +117,13 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
 	}
 	pl.index(t)
-	pathTokens := 0
+	pathTokens, depth := 0, 0
 	for _, q := range t.Queries {
 		pathTokens += int(pl.anc[q.Node]) + q.Offset + 1
+		depth = max(depth, int(pl.depth[q.Node]))
 	}
 	total := t.TotalTokens()
-	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)))
+	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)), depth)
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -249,18 +251,27 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	return p, nil
 }
 
-// coopMatSharing is the fewest queries per tree token, on average, for
-// which the planner picks the coopmat variant by itself. Its 128-row tiles
-// pay off when most K/V is read by many rows at once: on the H200 it ran
-// the speculative star (204 queries per token) in 180 us against the
-// scalar kernel's 278, but few-shot b=50 (9 per token) in 381 against 309,
-// b=20 (7) in 187 against 149, and the sorting trace in 524 against 441,
-// where most items have a single query.
-const coopMatSharing = 32
+// The auto-choice of partial_attn's variant (chooseVariant), from the
+// H200 (Llama-3-8B layer, f16 KV, flatten, per layer): the coopmat variant
+// with item classes ran the speculative star (204 queries per token) in
+// 139 us against the scalar kernel's 286, few-shot b=50 (9.2 per token, a
+// prompt and its leaves) in 255 against 326 and b=20 (7.3) in 145 against
+// 159, but the sorting trace (8.4 per token, a deep Tree-of-Thoughts tree
+// whose items mostly have one query) in 653 against 466. So coopmat is
+// picked where queries share most tokens (coopMatSharing), or where the
+// tree is a shared prompt with leaves (query paths of at most
+// coopMatShallowDepth nodes) sharing at least coopMatShallowSharing
+// queries per token; scalar everywhere else.
+const (
+	coopMatSharing        = 32
+	coopMatShallowDepth   = 2
+	coopMatShallowSharing = 7
+)
 
 // chooseVariant resolves cfg.KernelVariant (see Config); sharing is the
-// tree's path tokens over its tokens (queries per token on average).
-func chooseVariant(cfg Config, sharing float64) (string, error) {
+// tree's path tokens over its tokens (queries per token on average) and
+// depth the most nodes on a query's path.
+func chooseVariant(cfg Config, sharing float64, depth int) (string, error) {
 	want := cfg.KernelVariant
 	if want == "" {
 		if forced, ok := kernels.Forced(kernels.PartialAttn.Name); ok {
@@ -276,7 +287,8 @@ func chooseVariant(cfg Config, sharing float64) (string, error) {
 	}
 	switch want {
 	case "":
-		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && sharing >= coopMatSharing && usable() == nil {
+		shares := sharing >= coopMatSharing || (depth <= coopMatShallowDepth && sharing >= coopMatShallowSharing)
+		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && shares && usable() == nil {
 			return VariantCoopMat, nil
 		}
 		return VariantScalar, nil
@@ -352,10 +364,12 @@ func (pl *Planner) index(t *Tree) {
 		pl.tout[i] = pl.tin[i] + size[i]
 	}
 	pl.anc = grow(pl.anc, n)
-	pl.anc[0] = 0
+	pl.depth = grow(pl.depth, n)
+	pl.anc[0], pl.depth[0] = 0, 1
 	for i := 1; i < n; i++ {
 		p := t.Nodes[i].Parent
 		pl.anc[i] = pl.anc[p] + int64(t.Nodes[p].Tokens)
+		pl.depth[i] = pl.depth[p] + 1
 	}
 	nq := len(t.Queries)
 	pl.queryByTin = grow(pl.queryByTin, nq)
