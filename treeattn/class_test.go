@@ -35,8 +35,11 @@ func TestItemClassesOnDevice(t *testing.T) {
 				}
 				for _, m := range treeattn.Methods {
 					ctx := fmt.Sprintf("tree %d %s %s, window %d", ti, m, kv, window)
+					// 10-token blocks (within nodes of the few-shot tree): automatic
+					// blocks are at least 8 tiles, which would give the
+					// few-shot tree no one-query items.
 					plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: m, Shape: shape, KV: kv, Limits: lim,
-						KernelVariant: treeattn.VariantScalar})
+						KernelVariant: treeattn.VariantScalar, BlockTokens: 10})
 					require.NoError(t, err, ctx)
 					require.Len(t, plan.Classes, 2, ctx)
 					require.Equal(t, 4, plan.Classes[0].Rows, ctx)
