@@ -318,3 +318,25 @@ func TestParseLayout(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "paged")
 }
+
+// The automatic kernel variant on the H200 (f16 KV, Llama-3-8B, flatten)
+// is the faster one measured there for each snapshot: the coopmat item
+// classes for the few-shot trees and the star, scalar for sorting.
+func TestSnapshotsAutoVariantH200(t *testing.T) {
+	h200 := treeattn.Limits{SharedMemory: 49152, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{1 << 31, 65535, 65535},
+		CoopMat: treeattn.CoopMat{M: 16, N: 16, K: 16, Subgroup: 32}}
+	cfg := treeattn.Config{Method: treeattn.MethodFlatten, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128},
+		KV: treeattn.KVF16, Limits: h200}
+	for name, want := range map[string]string{
+		"fewshot-b50":   treeattn.VariantCoopMat,
+		"fewshot-b20":   treeattn.VariantCoopMat,
+		"spec-star-256": treeattn.VariantCoopMat,
+		"sorting":       treeattn.VariantScalar,
+	} {
+		tr, err := FindSnapshot(name, testSource)
+		require.NoError(t, err, name)
+		p, err := treeattn.NewPlan(tr, cfg)
+		require.NoError(t, err, name)
+		assert.Equal(t, want, p.Variant, name)
+	}
+}

@@ -54,6 +54,9 @@ var PartialAttn = register(&Contract{
 	Records: map[string]any{"ItemRecord": ItemRecord{}},
 	Variants: []Variant{
 		{Name: "coopmat", Module: "partial_attn_coopmat", Requires: requiresCoopMatF16},
+		// The first cooperative-matrix kernel, kept selectable until the
+		// item classes of "coopmat" are proven on GPUs.
+		{Name: "coopmat_v1", Module: "partial_attn_coopmat_v1", Requires: requiresCoopMatF16},
 		{Name: "scalar", Module: "partial_attn"},
 	},
 })
@@ -68,7 +71,7 @@ func AttnCoopMatShape(info *vk.DeviceInfo) (vk.CoopMatShape, error) {
 	return f16CoopMatShape(info, info.SubgroupSize)
 }
 
-// requiresCoopMatF16 is what partial_attn_coopmat needs.
+// requiresCoopMatF16 is what partial_attn_coopmat (and _v1) needs.
 func requiresCoopMatF16(info *vk.DeviceInfo) error {
 	switch {
 	case !info.CooperativeMatrix:

@@ -14,9 +14,17 @@
 // A workgroup is RB = R / CM_M row blocks of CM_M rows, one per subgroup
 // (the host sizes the workgroup as RB subgroups; should the device run
 // smaller subgroups, extra passes cover the rest, larger ones leave
-// subgroups idle). Per tile of B tokens:
+// subgroups idle). The host runs this module in several specializations,
+// one per class of items by rows (treeattn: item classes): an item of a
+// single query group (at most CM_M rows) runs in a workgroup of one
+// subgroup with 16-token tiles, so that many such workgroups stream K/V
+// at once on each multiprocessor instead of one 128-row workgroup whose
+// other subgroups idle. Per tile of B tokens:
 //   1. the workgroup stores the tile's K and V (fp16) and mask words in
-//      shared memory, then fetches the next tile's into registers;
+//      shared memory, then fetches tile + DEPTH's into registers (DEPTH 2
+//      in 64- and 128-row workgroups: two tiles in flight; the slots of a
+//      tile are read a tile before its K/V into a shared ring, so fetching
+//      K/V never waits on a slot load);
 //   2. each subgroup computes its S = Q K^T block (CM_M x B, f16 operands,
 //      f32 accumulation) with Q held in A matrices, and stores it;
 //   3. online softmax in f32 (log2 domain), lanes of the subgroup split
@@ -53,15 +61,27 @@ const uint PREG = CM_M * PS;      // f16vec4s of probabilities per row block
 const uint NL = (B * D4 + WG - 1u) / WG;   // vec4s of a K or V tile per invocation
 const uint MW = (R - 1u) / 32u + 2u;       // mask words a row tile's queries can span
 const uint MWL = (B * MW + WG - 1u) / WG;
+const uint SPT = (B + WG - 1u) / WG;        // slots of a tile per invocation (1 when WG >= B)
 const uint DK = D / CM_K;         // A matrices of Q
 const uint DN = D / CM_N;         // accumulators of O
 const uint BN = B / CM_N;         // score accumulators
 const uint BK = B / CM_K;         // P matrices
 const uint K4 = CM_K / 4u;
-// Q staging: QCK A matrices (QC4 vec4 columns) of all R rows per round in sK.
+// Q staging: QCK A matrices (QC4 vec4 columns) of all R rows per round in
+// sK, at most 16 vec4s per invocation (registers; one round for a
+// one-subgroup workgroup of 16 rows at d=128, four for 128 rows).
 const uint QCK_FIT = (B * KS) / (R * K4);
-const uint QCK = QCK_FIT < 1u ? 1u : (QCK_FIT < DK ? QCK_FIT : DK);
+const uint QCK_REG = (16u * WG) / (R * K4);
+const uint QCK_MIN = QCK_FIT < QCK_REG ? QCK_FIT : QCK_REG;
+const uint QCK = QCK_MIN < 1u ? 1u : (QCK_MIN < DK ? QCK_MIN : DK);
 const uint QC4 = QCK * K4;
+const uint QL = (R * QC4 + WG - 1u) / WG;  // vec4s of Q per invocation and round
+const uint QROUNDS = (DK + QCK - 1u) / QCK;
+// Rounds of Q in flight at once (registers for 16 vec4s): all four of a
+// 128-row tile at d=128, so staging Q waits for one global round trip.
+const uint QAHEAD_FIT = 16u / QL;
+const uint QAHEAD = QAHEAD_FIT < 1u ? 1u : (QAHEAD_FIT < QROUNDS ? QAHEAD_FIT : QROUNDS);
+const uint RPT = (2u * B + WG - 1u) / WG;   // slots of the first two tiles per invocation
 // Bounds on loops whose trip counts come from the metadata (the planner
 // keeps items far below them: treeattn.MaxTilePasses).
 const uint MAX_TILES = 4096u;
@@ -99,6 +119,7 @@ shared f16vec4 sV[B * KS];
 shared float sS[RB * SREG];       // per row block: scores, then alpha, then output staging
 shared f16vec4 sP[RB * PREG];     // per row block: Q staging, then probabilities
 shared uint sMask[B * MW];
+shared uint sSlot[2u * B];        // slots of the next two tiles (ring of two tiles; ~0u past the item)
 shared uint sRowQuery[R];         // item-local query of each row of the tile, ~0u when unused
 shared uint sRowQ[R];             // its query index (Q buffer), for staging Q
 shared float sRowL[R];
@@ -108,51 +129,84 @@ shared float sRowM[R];
 const float LOG2E = 1.4426950408889634;
 const float LN2 = 0.6931471805599453;
 
-uvec2 stK[NL];
-uvec2 stV[NL];
-uint stMask[MWL];
+// K/V tiles in flight in registers: two where a tile is at most 8 word
+// pairs of K (and of V) per invocation (64- and 128-row workgroups, whose
+// few workgroups per multiprocessor would otherwise wait a global round
+// trip per tile), one in the one-subgroup class (16 pairs).
+const uint DEPTH = NL <= 8u ? 2u : 1u;
+uvec2 stK[NL * DEPTH];   // set s of tile t = t % DEPTH at [s * NL..]
+uvec2 stV[NL * DEPTH];
+uint stMask[MWL * DEPTH];
+vec4 stQ[QL * QAHEAD];
+uint slotAhead[SPT];     // slots of tile t + DEPTH + 1 while tile t runs
 
-// K, V and mask words of the tile starting at token first into registers;
-// tokens past the item (and bad slots) read as zeros.
-void fetchTile(uint first, uint tokStart, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
+// The subgroup's Q block, output accumulators and its lanes' row state.
+coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
+coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
+float rowM;
+float rowL;
+
+// Round k0's Q columns (QC4 vec4s from A matrix k0) of the row tile's rows
+// into registers stQ[at * QL..]; rows past the tile read as zeros.
+void fetchQ(uint k0, uint at, uint rowTile, uint tileRows, uint head) {
+    [[unroll]] for (uint i = 0u; i < QL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        uint r = idx / QC4;
+        uint c4 = k0 * K4 + idx % QC4;
+        vec4 x = vec4(0.0);
+        if (idx < R * QC4 && r < tileRows && c4 < D4) {
+            uint row = rowTile + r;
+            x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
+        }
+        stQ[at * QL + i] = x;
+    }
+}
+
+// K, V and mask words of the tile starting at token first into registers,
+// its slots from sSlot[slotBase..]; tokens past the item (and bad slots)
+// read as zeros.
+void fetchTile(uint first, uint slotBase, uint set, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uvec2 kw = uvec2(0u);
         uvec2 vw = uvec2(0u);
         uint t = idx / D4;
         if (idx < B * D4 && first + t < tokCount) {
-            uint slot = meta[tokStart + first + t];
+            uint slot = sSlot[slotBase + t];
             if (slot < pc.numSlots) {
                 uint at = (slot * KVH + head) * D4 + idx % D4;
                 kw = k16[at];
                 vw = v16[at];
             }
         }
-        stK[i] = kw;
-        stV[i] = vw;
+        stK[set * NL + i] = kw;
+        stV[set * NL + i] = vw;
     }
     [[unroll]] for (uint i = 0u; i < MWL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         uint t = idx / MW;
         uint w = word0 + idx % MW;
-        stMask[i] = (maskWords != 0u && idx < B * MW && first + t < tokCount && w < maskWords)
+        stMask[set * MWL + i] = (maskWords != 0u && idx < B * MW && first + t < tokCount && w < maskWords)
             ? meta[maskOff + (first + t) * maskWords + w] : 0u;
     }
 }
 
-void storeTile() {
+// The tile in register set set into shared memory.
+void storeTile(uint set) {
     [[unroll]] for (uint i = 0u; i < NL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < B * D4) {
             uint at = (idx / D4) * KS + idx % D4;
-            sK[at] = f16vec4(unpackFloat2x16(stK[i].x), unpackFloat2x16(stK[i].y));
-            sV[at] = f16vec4(unpackFloat2x16(stV[i].x), unpackFloat2x16(stV[i].y));
+            uvec2 kw = stK[set * NL + i];
+            uvec2 vw = stV[set * NL + i];
+            sK[at] = f16vec4(unpackFloat2x16(kw.x), unpackFloat2x16(kw.y));
+            sV[at] = f16vec4(unpackFloat2x16(vw.x), unpackFloat2x16(vw.y));
         }
     }
     [[unroll]] for (uint i = 0u; i < MWL; i++) {
         uint idx = gl_LocalInvocationIndex + i * WG;
         if (idx < B * MW) {
-            sMask[idx] = stMask[i];
+            sMask[idx] = stMask[set * MWL + i];
         }
     }
 }
@@ -160,6 +214,120 @@ void storeTile() {
 void subgroupSync() {
     subgroupMemoryBarrierShared();
     subgroupBarrier();
+}
+
+// One tile of the item: stores tile's K/V (register set set = tile %
+// DEPTH) in shared memory, moves the slot ring on (tile + DEPTH + 1's
+// slots take the entry of tile + DEPTH - 1, fetched already), fetches tile
+// + DEPTH into the freed registers and reads the slots of tile + DEPTH + 2,
+// then computes the subgroup's row block on the tile.
+void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, uint head, uint maskOff, uint maskWords,
+              uint word0, bool blockOn, bool rowValid, bool rowLane, uint qi, uint part, uint lpr, uint myRow,
+              uint sBase, uint pBase, float qScale) {
+    uint tid = gl_LocalInvocationIndex;
+    uint first = tile * B;
+    uint count = min(B, tokCount - first);
+    barrier();   // the previous tile's K/V, mask and ring entry are consumed
+    storeTile(set);
+    [[unroll]] for (uint i = 0u; i < SPT; i++) {
+        uint t = tid + i * WG;
+        if (t < B) {
+            sSlot[((tile + DEPTH + 1u) & 1u) * B + t] = slotAhead[i];
+        }
+    }
+    barrier();
+    if (tile + DEPTH < nTiles) {
+        fetchTile(first + DEPTH * B, ((tile + DEPTH) & 1u) * B, set, tokCount, head, maskOff, maskWords, word0);
+    }
+    [[unroll]] for (uint i = 0u; i < SPT; i++) {
+        uint t = first + (DEPTH + 2u) * B + tid + i * WG;
+        slotAhead[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+    }
+    if (!blockOn) {
+        return;
+    }
+
+    // 2. S = Q K^T for the block (K^T read column-major from sK).
+    [[unroll]] for (uint n = 0u; n < BN; n++) {
+        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> s =
+            coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
+        [[unroll]] for (uint k = 0u; k < DK; k++) {
+            coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> kB;
+            coopMatLoad(kB, sK, n * CM_N * KS + k * (CM_K / 4u), KS, gl_CooperativeMatrixLayoutColumnMajor);
+            s = coopMatMulAdd(qA[k], kB, s);
+        }
+        coopMatStore(s, sS, sBase + n * CM_N, SS, gl_CooperativeMatrixLayoutRowMajor);
+    }
+    subgroupSync();
+
+    // 3. Online softmax of the lane's row (log2 domain).
+    float mNew = rowM;
+    if (rowValid) {
+        for (uint t = part; t < B; t += lpr) {
+            bool seen = t < count;
+            if (seen && maskWords != 0u) {
+                uint w = (qi >> 5u) - word0;
+                seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+            }
+            if (seen) {
+                mNew = max(mNew, sS[sBase + myRow * SS + t] * qScale);
+            }
+        }
+    }
+    for (uint o = 1u; o < lpr; o <<= 1u) {
+        mNew = max(mNew, subgroupShuffleXor(mNew, o));
+    }
+    float sum = 0.0;
+    if (rowLane) {
+        for (uint t = part; t < B; t += lpr) {
+            float p = 0.0;
+            if (rowValid && mNew != NEG_INF) {
+                bool seen = t < count;
+                if (seen && maskWords != 0u) {
+                    uint w = (qi >> 5u) - word0;
+                    seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                }
+                if (seen) {
+                    p = exp2((sS[sBase + myRow * SS + t] * qScale - mNew) * pc.unit);
+                }
+            }
+            float16_t ph = float16_t(p);
+            sP[pBase + myRow * PS + t / 4u][t % 4u] = ph;
+            sum += float(ph);   // the sum of what P V adds
+        }
+    }
+    for (uint o = 1u; o < lpr; o <<= 1u) {
+        sum += subgroupShuffleXor(sum, o);
+    }
+    float alpha = (rowM == NEG_INF) ? 0.0 : exp2((rowM - mNew) * pc.unit);
+    if (rowValid) {
+        rowL = rowL * alpha + sum;
+        rowM = mNew;
+    }
+    subgroupSync();   // scores are read: the scratch takes alpha
+    if (rowLane) {
+        for (uint c = part; c < CM_N; c += lpr) {
+            sS[sBase + myRow * CM_N + c] = alpha;
+        }
+    }
+    subgroupSync();
+
+    // 4. O = O * alpha + P V.
+    coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
+    coopMatLoad(al, sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
+    [[unroll]] for (uint j = 0u; j < DN; j++) {
+        acc[j] = acc[j] * al;
+    }
+    [[unroll]] for (uint k = 0u; k < BK; k++) {
+        coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> pA;
+        coopMatLoad(pA, sP, pBase + k * (CM_K / 4u), PS, gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint j = 0u; j < DN; j++) {
+            coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> vB;
+            coopMatLoad(vB, sV, k * CM_K * KS + j * (CM_N / 4u), KS, gl_CooperativeMatrixLayoutRowMajor);
+            acc[j] = coopMatMulAdd(pA, vB, acc[j]);
+        }
+    }
+    subgroupSync();   // scratch and P are read before the next tile writes them
 }
 
 void main() {
@@ -187,6 +355,24 @@ void main() {
     bool rowLane = myRow < CM_M;
     uint passes = (RB + nsg - 1u) / nsg;
 
+    // The slots of the first DEPTH + 2 tiles, read once per item (with the
+    // row setup's reads, not after them): tiles 0 and 1 fill the ring,
+    // tile 2 refills entry 0 after tile 0 is fetched (DEPTH 2), tile
+    // DEPTH + 1 is the first step's slotAhead.
+    uint ringInit[RPT];
+    [[unroll]] for (uint i = 0u; i < RPT; i++) {
+        uint t = tid + i * WG;
+        ringInit[i] = (t < 2u * B && t < tokCount) ? meta[tokStart + t] : ~0u;
+    }
+    uint aheadInit[SPT];
+    uint refillInit[SPT];
+    [[unroll]] for (uint i = 0u; i < SPT; i++) {
+        uint t = (DEPTH + 1u) * B + tid + i * WG;
+        aheadInit[i] = (tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+        t = 2u * B + tid + i * WG;
+        refillInit[i] = (DEPTH > 1u && tid + i * WG < B && t < tokCount) ? meta[tokStart + t] : ~0u;
+    }
+
     uint rows = min(it.numQueries, MAX_ROW_TILES * R) * G;
     for (uint rowTile = 0u; rowTile < rows; rowTile += R) {
         uint tileRows = min(R, rows - rowTile);
@@ -203,25 +389,52 @@ void main() {
             uint sBase = rb * SREG;
             uint pBase = rb * PREG;
 
+            // Slots of tiles 0 and 1 into the ring, the next into registers,
+            // and the first DEPTH tiles' K/V on their way while Q is staged.
+            barrier();   // the previous pass is done with the ring
+            [[unroll]] for (uint i = 0u; i < RPT; i++) {
+                uint t = tid + i * WG;
+                if (t < 2u * B) {
+                    sSlot[t] = ringInit[i];
+                }
+            }
+            [[unroll]] for (uint i = 0u; i < SPT; i++) {
+                slotAhead[i] = aheadInit[i];
+            }
+            barrier();
+            fetchTile(0u, 0u, 0u, tokCount, head, maskOff, maskWords, word0);
+            if (DEPTH > 1u) {
+                fetchTile(B, B, 1u, tokCount, head, maskOff, maskWords, word0);
+                barrier();   // entry 0 (tile 0's slots) is read: it takes tile 2's
+                [[unroll]] for (uint i = 0u; i < SPT; i++) {
+                    uint t = tid + i * WG;
+                    if (t < B) {
+                        sSlot[t] = refillInit[i];
+                    }
+                }
+            }
+            [[unroll]] for (uint a = 0u; a < QAHEAD; a++) {
+                fetchQ(a * QCK, a, rowTile, tileRows, head);
+            }
+
             // Q of the row tile in A matrices, staged as f16 through sK in
-            // rounds of QC4 vec4 columns: every invocation loads its share
-            // of the round at once (one global round trip per round).
-            coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
-            coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
+            // rounds of QC4 vec4 columns: every invocation holds its share
+            // of QAHEAD rounds in registers, loaded at once; a round's
+            // registers take the round QAHEAD later once stored.
             [[unroll]] for (uint j = 0u; j < DN; j++) {
                 acc[j] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
             }
             [[unroll]] for (uint k0 = 0u; k0 < DK; k0 += QCK) {
+                uint at = (k0 / QCK) % QAHEAD;
                 barrier();   // sK is free (the previous pass or row tile is done with it)
-                for (uint idx = tid; idx < R * QC4; idx += WG) {
-                    uint r = idx / QC4;
-                    uint c4 = k0 * K4 + idx % QC4;
-                    vec4 x = vec4(0.0);
-                    if (r < tileRows && c4 < D4) {
-                        uint row = rowTile + r;
-                        x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
+                [[unroll]] for (uint i = 0u; i < QL; i++) {
+                    uint idx = tid + i * WG;
+                    if (idx < R * QC4) {
+                        sK[idx] = f16vec4(stQ[at * QL + i]);
                     }
-                    sK[idx] = f16vec4(x);
+                }
+                if (k0 + QAHEAD * QCK < DK) {
+                    fetchQ(k0 + QAHEAD * QCK, at, rowTile, tileRows, head);
                 }
                 barrier();
                 if (blockOn) {
@@ -236,112 +449,24 @@ void main() {
             uint rr = rb * CM_M + myRow;
             bool rowValid = blockOn && rowLane && rr < tileRows;
             uint qi = rowValid ? sRowQuery[rr] : ~0u;
-            float m = NEG_INF;
-            float l = 0.0;
+            rowM = NEG_INF;
+            rowL = 0.0;
 
-            fetchTile(0u, tokStart, tokCount, head, maskOff, maskWords, word0);
             uint nTiles = min((tokCount + B - 1u) / B, MAX_TILES);
-            for (uint tile = 0u; tile < nTiles; tile++) {
-                uint first = tile * B;
-                uint count = min(B, tokCount - first);
-                barrier();   // the previous tile's K/V and mask are consumed
-                storeTile();
-                barrier();
-                if (tile + 1u < nTiles) {
-                    fetchTile(first + B, tokStart, tokCount, head, maskOff, maskWords, word0);
+            for (uint tile = 0u; tile < nTiles; tile += DEPTH) {
+                tileStep(tile, 0u, nTiles, tokStart, tokCount, head, maskOff, maskWords, word0, blockOn, rowValid, rowLane,
+                         qi, part, lpr, myRow, sBase, pBase, qScale);
+                if (DEPTH > 1u && tile + 1u < nTiles) {
+                    tileStep(tile + 1u, 1u, nTiles, tokStart, tokCount, head, maskOff, maskWords, word0, blockOn, rowValid,
+                             rowLane, qi, part, lpr, myRow, sBase, pBase, qScale);
                 }
-                if (!blockOn) {
-                    continue;
-                }
-
-                // 2. S = Q K^T for the block (K^T read column-major from sK).
-                [[unroll]] for (uint n = 0u; n < BN; n++) {
-                    coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> s =
-                        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
-                    [[unroll]] for (uint k = 0u; k < DK; k++) {
-                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> kB;
-                        coopMatLoad(kB, sK, n * CM_N * KS + k * (CM_K / 4u), KS, gl_CooperativeMatrixLayoutColumnMajor);
-                        s = coopMatMulAdd(qA[k], kB, s);
-                    }
-                    coopMatStore(s, sS, sBase + n * CM_N, SS, gl_CooperativeMatrixLayoutRowMajor);
-                }
-                subgroupSync();
-
-                // 3. Online softmax of the lane's row (log2 domain).
-                float mNew = m;
-                if (rowValid) {
-                    for (uint t = part; t < B; t += lpr) {
-                        bool seen = t < count;
-                        if (seen && maskWords != 0u) {
-                            uint w = (qi >> 5u) - word0;
-                            seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
-                        }
-                        if (seen) {
-                            mNew = max(mNew, sS[sBase + myRow * SS + t] * qScale);
-                        }
-                    }
-                }
-                for (uint o = 1u; o < lpr; o <<= 1u) {
-                    mNew = max(mNew, subgroupShuffleXor(mNew, o));
-                }
-                float sum = 0.0;
-                if (rowLane) {
-                    for (uint t = part; t < B; t += lpr) {
-                        float p = 0.0;
-                        if (rowValid && mNew != NEG_INF) {
-                            bool seen = t < count;
-                            if (seen && maskWords != 0u) {
-                                uint w = (qi >> 5u) - word0;
-                                seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
-                            }
-                            if (seen) {
-                                p = exp2((sS[sBase + myRow * SS + t] * qScale - mNew) * pc.unit);
-                            }
-                        }
-                        float16_t ph = float16_t(p);
-                        sP[pBase + myRow * PS + t / 4u][t % 4u] = ph;
-                        sum += float(ph);   // the sum of what P V adds
-                    }
-                }
-                for (uint o = 1u; o < lpr; o <<= 1u) {
-                    sum += subgroupShuffleXor(sum, o);
-                }
-                float alpha = (m == NEG_INF) ? 0.0 : exp2((m - mNew) * pc.unit);
-                if (rowValid) {
-                    l = l * alpha + sum;
-                    m = mNew;
-                }
-                subgroupSync();   // scores are read: the scratch takes alpha
-                if (rowLane) {
-                    for (uint c = part; c < CM_N; c += lpr) {
-                        sS[sBase + myRow * CM_N + c] = alpha;
-                    }
-                }
-                subgroupSync();
-
-                // 4. O = O * alpha + P V.
-                coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
-                coopMatLoad(al, sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
-                [[unroll]] for (uint j = 0u; j < DN; j++) {
-                    acc[j] = acc[j] * al;
-                }
-                [[unroll]] for (uint k = 0u; k < BK; k++) {
-                    coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> pA;
-                    coopMatLoad(pA, sP, pBase + k * (CM_K / 4u), PS, gl_CooperativeMatrixLayoutRowMajor);
-                    [[unroll]] for (uint j = 0u; j < DN; j++) {
-                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> vB;
-                        coopMatLoad(vB, sV, k * CM_K * KS + j * (CM_N / 4u), KS, gl_CooperativeMatrixLayoutRowMajor);
-                        acc[j] = coopMatMulAdd(pA, vB, acc[j]);
-                    }
-                }
-                subgroupSync();   // scratch and P are read before the next tile writes them
             }
 
             // Normalised partial output and log-sum-exp per row.
             if (blockOn) {
                 if (rowValid && part == 0u) {
-                    sRowL[rr] = l;
-                    sRowM[rr] = m;
+                    sRowL[rr] = rowL;
+                    sRowM[rr] = rowM;
                 }
                 const uint N4 = CM_N / 4u;
                 [[unroll]] for (uint j = 0u; j < DN; j++) {
@@ -363,7 +488,7 @@ void main() {
                 }
                 if (rowValid && part == 0u) {
                     uint p = (it.partialBase + qi) * QH + head * G + (rowTile + rr) % G;
-                    pl[p] = l > 0.0 ? (m + log2(l) / pc.unit) * LN2 : NEG_INF;
+                    pl[p] = rowL > 0.0 ? (rowM + log2(rowL) / pc.unit) * LN2 : NEG_INF;
                 }
             }
         }

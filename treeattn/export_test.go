@@ -63,3 +63,33 @@ func WithKVWindow(l Limits, slots int) Limits {
 	l.kvWindow = slots
 	return l
 }
+
+// WithScalarClassRows makes scalar plans run items of at most rows rows as
+// a class of their own, in a dispatch of smaller tiles (tests of item
+// classes on devices without cooperative matrices).
+func WithScalarClassRows(l Limits, rows int) Limits {
+	l.scalarClassRows = rows
+	return l
+}
+
+// Dispatches returns the plan's partial_attn dispatches as (window, class,
+// first item, items).
+func (p *Plan) Dispatches() [][4]int {
+	out := make([][4]int, len(p.runs))
+	for i, r := range p.runs {
+		out[i] = [4]int{r.window, r.class, r.first, r.items}
+	}
+	return out
+}
+
+// ItemClass returns the class that runs item i.
+func (p *Plan) ItemClass(i int) int { return p.itemClass(p.item(i)) }
+
+// ClassPipelines returns partial_attn for each of the plan's item classes.
+func (p *Plan) ClassPipelines(d *vk.Device) ([]*kernels.Pipeline, error) {
+	attns, _, err := classPipelines(d, p, p.Classes, defaultUpload, nil)
+	return attns, err
+}
+
+// CoopSharedBytes is the planner's figure of partial_attn_coopmat's shared memory.
+func (t Tiles) CoopSharedBytes(dim int, cm CoopMat) int { return t.coopSharedBytes(dim, cm) }

@@ -58,6 +58,10 @@ type Limits struct {
 	StorageAlignment uint64
 
 	kvWindow int // tests: K/V window in slots, instead of the storage range's
+	// tests: scalar items of at most this many rows run as a class of
+	// their own (the dispatch per class that the coopmat variant makes,
+	// checked on devices without cooperative matrices)
+	scalarClassRows int
 }
 
 // windowSlots is how many KV slots of rowBytes one binding of K (or V) can
@@ -107,7 +111,16 @@ type CoopMat struct {
 const (
 	VariantScalar  = "scalar"
 	VariantCoopMat = "coopmat"
+	// VariantCoopMatV1 is the first cooperative-matrix kernel: every item
+	// in one workgroup of the largest row tile (no item classes).
+	VariantCoopMatV1 = "coopmat_v1"
 )
+
+// IsCoopMat reports whether variant is one of the cooperative-matrix
+// variants (fp16 KV only, tiles from ChooseCoopTiles).
+func IsCoopMat(variant string) bool {
+	return variant == VariantCoopMat || variant == VariantCoopMatV1
+}
 
 // Tiles are the kernel's tile sizes, chosen from the head dim and the
 // device's shared memory.
@@ -157,14 +170,79 @@ const coopTokens = 32
 
 // coopSharedBytes is partial_attn_coopmat.comp's shared memory: K and V
 // tiles (fp16 rows padded by 16 bytes), per row block fp32 scores and fp16
-// probabilities (rows padded), mask words and per-row state.
+// probabilities (rows padded), mask words, the slot ring of two tiles and
+// per-row state (partial_attn_coopmat_v1 has no slot ring: 8 bytes per
+// token fewer).
 func (t Tiles) coopSharedBytes(dim int, cm CoopMat) int {
 	kv := 2 * t.Tokens * (dim/4 + 2) * 8
 	rows := t.Rows
 	scores := rows * (t.Tokens + 4) * 4
 	probs := rows * (t.Tokens/4 + 2) * 8
 	maskWords := (t.Rows-1)/32 + 2
-	return kv + scores + probs + 4*t.Tokens*maskWords + 4*4*t.Rows
+	return kv + scores + probs + 4*t.Tokens*maskWords + 2*4*t.Tokens + 4*4*t.Rows
+}
+
+// coopClassRows are the row tiles of the coopmat variant's item classes
+// below the largest, in multiples of the shape's M: an item runs in the
+// smallest class whose rows hold all of its rows. One row block (M rows,
+// a query group at GQA 4) is the few-shot and reasoning trees' common
+// item: a branch block seen by one query.
+var coopClassRows = []int{1, 4}
+
+// coopMinItems is autoBlock's fewest items for the coopmat variant: a
+// 128-row workgroup takes a multiprocessor to itself (187 registers per
+// invocation on the H200), so halving the blocks of a tree whose few
+// queries fill 32 such items only adds waves and partials; items of one
+// query group get their own shorter chunks instead (coopFewChunk).
+const coopMinItems = 32
+
+// coopFewChunk is the coopmat variant's token chunk for flatten items seen
+// by one query group (run in one-subgroup workgroups, which wait about a
+// global round trip per 16-token tile): short enough that the tree's
+// tokens x KV heads make about coopFewWorkgroups of them (a large GPU
+// keeps about as many resident: ten per multiprocessor on the H200), at
+// most half a block and at least four tiles.
+func coopFewChunk(block, tile, total, kvHeads int) int {
+	c := ceilDiv(ceilDiv(total*kvHeads, coopFewWorkgroups), tile) * tile
+	return max(4*tile, min(c, ceilDiv(block/2, tile)*tile))
+}
+
+// coopFewWorkgroups is the one-subgroup workgroups coopFewChunk aims at.
+const coopFewWorkgroups = 1024
+
+// coopMinClassWorkgroups is the fewest workgroups (items x KV heads) for
+// which a smaller item class always gets a dispatch of its own; fewer run
+// in the next larger class that has items if they are at most a quarter
+// of its items (a dispatch costs a barrier and a ramp: the speculative
+// star's single 8-token item of 64 rows is not worth one).
+const coopMinClassWorkgroups = 128
+
+// coopClasses returns the coopmat variant's item classes for the largest
+// tiles big (the plan's Tiles, last): smaller row tiles in workgroups of
+// one subgroup per M rows. A class of one subgroup takes tiles of 16
+// tokens (or the shape's N or K, if larger): its K/V prefetch registers
+// are tokens x dim / invocations, 64 at d=128 (it is left out where they
+// would be more). Classes that do not fit the device are left out.
+func coopClasses(s Shape, lim Limits, big Tiles, dst []Tiles) []Tiles {
+	cm := lim.CoopMat
+	dst = dst[:0]
+	for _, m := range coopClassRows {
+		r := m * cm.M
+		if cm.M == 0 || r >= big.Rows {
+			break
+		}
+		t := Tiles{Workgroup: m * cm.Subgroup, Tokens: big.Tokens, Rows: r}
+		if m == 1 {
+			t.Tokens = min(big.Tokens, max(16, cm.N, cm.K))
+			if t.Tokens*s.HeadDim/4 > 16*t.Workgroup {
+				continue // d=256: 32 vec4s of K/V in flight per invocation would spill
+			}
+		}
+		if t.coopCheck(s, lim) == nil {
+			dst = append(dst, t)
+		}
+	}
+	return append(dst, big)
 }
 
 // coopFits reports whether the coopmat variant can run shape s with tiles t.
@@ -322,11 +400,25 @@ type Plan struct {
 	// Windows are the KV slot ranges partial_attn binds one at a time when
 	// the pool is larger than one binding may cover; nil means one binding.
 	Windows []Window
+	// Classes are the tiles of each item class, largest last (= Tiles):
+	// the items of a class run in one dispatch per window with that
+	// specialization of partial_attn. One class except in the coopmat
+	// variant, where items of few rows run in small workgroups.
+	Classes []Tiles
+	// runs are the partial_attn dispatches: per window, the items of each
+	// class (items are ordered by window, then class).
+	runs []attnRun
 
 	meta       []uint32
 	itemsOff   uint32
 	offsetsOff uint32
 	listOff    uint32
+}
+
+// attnRun is one dispatch of partial_attn: items [first, first+items) of
+// window, run with the tiles of class.
+type attnRun struct {
+	window, class, first, items int
 }
 
 // autoBlock sizes blocks so that a tree yields enough work items to fill a
@@ -340,10 +432,16 @@ type Plan struct {
 // rowTiles is the row tiles of all queries, the query slices of a block
 // every query sees.
 func autoBlock(m Method, total, tile, rowTiles int) int {
+	return autoBlockMin(m, total, tile, rowTiles, 64)
+}
+
+// autoBlockMin is autoBlock halving blocks while the tree gives fewer than
+// minItems items.
+func autoBlockMin(m Method, total, tile, rowTiles, minItems int) int {
 	switch m {
 	case MethodFlatten, MethodDenseMask:
 		b := 12 * tile
-		for b > 8*tile && ceilDiv(total, b)*rowTiles < 64 {
+		for b > 8*tile && ceilDiv(total, b)*rowTiles < minItems {
 			b = max(8*tile, ceilDiv(b/2, tile)*tile)
 		}
 		return b

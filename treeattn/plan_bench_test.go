@@ -11,8 +11,9 @@ import (
 )
 
 // h200Limits are the H200's limits (the planner only reads these numbers),
-// with its cooperative-matrix shape, so that the speculative star plans
-// for the coopmat variant as `deft bench` does there.
+// with its cooperative-matrix shape, so that each tree plans for the
+// variant `deft bench` picks there (coopmat item classes for the few-shot
+// trees and the star, scalar for sorting).
 var h200Limits = treeattn.Limits{SharedMemory: 49152, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{1 << 31, 65535, 65535},
 	CoopMat: treeattn.CoopMat{M: 16, N: 16, K: 16, Subgroup: 32}}
 

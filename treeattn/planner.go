@@ -22,6 +22,7 @@ type Planner struct {
 	dfs                   []int32 // nodes in depth-first (pre-)order
 	tin, tout             []int32 // dfs interval of each node's subtree
 	anc                   []int64 // tokens of each node's strict ancestors
+	depth                 []int32 // nodes on the path from the root to each node (root: 1)
 	queryByTin            []int32 // queries sorted by their node's tin
 	qAt                   []int32 // per tin value, the first position in queryByTin at or after it
 	inOrder               bool    // queries are in depth-first order: queryByTin[i] == i
@@ -44,7 +45,9 @@ type Planner struct {
 	segStamp          []uint32
 	segGen            uint32
 	data              []uint32 // slot, query and mask lists
-	recs              []kernels.ItemRecord
+	recs, recsTmp     []kernels.ItemRecord
+	classOf           []int // item class -> class that runs it
+	classCount        []int
 	counts            []uint32
 
 	// Incremental planning (planner_next.go).
@@ -114,17 +117,18 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
 	}
 	pl.index(t)
-	pathTokens := 0
+	pathTokens, depth := 0, 0
 	for _, q := range t.Queries {
 		pathTokens += int(pl.anc[q.Node]) + q.Offset + 1
+		depth = max(depth, int(pl.depth[q.Node]))
 	}
 	total := t.TotalTokens()
-	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)))
+	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)), depth)
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	var tiles Tiles
-	if variant == VariantCoopMat {
+	if IsCoopMat(variant) {
 		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
 	} else {
 		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
@@ -133,7 +137,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	if cfg.Tiles != (Tiles{}) {
-		if variant == VariantCoopMat {
+		if IsCoopMat(variant) {
 			err = cfg.Tiles.coopCheck(cfg.Shape, cfg.Limits)
 		} else {
 			err = cfg.Tiles.check(cfg.Shape, cfg.Limits)
@@ -149,24 +153,52 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 
 	group := cfg.Shape.GroupSize()
 	if cfg.BlockTokens == 0 {
-		cfg.BlockTokens = autoBlock(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows))
+		minItems := 64
+		if variant == VariantCoopMat {
+			minItems = coopMinItems
+		}
+		cfg.BlockTokens = autoBlockMin(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows), minItems)
 	}
 	if cfg.MaxPasses <= 0 || cfg.MaxPasses > MaxTilePasses {
 		cfg.MaxPasses = MaxTilePasses
 	}
 	p := &pl.plan
-	meta := p.meta[:0]
+	meta, classes, runs := p.meta[:0], p.Classes[:0], p.runs[:0]
 	*p = Plan{Config: cfg, Tiles: tiles, Variant: variant, NumQueries: len(t.Queries), NumSlots: numSlots}
-	p.meta = meta
+	p.meta, p.runs = meta, runs
+	if variant == VariantCoopMat {
+		p.Classes = coopClasses(cfg.Shape, cfg.Limits, tiles, classes)
+	} else {
+		p.Classes = append(classes, tiles)
+		if r := cfg.Limits.scalarClassRows; r > 0 && r < tiles.Rows {
+			for wg := tiles.Workgroup; wg >= 4; wg /= 2 {
+				if small := (Tiles{Workgroup: wg, Tokens: tiles.Tokens, Rows: r}); small.fits(cfg.Shape, cfg.Limits) {
+					p.Classes = append(p.Classes[:0], small, tiles)
+					break
+				}
+			}
+		}
+	}
+	// Flatten items that only a few queries see (branch blocks) run in the
+	// coopmat variant's one-subgroup class: shorter chunks, more of them.
+	// The chunk follows the tree's size, so a unit is copied from the
+	// previous plan only when it is the same.
+	fewQueries, fewChunk := 0, 0
+	if variant == VariantCoopMat && cfg.Method == MethodFlatten && len(p.Classes) > 1 {
+		fewQueries = p.Classes[0].Rows / group
+		fewChunk = coopFewChunk(cfg.BlockTokens, p.Classes[0].Tokens, total, cfg.Shape.KVHeads)
+	}
 	// The previous plan's items become prev's; this plan's go to the
-	// other buffers.
+	// other buffers. (pl.recs stay in unit order; classify orders a copy
+	// by item class, so plans of several classes are reusable too.)
 	pr := &pl.prev
 	pl.data, pr.data = pr.data[:0], pl.data
 	pl.recs, pr.recs = pr.recs[:0], pl.recs
 	pl.units, pr.units = pr.units[:0], pl.units
 	win := cfg.Limits.windowSlots(uint64(cfg.Shape.KVHeads * cfg.Shape.HeadDim * cfg.KV.Bytes()))
 	windowed := win > 0 && numSlots > win
-	if same && itemsOK && !windowed && pr.cfg == cfg && pr.tiles == tiles && pr.variant == variant && pl.sameQueryNodes(t) {
+	if same && itemsOK && !windowed && pr.cfg == cfg && pr.tiles == tiles && pr.variant == variant && pr.fewChunk == fewChunk &&
+		pl.sameQueryNodes(t) {
 		pl.reusing = true
 		pl.changes(t)
 	}
@@ -179,7 +211,11 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	dense := cfg.Method == MethodDenseMask
 	compact := cfg.Method == MethodFlatten
 	emit := func(segs []segment, q0 []int32) {
-		pl.bound(t, segs, q0, slice, chunk, dense, compact)
+		ch := chunk
+		if len(q0) <= fewQueries {
+			ch = min(chunk, fewChunk)
+		}
+		pl.bound(t, segs, q0, slice, ch, dense, compact)
 	}
 	switch cfg.Method {
 	case MethodFlatten, MethodDenseMask:
@@ -200,7 +236,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	if len(p.Windows) == 0 {
 		p.Windows = nil
 	}
-	if err := pl.encode(p); err != nil {
+	if err := pl.encode(p, pl.classify(p)); err != nil {
 		return nil, err
 	}
 	p.IO.UniqueTokens = total
@@ -211,22 +247,31 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	p.IO.OutputBytes = p.IO.QueryBytes
 	pl.remember(t, numSlots)
 	pr.marked, pr.unique = marked, cfg.SlotsUnique
-	pr.items, pr.cfg, pr.tiles, pr.variant = !windowed, cfg, tiles, variant
+	pr.items, pr.cfg, pr.tiles, pr.variant, pr.fewChunk = !windowed, cfg, tiles, variant, fewChunk
 	return p, nil
 }
 
-// coopMatSharing is the fewest queries per tree token, on average, for
-// which the planner picks the coopmat variant by itself. Its 128-row tiles
-// pay off when most K/V is read by many rows at once: on the H200 it ran
-// the speculative star (204 queries per token) in 180 us against the
-// scalar kernel's 278, but few-shot b=50 (9 per token) in 381 against 309,
-// b=20 (7) in 187 against 149, and the sorting trace in 524 against 441,
-// where most items have a single query.
-const coopMatSharing = 32
+// The auto-choice of partial_attn's variant (chooseVariant), from the
+// H200 (Llama-3-8B layer, f16 KV, flatten, per layer): the coopmat variant
+// with item classes ran the speculative star (204 queries per token) in
+// 139 us against the scalar kernel's 286, few-shot b=50 (9.2 per token, a
+// prompt and its leaves) in 255 against 326 and b=20 (7.3) in 145 against
+// 159, but the sorting trace (8.4 per token, a deep Tree-of-Thoughts tree
+// whose items mostly have one query) in 653 against 466. So coopmat is
+// picked where queries share most tokens (coopMatSharing), or where the
+// tree is a shared prompt with leaves (query paths of at most
+// coopMatShallowDepth nodes) sharing at least coopMatShallowSharing
+// queries per token; scalar everywhere else.
+const (
+	coopMatSharing        = 32
+	coopMatShallowDepth   = 2
+	coopMatShallowSharing = 7
+)
 
 // chooseVariant resolves cfg.KernelVariant (see Config); sharing is the
-// tree's path tokens over its tokens (queries per token on average).
-func chooseVariant(cfg Config, sharing float64) (string, error) {
+// tree's path tokens over its tokens (queries per token on average) and
+// depth the most nodes on a query's path.
+func chooseVariant(cfg Config, sharing float64, depth int) (string, error) {
 	want := cfg.KernelVariant
 	if want == "" {
 		if forced, ok := kernels.Forced(kernels.PartialAttn.Name); ok {
@@ -242,20 +287,21 @@ func chooseVariant(cfg Config, sharing float64) (string, error) {
 	}
 	switch want {
 	case "":
-		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && sharing >= coopMatSharing && usable() == nil {
+		shares := sharing >= coopMatSharing || (depth <= coopMatShallowDepth && sharing >= coopMatShallowSharing)
+		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && shares && usable() == nil {
 			return VariantCoopMat, nil
 		}
 		return VariantScalar, nil
 	case VariantScalar:
 		return VariantScalar, nil
-	case VariantCoopMat:
+	case VariantCoopMat, VariantCoopMatV1:
 		if cfg.KV != KVF16 {
 			return VariantScalar, nil // fp32 KV keeps the scalar variant
 		}
 		if err := usable(); err != nil {
-			return "", fmt.Errorf("variant coopmat: %w", err)
+			return "", fmt.Errorf("variant %s: %w", want, err)
 		}
-		return VariantCoopMat, nil
+		return want, nil
 	}
 	return "", fmt.Errorf("partial_attn has no variant %q", want)
 }
@@ -318,10 +364,12 @@ func (pl *Planner) index(t *Tree) {
 		pl.tout[i] = pl.tin[i] + size[i]
 	}
 	pl.anc = grow(pl.anc, n)
-	pl.anc[0] = 0
+	pl.depth = grow(pl.depth, n)
+	pl.anc[0], pl.depth[0] = 0, 1
 	for i := 1; i < n; i++ {
 		p := t.Nodes[i].Parent
 		pl.anc[i] = pl.anc[p] + int64(t.Nodes[p].Tokens)
+		pl.depth[i] = pl.depth[p] + 1
 	}
 	nq := len(t.Queries)
 	pl.queryByTin = grow(pl.queryByTin, nq)
@@ -924,6 +972,92 @@ func (pl *Planner) window(p *Plan, w int) {
 	}
 }
 
+// classify returns the plan's items in dispatch order, each window's by
+// class (Plan.Classes: the smallest whose rows hold the item's, stable
+// within a class), and lists the plan's dispatches, one per window and
+// class that has items. With several classes the items are a copy:
+// pl.recs stay in unit order, for PlanNext to copy units from. In the
+// coopmat variant, a class of too few workgroups for a dispatch of its
+// own (coopMinClassWorkgroups) joins the next larger class with items
+// when it has at most a quarter of that class's items.
+func (pl *Planner) classify(p *Plan) []kernels.ItemRecord {
+	p.runs = p.runs[:0]
+	nc := len(p.Classes)
+	pl.classOf = grow(pl.classOf, nc)
+	for c := range pl.classOf {
+		pl.classOf[c] = c
+	}
+	if p.Variant == VariantCoopMat && nc > 1 {
+		counts := grow(pl.classCount, nc)
+		clear(counts)
+		for _, rec := range pl.recs {
+			counts[p.itemClass(rec)]++
+		}
+		for c := 0; c < nc-1; c++ {
+			if counts[c] == 0 || counts[c]*p.Shape.KVHeads >= coopMinClassWorkgroups {
+				continue
+			}
+			for d := c + 1; d < nc; d++ {
+				if counts[d] > 0 {
+					if 4*counts[c] <= counts[d] {
+						counts[d] += counts[c]
+						counts[c] = 0
+						pl.classOf[c] = d
+					}
+					break
+				}
+			}
+		}
+		for c := nc - 1; c >= 0; c-- {
+			pl.classOf[c] = pl.classOf[pl.classOf[c]]
+		}
+		pl.classCount = counts
+	}
+	if nc == 1 {
+		nw := max(len(p.Windows), 1)
+		for w := 0; w < nw; w++ {
+			first, n := 0, len(pl.recs)
+			if len(p.Windows) > 0 {
+				first, n = p.Windows[w].FirstItem, p.Windows[w].Items
+			}
+			p.runs = append(p.runs, attnRun{window: w, class: 0, first: first, items: n})
+		}
+		return pl.recs
+	}
+	sorted := pl.recsTmp[:0]
+	for w := 0; w < max(len(p.Windows), 1); w++ {
+		recs := pl.recs
+		if len(p.Windows) > 0 {
+			recs = recs[p.Windows[w].FirstItem : p.Windows[w].FirstItem+p.Windows[w].Items]
+		}
+		for c := range p.Classes {
+			start := len(sorted)
+			for _, rec := range recs {
+				if pl.classOf[p.itemClass(rec)] == c {
+					sorted = append(sorted, rec)
+				}
+			}
+			if len(sorted) > start {
+				p.runs = append(p.runs, attnRun{window: w, class: c, first: start, items: len(sorted) - start})
+			}
+		}
+	}
+	pl.recsTmp = sorted
+	return sorted
+}
+
+// itemClass is the class that runs an item: the first whose rows hold its
+// query rows, else the last.
+func (p *Plan) itemClass(rec kernels.ItemRecord) int {
+	rows := int(rec.NumQueries) * p.Shape.GroupSize()
+	for c, t := range p.Classes {
+		if rows <= t.Rows {
+			return c
+		}
+	}
+	return len(p.Classes) - 1
+}
+
 // asUint32 views validated (non-negative) slots as metadata words.
 func asUint32(s []int32) []uint32 {
 	if len(s) == 0 {
@@ -934,8 +1068,8 @@ func asUint32(s []int32) []uint32 {
 
 // encode lays the items out in the plan's metadata buffer: item table,
 // slot, query and mask lists, then the reduction's inverse index.
-func (pl *Planner) encode(p *Plan) error {
-	items := len(pl.recs)
+func (pl *Planner) encode(p *Plan, recs []kernels.ItemRecord) error {
+	items := len(recs)
 	if items == 0 {
 		return fmt.Errorf("plan: the tree gives no work")
 	}
@@ -944,10 +1078,10 @@ func (pl *Planner) encode(p *Plan) error {
 	counts := grow(pl.counts, p.NumQueries+1)
 	clear(counts)
 	partials := 0
-	// pl.recs keep offsets into pl.data, so that the next step may reuse
+	// recs keep offsets into pl.data, so that the next step may reuse
 	// them (PlanNext); the table gets them shifted past itself.
-	for i := range pl.recs {
-		rec := &pl.recs[i]
+	for i := range recs {
+		rec := &recs[i]
 		rec.PartialBase = uint32(partials)
 		partials += int(rec.NumQueries)
 		for _, q := range pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
@@ -964,7 +1098,7 @@ func (pl *Planner) encode(p *Plan) error {
 		return fmt.Errorf("plan: metadata of %d words is too large", size)
 	}
 	meta := grow(p.meta, size)
-	for i, rec := range pl.recs {
+	for i, rec := range recs {
 		rec.SlotsOff += table
 		rec.QueriesOff += table
 		if rec.MaskWords != 0 {
@@ -984,7 +1118,7 @@ func (pl *Planner) encode(p *Plan) error {
 	copy(offsets, counts)
 	p.listOff = p.offsetsOff + uint32(p.NumQueries+1)
 	list := meta[p.listOff:]
-	for _, rec := range pl.recs {
+	for _, rec := range recs {
 		qs := pl.data[rec.QueriesOff : rec.QueriesOff+rec.NumQueries]
 		for i, q := range qs {
 			list[counts[q]] = rec.PartialBase + uint32(i)

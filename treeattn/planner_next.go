@@ -29,9 +29,11 @@ type prevStep struct {
 	cfg     Config // resolved (block size, passes, scale)
 	tiles   Tiles
 	variant string
-	data    []uint32
-	recs    []kernels.ItemRecord
-	units   []unit
+	// fewChunk: its coopmat one-query chunk (coopFewChunk), 0 if none
+	fewChunk int
+	data     []uint32
+	recs     []kernels.ItemRecord
+	units    []unit
 }
 
 // unit is the items recs[r0:r1] and their lists data[d0:d1] of one flatten

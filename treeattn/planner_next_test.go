@@ -75,7 +75,7 @@ func TestPlanNextMatchesPlanOnReplays(t *testing.T) {
 		for _, m := range treeattn.Methods {
 			lim := rng.IntN(len(nextLimits))
 			cfg := treeattn.Config{Method: m, Shape: nextShapes[rng.IntN(len(nextShapes))], KV: treeattn.KVType(rng.IntN(2)),
-				Limits: nextLimits[lim], SlotsUnique: rng.IntN(2) == 0}
+				Limits: nextLimits[lim], SlotsUnique: rng.IntN(2) == 0, KernelVariant: nextVariant(rng, lim, rng.IntN(2))}
 			if rng.IntN(2) == 0 {
 				cfg.BlockTokens = 1 + rng.IntN(100)
 			}
@@ -119,28 +119,45 @@ func TestPlanNextMatchesPlanOnReplays(t *testing.T) {
 // slot; PlanNext matches a fresh plan throughout, or fails as it fails.
 func TestPlanNextMatchesPlanOnRandomGrowth(t *testing.T) {
 	rng := gputest.Rand(t)
-	copied := 0
+	copied, copiedClasses := 0, 0
 	for trial := range 24 {
 		kind := []treeattn.TreeKind{treeattn.KindRandom, treeattn.KindChain, treeattn.KindStar}[trial%3]
 		tr := treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: 1 + rng.IntN(30), MaxNodeTokens: 1 + rng.IntN(200),
 			MaxQueries: 1 + rng.IntN(60), Kind: kind, ShuffleSlots: rng.IntN(2) == 0})
 		m := treeattn.Methods[trial%len(treeattn.Methods)]
+		lim := rng.IntN(len(nextLimits))
 		cfg := treeattn.Config{Method: m, Shape: nextShapes[rng.IntN(len(nextShapes))], KV: treeattn.KVF16,
-			Limits: nextLimits[rng.IntN(len(nextLimits))], SlotsUnique: rng.IntN(3) == 0}
+			Limits: nextLimits[lim], SlotsUnique: rng.IntN(3) == 0, KernelVariant: nextVariant(rng, lim, trial)}
 		if rng.IntN(2) == 0 {
 			cfg.BlockTokens = 1 + rng.IntN(64)
 		}
 		var inc treeattn.Planner
 		for step := range 12 {
-			ctx := fmt.Sprintf("trial %d %s step %d", trial, m, step)
+			ctx := fmt.Sprintf("trial %d %s step %d (%+v)", trial, m, step, cfg)
 			got, err := inc.PlanNext(tr, cfg, true)
 			requireSameAsScratch(t, got, err, tr, cfg, ctx)
 			copied += inc.Reused()
+			if err == nil && len(got.Classes) > 1 {
+				copiedClasses += inc.Reused()
+			}
 			tr = grownTree(rng, tr, cfg.SlotsUnique)
 		}
 	}
-	t.Logf("%d units copied", copied)
+	t.Logf("%d units copied, %d into plans of several item classes", copied, copiedClasses)
 	require.Positive(t, copied)
+}
+
+// nextVariant is a test's kernel variant: on the H200's limits (nextLimits
+// index 0) coopmat every other trial (item classes), else automatic or
+// coopmat_v1; automatic otherwise.
+func nextVariant(rng *rand.Rand, lim, trial int) string {
+	if lim != 0 {
+		return ""
+	}
+	if trial%2 == 0 {
+		return treeattn.VariantCoopMat
+	}
+	return []string{"", treeattn.VariantCoopMatV1}[rng.IntN(2)]
 }
 
 // grownTree returns a copy of t one random step later (see
@@ -195,22 +212,34 @@ func grownTree(rng *rand.Rand, t *treeattn.Tree, unique bool) *treeattn.Tree {
 	return c
 }
 
-// Planning step n+1 after step n with a warm Planner allocates nothing.
+// Planning step n+1 after step n with a warm Planner allocates nothing,
+// and copies the prompt's blocks, in every variant (the H200 picks the
+// coopmat item classes for this tree by itself).
 func TestPlanNextAllocatesNothing(t *testing.T) {
 	tr := treeattn.FewShotTree(4000, 50, 400)
 	tr.AssignContiguousSlots()
 	next := treeattn.NextStep(tr)
-	cfg := treeattn.Config{Method: treeattn.MethodFlatten, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}, Limits: nextLimits[0]}
-	var pl treeattn.Planner
-	step := func() {
-		if _, err := pl.Plan(tr, cfg); err != nil {
-			t.Fatal(err)
+	for _, variant := range []string{"", treeattn.VariantScalar, treeattn.VariantCoopMatV1} {
+		cfg := treeattn.Config{Method: treeattn.MethodFlatten, Shape: treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: 128},
+			Limits: nextLimits[0], KernelVariant: variant}
+		var pl treeattn.Planner
+		var p *treeattn.Plan
+		step := func() {
+			if _, err := pl.Plan(tr, cfg); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if p, err = pl.PlanNext(next, cfg, true); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if _, err := pl.PlanNext(next, cfg, true); err != nil {
-			t.Fatal(err)
+		step()
+		if variant == "" {
+			require.Equal(t, treeattn.VariantCoopMat, p.Variant)
+			require.Greater(t, len(p.Classes), 1, "item classes")
 		}
+		require.Positive(t, pl.Reused(), "%s: the prompt's blocks are copied", p.Variant)
+		requireSameAsScratch(t, p, nil, next, cfg, p.Variant)
+		require.Zero(t, testing.AllocsPerRun(5, step), "%s: allocations per planned step", p.Variant)
 	}
-	step()
-	require.Positive(t, pl.Reused(), "the prompt's blocks are copied")
-	require.Zero(t, testing.AllocsPerRun(5, step), "allocations per planned step")
 }

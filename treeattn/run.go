@@ -42,11 +42,13 @@ type DevicePlan struct {
 	meta      *vk.Buffer
 	partO     *vk.Buffer
 	partL     *vk.Buffer
-	owned     bool // made by Upload: Close frees the buffers
-	attn      *kernels.Pipeline
+	owned     bool                // made by Upload: Close frees the buffers
+	attns     []*kernels.Pipeline // partial_attn per item class
 	reduce    *kernels.Pipeline
 	windows   []Window    // one binding of K and V each: the plan's windows, or one over every slot
-	attnGrids [][3]uint32 // per window
+	classes   []Tiles     // the plan's item classes
+	runs      []attnRun   // partial_attn dispatches (window, class, items)
+	attnGrids [][3]uint32 // per run
 	// passes of the reduction, each with its grid: one, or levels of
 	// intermediate partials first for queries with more than
 	// MaxReduceFanIn partials.
@@ -132,7 +134,7 @@ func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 // number of partial results including intermediate ones.
 func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKernels bool) ([]uint32, int, error) {
 	if lim := limitsOf(&d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup ||
-		(p.Variant == VariantCoopMat && lim.CoopMat != p.Limits.CoopMat) {
+		(IsCoopMat(p.Variant) && lim.CoopMat != p.Limits.CoopMat) {
 		return nil, 0, fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
 	if err := p.checkPasses(); err != nil {
@@ -146,9 +148,18 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKer
 	if len(dp.windows) == 0 {
 		dp.windows = append(dp.windows, Window{Slots: math.MaxInt32, Items: p.Items})
 	}
+	dp.classes = append(dp.classes[:0], p.Classes...)
+	dp.runs = append(dp.runs[:0], p.runs...)
+	if len(dp.runs) == 0 {
+		// A plan made without the Planner: one class, one run per window.
+		dp.classes = append(dp.classes[:0], p.Tiles)
+		for i, w := range dp.windows {
+			dp.runs = append(dp.runs, attnRun{window: i, first: w.FirstItem, items: w.Items})
+		}
+	}
 	dp.attnGrids = dp.attnGrids[:0]
-	for _, w := range dp.windows {
-		g, err := grid(w.Items, p.Shape.KVHeads, p.Limits)
+	for _, r := range dp.runs {
+		g, err := grid(r.items, p.Shape.KVHeads, p.Limits)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -184,15 +195,26 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKer
 	}
 	if withKernels {
 		var err error
-		if dp.attn, dp.reduce, err = pipelines(d, p, opts); err != nil {
+		if dp.attns, dp.reduce, err = classPipelines(d, p, dp.classes, opts, dp.attns); err != nil {
 			return nil, 0, err
 		}
 	}
 	return extra, partials, nil
 }
 
-// pipelines returns the plan's two kernels.
+// pipelines returns the plan's two kernels, partial_attn for its (largest)
+// tiles.
 func pipelines(d *vk.Device, p *Plan, opts uploadOptions) (attn, reduce *kernels.Pipeline, err error) {
+	attns, reduce, err := classPipelines(d, p, []Tiles{p.Tiles}, opts, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return attns[0], reduce, nil
+}
+
+// classPipelines returns partial_attn for each class of tiles (into dst)
+// and the reduction.
+func classPipelines(d *vk.Device, p *Plan, classes []Tiles, opts uploadOptions, dst []*kernels.Pipeline) (attns []*kernels.Pipeline, reduce *kernels.Pipeline, err error) {
 	s := p.Shape
 	f16 := uint32(0)
 	if p.KV == KVF16 {
@@ -206,22 +228,26 @@ func pipelines(d *vk.Device, p *Plan, opts uploadOptions) (attn, reduce *kernels
 		variant = VariantScalar
 	}
 	cm := CoopMat{M: 16, N: 16, K: 16} // unused by the scalar variant
-	if variant == VariantCoopMat {
+	if IsCoopMat(variant) {
 		cm = p.Limits.CoopMat
 	}
-	attn, err = kernels.PartialAttn.PipelineVariant(d, variant, kernels.SpecValues{
-		"local_size_x": uint32(p.Tiles.Workgroup), "D": uint32(s.HeadDim), "B": uint32(p.Tiles.Tokens),
-		"R": uint32(p.Tiles.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
-		"UNROLL": attnUnroll, "MAX_PASSES": uint32(opts.kernelMaxPasses),
-		"CM_M": uint32(cm.M), "CM_N": uint32(cm.N), "CM_K": uint32(cm.K),
-	})
-	if err != nil {
-		return nil, nil, err
+	attns = dst[:0]
+	for _, t := range classes {
+		attn, err := kernels.PartialAttn.PipelineVariant(d, variant, kernels.SpecValues{
+			"local_size_x": uint32(t.Workgroup), "D": uint32(s.HeadDim), "B": uint32(t.Tokens),
+			"R": uint32(t.Rows), "G": uint32(s.GroupSize()), "KVH": uint32(s.KVHeads), "KV_F16": f16,
+			"UNROLL": attnUnroll, "MAX_PASSES": uint32(opts.kernelMaxPasses),
+			"CM_M": uint32(cm.M), "CM_N": uint32(cm.N), "CM_K": uint32(cm.K),
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("partial_attn %s, tiles %+v: %w", variant, t, err)
+		}
+		attns = append(attns, attn)
 	}
 	reduce, err = kernels.ReducePartials.Pipeline(d, kernels.SpecValues{
 		"local_size_x": reduceWorkgroup, "D": uint32(s.HeadDim), "QH": uint32(s.QHeads), "FANIN": uint32(opts.kernelFanIn),
 	})
-	return attn, reduce, err
+	return attns, reduce, err
 }
 
 // partialBytes is the size of the partial output and log-sum-exp buffers
@@ -331,14 +357,16 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	if r := dp.Limits.MaxStorageRange; r > 0 {
 		maxBind = min(maxBind, r/row*row)
 	}
-	for i, w := range dp.windows {
+	// Within a window, one dispatch per item class (its specialization).
+	for i, r := range dp.runs {
+		w := dp.windows[r.window]
 		base := uint64(w.SlotBase) * row
 		size := min(uint64(w.Slots)*row, slots*row-base, maxBind)
-		push := kernels.PartialAttnPush{NItems: uint32(w.Items), ItemsOff: uint32(w.FirstItem * itemWords), GridX: dp.attnGrids[i][0],
+		push := kernels.PartialAttnPush{NItems: uint32(r.items), ItemsOff: uint32(r.first * itemWords), GridX: dp.attnGrids[i][0],
 			NumSlots: uint32(min(size/row, math.MaxUint32)), Scale: dp.scale, Unit: dp.unit}
-		if err := dp.attn.Dispatch(rec, dp.attnGrids[i], push, q.All(), k.Sub(base, size), v.Sub(base, size),
+		if err := dp.attns[r.class].Dispatch(rec, dp.attnGrids[i], push, q.All(), k.Sub(base, size), v.Sub(base, size),
 			dp.meta.All(), dp.partO.All(), dp.partL.All()); err != nil {
-			return fmt.Errorf("run %s: window %d of %d: %w", dp.Method, i+1, len(dp.windows), err)
+			return fmt.Errorf("run %s: window %d of %d, items of %d rows: %w", dp.Method, r.window+1, len(dp.windows), dp.classes[r.class].Rows, err)
 		}
 	}
 	return nil
@@ -367,10 +395,23 @@ func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 }
 
 // KernelStats returns the driver's compiler statistics (registers, spills,
-// shared memory; see vk.Kernel.Stats) of the plan's two kernels.
+// shared memory; see vk.Kernel.Stats) of the plan's two kernels; with item
+// classes, partial_attn's for the largest tiles, then each smaller class's
+// with its name prefixed by "rows R: ".
 func (dp *DevicePlan) KernelStats() (attn, reduce []vk.KernelStat, err error) {
-	if attn, err = dp.attn.Stats(); err != nil {
+	last := len(dp.attns) - 1
+	if attn, err = dp.attns[last].Stats(); err != nil {
 		return nil, nil, err
+	}
+	for c := 0; c < last; c++ {
+		st, err := dp.attns[c].Stats()
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, x := range st {
+			x.Name = fmt.Sprintf("rows %d: %s", dp.classes[c].Rows, x.Name)
+			attn = append(attn, x)
+		}
 	}
 	if reduce, err = dp.reduce.Stats(); err != nil {
 		return nil, nil, err

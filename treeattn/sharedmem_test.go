@@ -1,6 +1,7 @@
 package treeattn_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -40,4 +41,40 @@ func TestSharedMemoryMatchesDriver(t *testing.T) {
 		}
 	}
 	require.Positive(t, compared, "the driver reports statistics but none about shared memory")
+}
+
+// The coopmat variant's item classes on a device with cooperative matrices
+// and compiler statistics (the H200): the planner's shared-memory figure
+// of each class is at least what the driver reports, and each class's
+// registers and spills are logged (go test -v shows them).
+func TestCoopMatClassesOnDriver(t *testing.T) {
+	d := gputest.Device(t)
+	lim := treeattn.LimitsOf(d.Info)
+	if lim.CoopMat.M == 0 || !d.KernelStats() {
+		t.Skipf("%s lacks cooperative matrices or compiler statistics; run on the GPU", d.Info.Name)
+	}
+	for _, dim := range []int{64, 128, 256} {
+		shape := treeattn.Shape{QHeads: 32, KVHeads: 8, HeadDim: dim}
+		tree := treeattn.FewShotTree(64, 2, 8)
+		tree.AssignContiguousSlots()
+		plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: treeattn.MethodFlatten, Shape: shape, KV: treeattn.KVF16,
+			Limits: lim, KernelVariant: treeattn.VariantCoopMat})
+		require.NoError(t, err)
+		attns, err := plan.ClassPipelines(d)
+		require.NoError(t, err)
+		for c, attn := range attns {
+			stats, err := attn.Stats()
+			require.NoError(t, err)
+			tiles := plan.Classes[c]
+			var parts []string
+			for _, s := range stats {
+				parts = append(parts, fmt.Sprintf("%s %v", s.Name, s.Value))
+				if strings.Contains(strings.ToLower(s.Name), "shared memory") {
+					require.GreaterOrEqual(t, float64(tiles.CoopSharedBytes(dim, lim.CoopMat)), s.Value,
+						"head dim %d, tiles %+v: planner vs driver (%s)", dim, tiles, s.Name)
+				}
+			}
+			t.Logf("head dim %d, class %+v: %s", dim, tiles, strings.Join(parts, ", "))
+		}
+	}
 }

@@ -50,20 +50,20 @@ func (ws *Workspace) Load(rec *vk.Recorder, p *Plan) (*DevicePlan, error) {
 	}
 	dp := &ws.dp
 	key := pipelineKey{p.Shape, p.Tiles, p.KV, p.Variant, p.Limits.CoopMat}
-	attn, reduce := dp.attn, dp.reduce
+	attns, reduce := dp.attns, dp.reduce
 	extra, partials, err := dp.prepare(ws.d, p, defaultUpload, false)
 	if err != nil {
 		return nil, fmt.Errorf("load plan: %w", err)
 	}
 	// Pipelines are looked up only when the shapes change (the lookup
-	// formats a cache key).
-	if attn == nil || key != ws.lastKey {
-		if attn, reduce, err = pipelines(ws.d, p, defaultUpload); err != nil {
+	// formats a cache key); the item classes follow from the key.
+	if len(attns) == 0 || key != ws.lastKey {
+		if attns, reduce, err = classPipelines(ws.d, p, dp.classes, defaultUpload, attns); err != nil {
 			return nil, fmt.Errorf("load plan: %w", err)
 		}
 		ws.lastKey = key
 	}
-	dp.attn, dp.reduce = attn, reduce
+	dp.attns, dp.reduce = attns, reduce
 	metaBytes := uint64(len(p.meta)+len(extra)) * 4
 	outBytes, lseBytes := p.partialBytes(partials)
 	i := ws.next

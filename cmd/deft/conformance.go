@@ -49,7 +49,7 @@ func conformanceCommand() *cli.Command {
 				var all []conformance.Case
 				for _, cs := range cases {
 					for _, v := range variants {
-						if v == treeattn.VariantCoopMat && cs.KV != treeattn.KVF16 {
+						if treeattn.IsCoopMat(v) && cs.KV != treeattn.KVF16 {
 							continue
 						}
 						cs.Variant = v

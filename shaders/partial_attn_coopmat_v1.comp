@@ -1,0 +1,376 @@
+#version 450
+// glslc-target: vulkan1.3
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+// Partial tree attention on cooperative matrices (VK_KHR_cooperative_matrix):
+// the "coopmat_v1" variant of partial_attn, the first cooperative-matrix
+// kernel, kept unchanged (every item in one 128-row workgroup, slots read
+// one tile ahead) until partial_attn_coopmat.comp's item classes are proven
+// on GPUs; the planner runs it with one tile class. Same bindings, push
+// block, item records and specialization constants (see partial_attn.comp
+// for what a work item is). fp16 K/V only: the host runs the scalar variant
+// for fp32.
+//
+// A workgroup is RB = R / CM_M row blocks of CM_M rows, one per subgroup
+// (the host sizes the workgroup as RB subgroups; should the device run
+// smaller subgroups, extra passes cover the rest, larger ones leave
+// subgroups idle). Per tile of B tokens:
+//   1. the workgroup stores the tile's K and V (fp16) and mask words in
+//      shared memory, then fetches the next tile's into registers;
+//   2. each subgroup computes its S = Q K^T block (CM_M x B, f16 operands,
+//      f32 accumulation) with Q held in A matrices, and stores it;
+//   3. online softmax in f32 (log2 domain), lanes of the subgroup split
+//      each row, reduced with shuffles; P goes to shared memory as f16 and
+//      the rows' rescale factors as an M x N matrix;
+//   4. O = O * alpha (component-wise) + P V on accumulator matrices.
+// Two workgroup barriers per tile; the rest is subgroup-local. The
+// normalised output and log-sum-exp of each row go to the partial results.
+
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint D = 128;     // head dim, a multiple of CM_K and CM_N
+layout(constant_id = 2) const uint B = 32;      // tokens per tile, a multiple of CM_N and CM_K
+layout(constant_id = 3) const uint R = 64;      // rows per row tile, a multiple of CM_M
+layout(constant_id = 4) const uint G = 4;       // query heads per KV head
+layout(constant_id = 5) const uint KVH = 8;     // KV heads
+layout(constant_id = 6) const uint KV_F16 = 1;  // must be 1
+layout(constant_id = 7) const uint UNROLL = 4;  // unused here (scalar variant's unrolling)
+// The scalar variant's pass cap (same contract); this kernel bounds its
+// loops with MAX_TILES and MAX_ROW_TILES below.
+layout(constant_id = 8) const uint MAX_PASSES = 48;
+layout(constant_id = 9) const uint CM_M = 16;   // cooperative-matrix shape (M x K) * (K x N)
+layout(constant_id = 10) const uint CM_N = 16;
+layout(constant_id = 11) const uint CM_K = 16;
+
+const uint WG = gl_WorkGroupSize.x;
+const uint QH = G * KVH;
+const uint D4 = D / 4u;
+const uint KS = D4 + 2u;          // f16vec4 stride of K and V rows (16 bytes of padding)
+const uint RB = R / CM_M;         // row blocks
+const uint SS = B + 4u;           // float stride of a block's score rows
+const uint PS = B / 4u + 2u;      // f16vec4 stride of a block's probability rows
+const uint SREG = CM_M * SS;      // floats of scratch per row block
+const uint PREG = CM_M * PS;      // f16vec4s of probabilities per row block
+const uint NL = (B * D4 + WG - 1u) / WG;   // vec4s of a K or V tile per invocation
+const uint MW = (R - 1u) / 32u + 2u;       // mask words a row tile's queries can span
+const uint MWL = (B * MW + WG - 1u) / WG;
+const uint DK = D / CM_K;         // A matrices of Q
+const uint DN = D / CM_N;         // accumulators of O
+const uint BN = B / CM_N;         // score accumulators
+const uint BK = B / CM_K;         // P matrices
+const uint K4 = CM_K / 4u;
+// Q staging: QCK A matrices (QC4 vec4 columns) of all R rows per round in sK.
+const uint QCK_FIT = (B * KS) / (R * K4);
+const uint QCK = QCK_FIT < 1u ? 1u : (QCK_FIT < DK ? QCK_FIT : DK);
+const uint QC4 = QCK * K4;
+// Bounds on loops whose trip counts come from the metadata (the planner
+// keeps items far below them: treeattn.MaxTilePasses).
+const uint MAX_TILES = 4096u;
+const uint MAX_ROW_TILES = 1024u;
+
+layout(set = 0, binding = 0) readonly buffer Qbuf { vec4 q4[]; };     // [query][QH][D]
+layout(set = 0, binding = 1) readonly buffer K16 { uvec2 k16[]; };    // fp16 K, 4 elements a word pair
+layout(set = 0, binding = 2) readonly buffer V16 { uvec2 v16[]; };
+layout(set = 0, binding = 3) readonly buffer Meta { uint meta[]; };
+struct ItemRecord {
+    uint slotsOff;
+    uint numSlots;
+    uint queriesOff;
+    uint numQueries;
+    uint maskOff;
+    uint maskWords;
+    uint partialBase;
+    uint reserved;
+};
+layout(set = 0, binding = 3) readonly buffer MetaItems { ItemRecord items[]; };
+layout(set = 0, binding = 4) writeonly buffer PartO { vec4 po4[]; };  // [partial][QH][D]
+layout(set = 0, binding = 5) writeonly buffer PartL { float pl[]; };  // [partial][QH]
+
+layout(push_constant) uniform Push {
+    uint nItems;
+    uint itemsOff;
+    uint gridX;
+    uint numSlots;
+    float scale;
+    float unit;      // score unit (a power of two; the host passes scale / unit)
+} pc;
+
+shared f16vec4 sK[B * KS];
+shared f16vec4 sV[B * KS];
+shared float sS[RB * SREG];       // per row block: scores, then alpha, then output staging
+shared f16vec4 sP[RB * PREG];     // per row block: Q staging, then probabilities
+shared uint sMask[B * MW];
+shared uint sRowQuery[R];         // item-local query of each row of the tile, ~0u when unused
+shared uint sRowQ[R];             // its query index (Q buffer), for staging Q
+shared float sRowL[R];
+shared float sRowM[R];
+
+#define NEG_INF uintBitsToFloat(0xff800000u)
+const float LOG2E = 1.4426950408889634;
+const float LN2 = 0.6931471805599453;
+
+uvec2 stK[NL];
+uvec2 stV[NL];
+uint stMask[MWL];
+
+// K, V and mask words of the tile starting at token first into registers;
+// tokens past the item (and bad slots) read as zeros.
+void fetchTile(uint first, uint tokStart, uint tokCount, uint head, uint maskOff, uint maskWords, uint word0) {
+    [[unroll]] for (uint i = 0u; i < NL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        uvec2 kw = uvec2(0u);
+        uvec2 vw = uvec2(0u);
+        uint t = idx / D4;
+        if (idx < B * D4 && first + t < tokCount) {
+            uint slot = meta[tokStart + first + t];
+            if (slot < pc.numSlots) {
+                uint at = (slot * KVH + head) * D4 + idx % D4;
+                kw = k16[at];
+                vw = v16[at];
+            }
+        }
+        stK[i] = kw;
+        stV[i] = vw;
+    }
+    [[unroll]] for (uint i = 0u; i < MWL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        uint t = idx / MW;
+        uint w = word0 + idx % MW;
+        stMask[i] = (maskWords != 0u && idx < B * MW && first + t < tokCount && w < maskWords)
+            ? meta[maskOff + (first + t) * maskWords + w] : 0u;
+    }
+}
+
+void storeTile() {
+    [[unroll]] for (uint i = 0u; i < NL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        if (idx < B * D4) {
+            uint at = (idx / D4) * KS + idx % D4;
+            sK[at] = f16vec4(unpackFloat2x16(stK[i].x), unpackFloat2x16(stK[i].y));
+            sV[at] = f16vec4(unpackFloat2x16(stV[i].x), unpackFloat2x16(stV[i].y));
+        }
+    }
+    [[unroll]] for (uint i = 0u; i < MWL; i++) {
+        uint idx = gl_LocalInvocationIndex + i * WG;
+        if (idx < B * MW) {
+            sMask[idx] = stMask[i];
+        }
+    }
+}
+
+void subgroupSync() {
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+}
+
+void main() {
+    uint item = gl_WorkGroupID.x + gl_WorkGroupID.z * pc.gridX;
+    if (item >= pc.nItems || KV_F16 == 0u) {
+        return; // whole workgroup leaves together
+    }
+    uint head = gl_WorkGroupID.y;
+    ItemRecord it = items[pc.itemsOff / 8u + item];
+    uint tokStart = it.slotsOff;
+    uint tokCount = it.numSlots;
+    uint qStart = it.queriesOff;
+    uint maskOff = it.maskOff;
+    uint maskWords = it.maskWords;
+    uint tid = gl_LocalInvocationIndex;
+    float qScale = pc.scale * LOG2E;
+
+    uint sg = gl_SubgroupID;
+    uint nsg = gl_NumSubgroups;
+    uint lane = gl_SubgroupInvocationID;
+    // Softmax: LPR lanes per row (the host keeps subgroups >= CM_M).
+    uint lpr = max(1u, gl_SubgroupSize / CM_M);
+    uint myRow = lane / lpr;     // row of the block
+    uint part = lane % lpr;
+    bool rowLane = myRow < CM_M;
+    uint passes = (RB + nsg - 1u) / nsg;
+
+    uint rows = min(it.numQueries, MAX_ROW_TILES * R) * G;
+    for (uint rowTile = 0u; rowTile < rows; rowTile += R) {
+        uint tileRows = min(R, rows - rowTile);
+        uint word0 = (rowTile / G) >> 5u;
+        for (uint r = tid; r < R; r += WG) {
+            sRowQuery[r] = r < tileRows ? (rowTile + r) / G : ~0u;
+            sRowQ[r] = r < tileRows ? meta[qStart + (rowTile + r) / G] : 0u;
+        }
+        barrier();
+
+        for (uint pass = 0u; pass < passes; pass++) {
+            uint rb = sg + pass * nsg;
+            bool blockOn = rb < RB && rb * CM_M < tileRows;   // subgroup-uniform
+            uint sBase = rb * SREG;
+            uint pBase = rb * PREG;
+
+            // Q of the row tile in A matrices, staged as f16 through sK in
+            // rounds of QC4 vec4 columns: every invocation loads its share
+            // of the round at once (one global round trip per round).
+            coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> qA[DK];
+            coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> acc[DN];
+            [[unroll]] for (uint j = 0u; j < DN; j++) {
+                acc[j] = coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
+            }
+            [[unroll]] for (uint k0 = 0u; k0 < DK; k0 += QCK) {
+                barrier();   // sK is free (the previous pass or row tile is done with it)
+                for (uint idx = tid; idx < R * QC4; idx += WG) {
+                    uint r = idx / QC4;
+                    uint c4 = k0 * K4 + idx % QC4;
+                    vec4 x = vec4(0.0);
+                    if (r < tileRows && c4 < D4) {
+                        uint row = rowTile + r;
+                        x = q4[(sRowQ[r] * QH + head * G + row % G) * D4 + c4];
+                    }
+                    sK[idx] = f16vec4(x);
+                }
+                barrier();
+                if (blockOn) {
+                    [[unroll]] for (uint k = 0u; k < QCK; k++) {
+                        if (k0 + k < DK) {
+                            coopMatLoad(qA[k0 + k], sK, rb * CM_M * QC4 + k * K4, QC4, gl_CooperativeMatrixLayoutRowMajor);
+                        }
+                    }
+                }
+            }
+            // Row state of this lane's row (replicated over its LPR lanes).
+            uint rr = rb * CM_M + myRow;
+            bool rowValid = blockOn && rowLane && rr < tileRows;
+            uint qi = rowValid ? sRowQuery[rr] : ~0u;
+            float m = NEG_INF;
+            float l = 0.0;
+
+            fetchTile(0u, tokStart, tokCount, head, maskOff, maskWords, word0);
+            uint nTiles = min((tokCount + B - 1u) / B, MAX_TILES);
+            for (uint tile = 0u; tile < nTiles; tile++) {
+                uint first = tile * B;
+                uint count = min(B, tokCount - first);
+                barrier();   // the previous tile's K/V and mask are consumed
+                storeTile();
+                barrier();
+                if (tile + 1u < nTiles) {
+                    fetchTile(first + B, tokStart, tokCount, head, maskOff, maskWords, word0);
+                }
+                if (!blockOn) {
+                    continue;
+                }
+
+                // 2. S = Q K^T for the block (K^T read column-major from sK).
+                [[unroll]] for (uint n = 0u; n < BN; n++) {
+                    coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> s =
+                        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator>(0.0);
+                    [[unroll]] for (uint k = 0u; k < DK; k++) {
+                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> kB;
+                        coopMatLoad(kB, sK, n * CM_N * KS + k * (CM_K / 4u), KS, gl_CooperativeMatrixLayoutColumnMajor);
+                        s = coopMatMulAdd(qA[k], kB, s);
+                    }
+                    coopMatStore(s, sS, sBase + n * CM_N, SS, gl_CooperativeMatrixLayoutRowMajor);
+                }
+                subgroupSync();
+
+                // 3. Online softmax of the lane's row (log2 domain).
+                float mNew = m;
+                if (rowValid) {
+                    for (uint t = part; t < B; t += lpr) {
+                        bool seen = t < count;
+                        if (seen && maskWords != 0u) {
+                            uint w = (qi >> 5u) - word0;
+                            seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                        }
+                        if (seen) {
+                            mNew = max(mNew, sS[sBase + myRow * SS + t] * qScale);
+                        }
+                    }
+                }
+                for (uint o = 1u; o < lpr; o <<= 1u) {
+                    mNew = max(mNew, subgroupShuffleXor(mNew, o));
+                }
+                float sum = 0.0;
+                if (rowLane) {
+                    for (uint t = part; t < B; t += lpr) {
+                        float p = 0.0;
+                        if (rowValid && mNew != NEG_INF) {
+                            bool seen = t < count;
+                            if (seen && maskWords != 0u) {
+                                uint w = (qi >> 5u) - word0;
+                                seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                            }
+                            if (seen) {
+                                p = exp2((sS[sBase + myRow * SS + t] * qScale - mNew) * pc.unit);
+                            }
+                        }
+                        float16_t ph = float16_t(p);
+                        sP[pBase + myRow * PS + t / 4u][t % 4u] = ph;
+                        sum += float(ph);   // the sum of what P V adds
+                    }
+                }
+                for (uint o = 1u; o < lpr; o <<= 1u) {
+                    sum += subgroupShuffleXor(sum, o);
+                }
+                float alpha = (m == NEG_INF) ? 0.0 : exp2((m - mNew) * pc.unit);
+                if (rowValid) {
+                    l = l * alpha + sum;
+                    m = mNew;
+                }
+                subgroupSync();   // scores are read: the scratch takes alpha
+                if (rowLane) {
+                    for (uint c = part; c < CM_N; c += lpr) {
+                        sS[sBase + myRow * CM_N + c] = alpha;
+                    }
+                }
+                subgroupSync();
+
+                // 4. O = O * alpha + P V.
+                coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
+                coopMatLoad(al, sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
+                [[unroll]] for (uint j = 0u; j < DN; j++) {
+                    acc[j] = acc[j] * al;
+                }
+                [[unroll]] for (uint k = 0u; k < BK; k++) {
+                    coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> pA;
+                    coopMatLoad(pA, sP, pBase + k * (CM_K / 4u), PS, gl_CooperativeMatrixLayoutRowMajor);
+                    [[unroll]] for (uint j = 0u; j < DN; j++) {
+                        coopmat<float16_t, gl_ScopeSubgroup, CM_K, CM_N, gl_MatrixUseB> vB;
+                        coopMatLoad(vB, sV, k * CM_K * KS + j * (CM_N / 4u), KS, gl_CooperativeMatrixLayoutRowMajor);
+                        acc[j] = coopMatMulAdd(pA, vB, acc[j]);
+                    }
+                }
+                subgroupSync();   // scratch and P are read before the next tile writes them
+            }
+
+            // Normalised partial output and log-sum-exp per row.
+            if (blockOn) {
+                if (rowValid && part == 0u) {
+                    sRowL[rr] = l;
+                    sRowM[rr] = m;
+                }
+                const uint N4 = CM_N / 4u;
+                [[unroll]] for (uint j = 0u; j < DN; j++) {
+                    coopMatStore(acc[j], sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
+                    subgroupSync();
+                    for (uint e = lane; e < CM_M * N4; e += gl_SubgroupSize) {
+                        uint r = e / N4;
+                        uint c4 = e % N4;
+                        uint rw = rb * CM_M + r;
+                        if (rw < tileRows && sRowQuery[rw] != ~0u) {
+                            uint p = (it.partialBase + sRowQuery[rw]) * QH + head * G + (rowTile + rw) % G;
+                            float lr = sRowL[rw];
+                            uint at = sBase + r * CM_N + c4 * 4u;
+                            vec4 x = vec4(sS[at], sS[at + 1u], sS[at + 2u], sS[at + 3u]);
+                            po4[p * D4 + j * N4 + c4] = lr > 0.0 ? x / lr : vec4(0.0);
+                        }
+                    }
+                    subgroupSync();
+                }
+                if (rowValid && part == 0u) {
+                    uint p = (it.partialBase + qi) * QH + head * G + (rowTile + rr) % G;
+                    pl[p] = l > 0.0 ? (m + log2(l) / pc.unit) * LN2 : NEG_INF;
+                }
+            }
+        }
+        barrier();
+    }
+}
