@@ -124,10 +124,12 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	var tiles Tiles
-	if variant == VariantCoopMat {
+	group := cfg.Shape.GroupSize()
+	switch {
+	case variant == VariantCoopMat:
 		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
-	} else {
-		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
+	default:
+		tiles, err = scalarTiles(cfg, len(t.Queries))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
@@ -147,7 +149,6 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: block size %d is negative", cfg.BlockTokens)
 	}
 
-	group := cfg.Shape.GroupSize()
 	if cfg.BlockTokens == 0 {
 		cfg.BlockTokens = autoBlock(cfg.Method, total, tiles.Tokens, ceilDiv(len(t.Queries)*group, tiles.Rows))
 	}
@@ -213,6 +214,21 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	pr.marked, pr.unique = marked, cfg.SlotsUnique
 	pr.items, pr.cfg, pr.tiles, pr.variant = !windowed, cfg, tiles, variant
 	return p, nil
+}
+
+// scalarTiles picks the scalar variant's tiles for cfg and a tree of
+// queries queries: few-row tiles (ChooseFewRowTiles) when no item can have
+// 32 rows (flashdecoding's items are one query's; trees of fewer than
+// 32/GQA queries), else ChooseTiles.
+func scalarTiles(cfg Config, queries int) (Tiles, error) {
+	rows := queries * cfg.Shape.GroupSize()
+	if cfg.Method == MethodFlashDecoding {
+		rows = cfg.Shape.GroupSize()
+	}
+	if rows < 32 {
+		return ChooseFewRowTiles(cfg.Shape, cfg.Limits, rows)
+	}
+	return ChooseTiles(cfg.Shape, cfg.Limits)
 }
 
 // coopMatSharing is the fewest queries per tree token, on average, for

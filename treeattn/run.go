@@ -42,6 +42,14 @@ type DevicePlan struct {
 	meta      *vk.Buffer
 	partO     *vk.Buffer
 	partL     *vk.Buffer
+	// counters are partial_attn's uint32 per (query, KV head) of the fused
+	// reduction; zeroCounters says they must be zeroed before the next
+	// dispatch (new memory).
+	counters     *vk.Buffer
+	zeroCounters bool
+	// fused: partial_attn merges each query's partials itself
+	// (fusedReduce); reduce_partials does not run.
+	fused     bool
 	owned     bool // made by Upload: Close frees the buffers
 	attn      *kernels.Pipeline
 	reduce    *kernels.Pipeline
@@ -123,6 +131,10 @@ func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 	if dp.partL, err = d.NewBuffer(lseBytes); err != nil {
 		return fail(err)
 	}
+	if dp.counters, err = d.NewBuffer(p.counterBytes()); err != nil {
+		return fail(err)
+	}
+	dp.zeroCounters = true
 	return dp, nil
 }
 
@@ -174,6 +186,7 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKer
 		}
 	}
 	dp.passes = passes
+	dp.fused = len(passes) == 1 && opts.kernelMaxPasses == MaxTilePasses && p.fusedReduce()
 	dp.redGrids = dp.redGrids[:0]
 	for _, pass := range passes {
 		g, err := grid(pass.groups, p.Shape.QHeads, p.Limits)
@@ -224,6 +237,51 @@ func pipelines(d *vk.Device, p *Plan, opts uploadOptions) (attn, reduce *kernels
 	return attn, reduce, err
 }
 
+// counterBytes is the size of the fused reduction's counters: a uint32
+// per (query, KV head).
+func (p *Plan) counterBytes() uint64 {
+	return max(uint64(p.NumQueries)*uint64(p.Shape.KVHeads)*4, 4)
+}
+
+// fuseLoopBudget bounds the loop iterations one partial_attn invocation
+// may spend merging queries in the fused reduction (lavapipe stops an
+// invocation's loops after 65535 iterations in all; the partial attention
+// itself takes a few thousand at most).
+const fuseLoopBudget = 16384
+
+// fusedReduce reports whether partial_attn merges the partials itself
+// (see shaders/partial_attn.comp, pc.fuse): the scalar variant, unless
+// Config.SeparateReduce, when every query's partials fit the kernel's
+// scratch (the K/V tile) and no workgroup's merges, were it last for all
+// of its queries, would loop more than fuseLoopBudget times.
+func (p *Plan) fusedReduce() bool {
+	if p.SeparateReduce || p.Variant == VariantCoopMat || p.Items == 0 {
+		return false
+	}
+	s := p.Shape
+	g, d4, wg := s.GroupSize(), s.HeadDim/4, p.Tiles.Workgroup
+	scratch := p.Tiles.Tokens * (d4 + 1) * 4
+	maxList := (scratch - g) / g
+	perPartial := 2*ceilDiv(g, wg) + ceilDiv(g*d4, wg) // loop iterations per merged partial
+	offsets := p.meta[p.offsetsOff : p.offsetsOff+uint32(p.NumQueries)+1]
+	for q := range p.NumQueries {
+		if int(offsets[q+1]-offsets[q]) > maxList {
+			return false
+		}
+	}
+	for i := range p.Items {
+		rec := p.item(i)
+		loops := int(rec.NumQueries) + 1
+		for _, q := range p.meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
+			loops += int(offsets[q+1]-offsets[q]) * perPartial
+		}
+		if loops > fuseLoopBudget {
+			return false
+		}
+	}
+	return true
+}
+
 // partialBytes is the size of the partial output and log-sum-exp buffers
 // for partials partial results.
 func (p *Plan) partialBytes(partials int) (out, lse uint64) {
@@ -267,19 +325,30 @@ func (dp *DevicePlan) SetScoreBound(bound float64) error {
 // raised it).
 func (dp *DevicePlan) ScoreUnit() float64 { return float64(dp.unit) }
 
-// ReducePasses is the number of reduce_partials dispatches per run: 1, or
-// more when some query has more than MaxReduceFanIn partials.
-func (dp *DevicePlan) ReducePasses() int { return len(dp.passes) }
+// ReducePasses is the number of reduce_partials dispatches per run: 0 when
+// partial_attn merges the partials itself (Fused), 1, or more when some
+// query has more than MaxReduceFanIn partials.
+func (dp *DevicePlan) ReducePasses() int {
+	if dp.fused {
+		return 0
+	}
+	return len(dp.passes)
+}
+
+// Fused reports whether partial_attn merges each query's partials itself
+// (the last workgroup of a query, by an integer counter), so that Run
+// records one dispatch and no reduce_partials.
+func (dp *DevicePlan) Fused() bool { return dp.fused }
 
 // Close frees the buffers of an uploaded plan (kernels stay cached on the
 // device); a workspace's plan only stops being usable.
 func (dp *DevicePlan) Close() {
 	if dp.owned {
-		for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL} {
+		for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL, dp.counters} {
 			b.Close()
 		}
 	}
-	dp.meta, dp.partO, dp.partL = nil, nil, nil
+	dp.meta, dp.partO, dp.partL, dp.counters = nil, nil, nil, nil
 }
 
 // QueryBytes is the size Run needs of Q and of the output, in bytes.
@@ -293,7 +362,7 @@ func (p *Plan) KVRowBytes() uint64 {
 }
 
 // Run records one layer's tree attention: partial attention, then the
-// reduction into out. q and out are [query][qhead][dim] float32; k and v are
+// reduction into out (in the same dispatch when Fused). q and out are [query][qhead][dim] float32; k and v are
 // the KV pool [slot][kvhead][dim] of the plan's KV type.
 func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 	if err := dp.RunPartial(rec, q, k, v, out); err != nil {
@@ -303,7 +372,8 @@ func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 }
 
 // RunPartial records the partial-attention kernel alone (benchmarks time
-// the two phases separately); out is only checked here.
+// the two phases separately); when Fused it writes out, and RunReduce
+// records nothing.
 func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 	if dp.meta == nil {
 		return fmt.Errorf("run %s: plan is closed", dp.Method)
@@ -331,13 +401,24 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	if r := dp.Limits.MaxStorageRange; r > 0 {
 		maxBind = min(maxBind, r/row*row)
 	}
+	if dp.zeroCounters {
+		if err := rec.Fill(dp.counters, 0); err != nil {
+			return fmt.Errorf("run %s: zero counters: %w", dp.Method, err)
+		}
+		dp.zeroCounters = false
+	}
+	fuse := uint32(0)
+	if dp.fused {
+		fuse = 1
+	}
 	for i, w := range dp.windows {
 		base := uint64(w.SlotBase) * row
 		size := min(uint64(w.Slots)*row, slots*row-base, maxBind)
 		push := kernels.PartialAttnPush{NItems: uint32(w.Items), ItemsOff: uint32(w.FirstItem * itemWords), GridX: dp.attnGrids[i][0],
-			NumSlots: uint32(min(size/row, math.MaxUint32)), Scale: dp.scale, Unit: dp.unit}
+			NumSlots: uint32(min(size/row, math.MaxUint32)), Scale: dp.scale, Unit: dp.unit,
+			Fuse: fuse, OffsetsOff: dp.offsetsOff, ListOff: dp.listOff}
 		if err := dp.attn.Dispatch(rec, dp.attnGrids[i], push, q.All(), k.Sub(base, size), v.Sub(base, size),
-			dp.meta.All(), dp.partO.All(), dp.partL.All()); err != nil {
+			dp.meta.All(), dp.partO.All(), dp.partL.All(), out.Sub(0, dp.QueryBytes()), dp.counters.All()); err != nil {
 			return fmt.Errorf("run %s: window %d of %d: %w", dp.Method, i+1, len(dp.windows), err)
 		}
 	}
@@ -352,6 +433,9 @@ func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 	}
 	if out == nil || out.Size() < dp.QueryBytes() {
 		return fmt.Errorf("run %s: output buffer missing or smaller than %d bytes", dp.Method, dp.QueryBytes())
+	}
+	if dp.fused {
+		return nil // partial_attn wrote out
 	}
 	for i, pass := range dp.passes {
 		push := kernels.ReducePartialsPush{NGroups: uint32(pass.groups), OffsetsOff: pass.offsetsOff, ListOff: pass.listOff,
