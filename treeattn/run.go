@@ -38,10 +38,10 @@ func limitsOf(info *vk.DeviceInfo) Limits {
 // this one runs.
 type DevicePlan struct {
 	Plan
-	d         *vk.Device
-	meta      *vk.Buffer
-	partO     *vk.Buffer
-	partL     *vk.Buffer
+	d     *vk.Device
+	meta  *vk.Buffer
+	partO *vk.Buffer
+	partL *vk.Buffer
 	// counters are partial_attn's uint32 per (query, KV head) of the fused
 	// reduction; zeroCounters says they must be zeroed before the next
 	// dispatch (new memory).
