@@ -49,6 +49,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar (on a terminal) or progress lines (otherwise)"},
 			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes", DefaultText: "chosen from the device"},
 			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens", DefaultText: "chosen per tree"},
+			&cli.BoolFlag{Name: "separate-reduce", Usage: "merge partial results with the reduce_partials dispatch even where partial_attn's fused reduction applies (scalar variant)"},
 			&cli.IntFlag{Name: "passes", Usage: "most shared-memory passes per workgroup", DefaultText: fmt.Sprintf("%d, also the cap", treeattn.MaxTilePasses)},
 		},
 		Action:      benchAction,
@@ -153,7 +154,7 @@ func benchAction(c *cli.Context) (err error) {
 	roof, _ := probe.Load(d.Info.UUID)
 	cfg := bench.Config{Model: model, KV: kv, Methods: methods, Variants: attnVariants(c, d, false),
 		Options: bench.Options{Runs: c.Int("runs"), FlushBytes: uint64(c.Int("flush-mib")) << 20, WarmUp: c.Duration("warm-up"),
-			Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles}}
+			Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles, SeparateReduce: c.Bool("separate-reduce")}}
 	if cfg.WarmUp == 0 {
 		cfg.WarmUp = -1 // --warm-up 0: none
 	}
