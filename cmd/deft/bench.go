@@ -162,7 +162,7 @@ func benchAction(c *cli.Context) (err error) {
 		cfg.Roofline, cfg.FMAPeak = roof.BytesPerSec, roof.FMAFlopsPerSec
 	}
 	report := bench.NewReport(d.Info, bench.RunConfig{Model: model, KV: kv.String(), Methods: methods, Runs: cfg.Runs, Sample: c.Int("sample"),
-		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles,
+		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles, SeparateReduce: cfg.SeparateReduce,
 		Seed: seed, Workloads: src.Dir, TraceTree: src.TraceTree, KVLayout: layout, Validation: c.Bool("validation")}, roof)
 
 	total := 0
