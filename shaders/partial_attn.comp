@@ -241,26 +241,38 @@ void setScratch(uint i, float x) {
 // Out, in the inverse index's order: the same arithmetic whichever
 // workgroup runs it, so reruns are bit-identical. Weights are those of
 // reduce_partials: exp((lse - max) * unit); a poisoned partial, or a list
-// the host should not have fused (too long for the scratch), makes the
-// output NaN. All invocations call it (it has barriers).
+// the host should not have fused (longer than the slot-list buffer or the
+// scratch), makes the output NaN. Every step is spread over the
+// workgroup so that its global loads overlap (a query's merge is on the
+// dispatch's critical path). All invocations call it (it has barriers).
 void mergeQuery(uint query, uint head) {
     uint tid = gl_LocalInvocationIndex;
     uint begin = meta[pc.offsetsOff + query];
     uint end = meta[pc.offsetsOff + query + 1u];
-    bool over = end < begin || end - begin > (SCRATCH - G) / G;
+    bool over = end < begin || end - begin > 2u * B || end - begin > (SCRATCH - G) / G;
     uint n = over ? 0u : end - begin;
-    // 1. Per query head: maximum, weights (to scratch) and their sum (at
-    //    G*n + g; -1 marks a poisoned head).
+    // 1. The partial indices to sSlot, then every (head, partial)
+    //    log-sum-exp to the scratch.
+    if (tid < n) {
+        sSlot[tid] = meta[pc.listOff + begin + tid];
+    }
+    barrier();
+    for (uint e = tid; e < G * n; e += WG) {
+        uint g = e / n;
+        setScratch(e, pl[sSlot[e - g * n] * QH + head * G + g]);
+    }
+    barrier();
+    // 2. Per query head: maximum, weights (over the log-sum-exps) and
+    //    their sum (at G*n + g; -1 marks a poisoned head), in list order.
     for (uint g = tid; g < G; g += WG) {
-        uint h = head * G + g;
         float m = over ? POS_INF : NEG_INF;
         for (uint i = 0u; i < n; i++) {
-            float lse = pl[meta[pc.listOff + begin + i] * QH + h];
+            float lse = scratch(g * n + i);
             m = max(m, poisoned(lse) ? POS_INF : lse);
         }
         float den = 0.0;
         for (uint i = 0u; i < n; i++) {
-            float lse = pl[meta[pc.listOff + begin + i] * QH + h];
+            float lse = scratch(g * n + i);
             float w = lse == NEG_INF || m == POS_INF ? 0.0 : exp((lse - m) * pc.unit);
             setScratch(g * n + i, w);
             den += w;
@@ -268,19 +280,28 @@ void mergeQuery(uint query, uint head) {
         setScratch(G * n + g, m == POS_INF ? -1.0 : den);
     }
     barrier();
-    // 2. Weighted sums, one vec4 of one head's output per invocation.
+    // 3. Weighted sums, one vec4 of one head's output per invocation; four
+    //    partials' loads in flight at once, summed in list order.
     for (uint e = tid; e < G * D4; e += WG) {
         uint g = e / D4;
         uint col = e % D4;
         float den = scratch(G * n + g);
         vec4 num = vec4(0.0);
-        for (uint i = 0u; i < n; i++) {
-            uint p = meta[pc.listOff + begin + i] * QH + head * G + g;
-            num += scratch(g * n + i) * po4[p * D4 + col];
+        for (uint i0 = 0u; i0 < n; i0 += 4u) {
+            vec4 x[4];
+            [[unroll]] for (uint u = 0u; u < 4u; u++) {
+                uint i = min(i0 + u, n - 1u);
+                x[u] = po4[(sSlot[i] * QH + head * G + g) * D4 + col];
+            }
+            [[unroll]] for (uint u = 0u; u < 4u; u++) {
+                if (i0 + u < n) {
+                    num += scratch(g * n + i0 + u) * x[u];
+                }
+            }
         }
         o4[(query * QH + head * G + g) * D4 + col] = den < 0.0 ? vec4(NAN) : (den > 0.0 ? num / den : vec4(0.0));
     }
-    barrier();   // the scratch is reused by the next query
+    barrier();   // sSlot and the scratch are reused by the next query
 }
 
 void main() {

@@ -252,7 +252,8 @@ const fuseLoopBudget = 16384
 // fusedReduce reports whether partial_attn merges the partials itself
 // (see shaders/partial_attn.comp, pc.fuse): the scalar variant, unless
 // Config.SeparateReduce, when every query's partials fit the kernel's
-// scratch (the K/V tile) and no workgroup's merges, were it last for all
+// scratch (the K/V tile and slot buffer: at most 2 x Tiles.Tokens
+// partials) and no workgroup's merges, were it last for all
 // of its queries, would loop more than fuseLoopBudget times.
 func (p *Plan) fusedReduce() bool {
 	if p.SeparateReduce || p.Variant == VariantCoopMat || p.Items == 0 {
@@ -261,8 +262,8 @@ func (p *Plan) fusedReduce() bool {
 	s := p.Shape
 	g, d4, wg := s.GroupSize(), s.HeadDim/4, p.Tiles.Workgroup
 	scratch := p.Tiles.Tokens * (d4 + 1) * 4
-	maxList := (scratch - g) / g
-	perPartial := 2*ceilDiv(g, wg) + ceilDiv(g*d4, wg) // loop iterations per merged partial
+	maxList := min((scratch-g)/g, 2*p.Tiles.Tokens) // the kernel stages the list in its slot buffer
+	perPartial := 1 + 2*ceilDiv(g, wg) + ceilDiv(g*d4, wg) // loop iterations per merged partial, at most
 	offsets := p.meta[p.offsetsOff : p.offsetsOff+uint32(p.NumQueries)+1]
 	for q := range p.NumQueries {
 		if int(offsets[q+1]-offsets[q]) > maxList {
