@@ -262,7 +262,7 @@ func (p *Plan) fusedReduce() bool {
 	s := p.Shape
 	g, d4, wg := s.GroupSize(), s.HeadDim/4, p.Tiles.Workgroup
 	scratch := p.Tiles.Tokens * (d4 + 1) * 4
-	maxList := min((scratch-g)/g, 2*p.Tiles.Tokens) // the kernel stages the list in its slot buffer
+	maxList := min((scratch-g)/g, 2*p.Tiles.Tokens)        // the kernel stages the list in its slot buffer
 	perPartial := 1 + 2*ceilDiv(g, wg) + ceilDiv(g*d4, wg) // loop iterations per merged partial, at most
 	offsets := p.meta[p.offsetsOff : p.offsetsOff+uint32(p.NumQueries)+1]
 	for q := range p.NumQueries {
