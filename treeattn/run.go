@@ -391,6 +391,10 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	if k.Size() != v.Size() {
 		return fmt.Errorf("run %s: K has %d bytes but V %d", dp.Method, k.Size(), v.Size())
 	}
+	if dp.fused && q == out {
+		// Workgroups that merge write out while others still read Q.
+		return fmt.Errorf("run %s: Q and the output must be different buffers", dp.Method)
+	}
 	row := dp.KVRowBytes()
 	slots := k.Size() / row
 	if slots < uint64(dp.NumSlots) {
