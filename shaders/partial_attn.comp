@@ -253,8 +253,8 @@ void mergeQuery(uint query, uint head) {
     uint n = over ? 0u : end - begin;
     // 1. The partial indices to sSlot, then every (head, partial)
     //    log-sum-exp to the scratch.
-    if (tid < n) {
-        sSlot[tid] = meta[pc.listOff + begin + tid];
+    for (uint i = tid; i < n; i += WG) {   // n may exceed WG (2B > WG)
+        sSlot[i] = meta[pc.listOff + begin + i];
     }
     barrier();
     for (uint e = tid; e < G * n; e += WG) {

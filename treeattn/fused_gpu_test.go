@@ -91,3 +91,31 @@ func layersTwice(t *testing.T, d *vk.Device, dp *treeattn.DevicePlan, in *confor
 	}
 	return got
 }
+
+// TestFusedReductionLongList: a query with more partials than the
+// workgroup has invocations (16-invocation workgroups, 16-token blocks:
+// 20 to 32 partials), merged by the fused reduction.
+func TestFusedReductionLongList(t *testing.T) {
+	d := gputest.Device(t)
+	rng := gputest.Rand(t)
+	tree := &treeattn.Tree{Nodes: []treeattn.Node{{Parent: -1, Tokens: 320 + rng.IntN(190)}}}
+	tree.Queries = []treeattn.Query{{Node: 0, Offset: tree.Nodes[0].Tokens - 1}}
+	tree.AssignContiguousSlots()
+	shape := treeattn.Shape{QHeads: 8, KVHeads: 2, HeadDim: 64}
+	plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: treeattn.MethodFlatten, Shape: shape, KV: treeattn.KVF32,
+		Limits: treeattn.LimitsOf(d.Info), BlockTokens: 16, Tiles: treeattn.Tiles{Workgroup: 16, Tokens: 16, Rows: 4}})
+	require.NoError(t, err)
+	require.Greater(t, plan.Partials, 16)
+	in := conformance.NewInputs(rng, tree, shape, treeattn.KVF32)
+	want, err := treeattn.Reference(tree, shape, in.Q, in.K, in.V, plan.Scale)
+	require.NoError(t, err)
+	dp, err := plan.Upload(d)
+	require.NoError(t, err)
+	defer dp.Close()
+	require.True(t, dp.Fused())
+	outs := layersTwice(t, d, dp, in, 2)
+	for i, o := range outs {
+		require.LessOrEqual(t, treeattn.RelativeL2(o, want), treeattn.TolF32, "output %d", i)
+		require.True(t, bitsEqual(outs[0], o), "output %d differs from the first", i)
+	}
+}
