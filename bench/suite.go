@@ -302,7 +302,7 @@ func planTimes(pl *treeattn.Planner, st StepTree, cfg treeattn.Config) (incr, sc
 func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buffers, flush *vk.Buffer, first bool, want []float64, tol float64) (StepResult, error) {
 	sr := StepResult{Step: st.Step, Decode: st.Decode, Queries: len(st.Tree.Queries), Tokens: st.Tree.TotalTokens()}
 	pcfg := treeattn.Config{Method: mr.Method, Shape: cfg.Model.Shape, KV: cfg.KV, Limits: treeattn.LimitsOf(d.Info),
-		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want, SeparateReduce: cfg.SeparateReduce}
+		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want, Reduce: cfg.Reduce}
 	// Plan time as in decoding, where one Planner keeps its memory from
 	// step to step and plans step n+1 after step n.
 	if mr.planner == nil {

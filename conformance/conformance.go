@@ -35,9 +35,8 @@ type Case struct {
 	// Variant asks for a partial_attn variant ("": the device's choice;
 	// see treeattn.Config.KernelVariant).
 	Variant string
-	// SeparateReduce keeps reduce_partials where partial_attn could merge
-	// the partials itself (treeattn.Config.SeparateReduce).
-	SeparateReduce bool
+	// Reduce selects the reduction (treeattn.Config.Reduce; "": auto).
+	Reduce string
 }
 
 // Result is the outcome of a case.
@@ -120,7 +119,7 @@ func Run(d *vk.Device, rng *rand.Rand, c Case) Result {
 
 func run(d *vk.Device, rng *rand.Rand, c Case, res *Result) error {
 	plan, err := treeattn.NewPlan(c.Tree, treeattn.Config{Method: c.Method, Shape: c.Shape, KV: c.KV,
-		Limits: treeattn.LimitsOf(d.Info), BlockTokens: c.Block, KernelVariant: c.Variant, SeparateReduce: c.SeparateReduce})
+		Limits: treeattn.LimitsOf(d.Info), BlockTokens: c.Block, KernelVariant: c.Variant, Reduce: c.Reduce})
 	if err != nil {
 		return err
 	}

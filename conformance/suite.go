@@ -108,8 +108,10 @@ func Suite(rng *rand.Rand, opts SuiteOptions) ([]Case, error) {
 					for _, t := range trees {
 						cases = append(cases, Case{Name: t.name, Tree: t.tree, Method: m, Shape: s, KV: kv})
 					}
-					// The reduce_partials path where the fused reduction would run.
-					cases = append(cases, Case{Name: trees[0].name + "/separate-reduce", Tree: trees[0].tree, Method: m, Shape: s, KV: kv, SeparateReduce: true})
+					// Both reductions on the random tree, whatever auto picks.
+					for _, r := range []string{treeattn.ReduceFused, treeattn.ReduceSeparate} {
+						cases = append(cases, Case{Name: trees[0].name + "/" + r + "-reduce", Tree: trees[0].tree, Method: m, Shape: s, KV: kv, Reduce: r})
+					}
 				}
 			}
 		}

@@ -29,8 +29,12 @@ func TestFusedReductionAcrossLayers(t *testing.T) {
 	for _, tree := range []*treeattn.Tree{single, random} {
 		for _, m := range []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodFlashDecoding, treeattn.MethodNode} {
 			for _, separate := range []bool{false, true} {
+				reduce := treeattn.ReduceFused
+				if separate {
+					reduce = treeattn.ReduceSeparate
+				}
 				plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: m, Shape: shape, KV: treeattn.KVF16,
-					Limits: treeattn.LimitsOf(d.Info), SeparateReduce: separate})
+					Limits: treeattn.LimitsOf(d.Info), Reduce: reduce})
 				require.NoError(t, err)
 				in := conformance.NewInputs(rng, tree, shape, treeattn.KVF16)
 				want, err := treeattn.Reference(tree, shape, in.Q, in.K, in.V, plan.Scale)

@@ -8,8 +8,9 @@ import (
 
 // The fused reduction's plan-level rule: the scalar variant fuses (one
 // decoding query, few-shot trees), the coopmat variant and
-// Config.SeparateReduce do not, nor a query whose partials would not fit
-// the kernel's scratch.
+// ReduceSeparate do not, nor a query whose partials would not fit the
+// kernel's scratch; ReduceAuto leaves items with many partials to
+// reduce_partials and ReduceFused takes them.
 func TestFusedReduceRule(t *testing.T) {
 	llama3 := Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}
 	single := &Tree{Nodes: []Node{{Parent: -1, Tokens: 4001}}, Queries: []Query{{Node: 0, Offset: 4000}}}
@@ -23,8 +24,10 @@ func TestFusedReduceRule(t *testing.T) {
 	}{
 		{"single query flatten", single, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, true},
 		{"single query flashdecoding", single, Config{Method: MethodFlashDecoding, Shape: llama3, KV: KVF16, Limits: coopH200}, true},
-		{"few-shot", FewShotTree(1000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, true},
-		{"separate", single, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, SeparateReduce: true}, false},
+		{"few-shot flashdecoding", FewShotTree(1000, 50, 100), Config{Method: MethodFlashDecoding, Shape: llama3, KV: KVF16, Limits: coopH200}, true},
+		{"few-shot auto", FewShotTree(4000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, false},
+		{"few-shot fused", FewShotTree(4000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, Reduce: ReduceFused}, true},
+		{"separate", single, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, Reduce: ReduceSeparate}, false},
 		{"coopmat", SpeculativeStar(1000, 256), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, false},
 		// 4001 one-token chunks: more partials than the scratch holds.
 		{"one-token chunks", single, Config{Method: MethodFlashDecoding, Shape: llama3, KV: KVF16, Limits: coopH200, BlockTokens: 1}, false},

@@ -302,11 +302,43 @@ type Config struct {
 	// or VariantCoopMat force one (coopmat falls back to scalar for fp32
 	// KV, which it does not support).
 	KernelVariant string
-	// SeparateReduce keeps the reduce_partials dispatch even where the
-	// scalar partial_attn could merge each query's partials itself (see
-	// DevicePlan.Fused): for comparisons. The coopmat variant always
-	// reduces separately.
-	SeparateReduce bool
+	// Reduce selects where each query's partial results are merged:
+	// ReduceAuto (""), ReduceFused or ReduceSeparate (see DevicePlan.Fused).
+	// The coopmat variant always reduces separately.
+	Reduce string
+}
+
+// The reductions Config.Reduce selects.
+const (
+	// ReduceAuto fuses the reduction into the scalar partial_attn when
+	// every workgroup's merges are short: at most FuseAutoPartials partials
+	// over all of its queries (one decoding query, flashdecoding's
+	// one-query items), since the workgroup that comes last for a query
+	// merges it while the rest of the GPU may be idle.
+	ReduceAuto = ""
+	// ReduceFused fuses wherever the kernel can (its scratch and loop
+	// bounds allow).
+	ReduceFused = "fused"
+	// ReduceSeparate always runs reduce_partials.
+	ReduceSeparate = "separate"
+)
+
+// FuseAutoPartials bounds, under ReduceAuto, the partials of all of one
+// work item's queries: the most one workgroup may have to merge. Not yet
+// measured: one query over 4001 tokens in 256-token blocks has 16; an
+// 8-query slice of a few-shot prompt block about 100 (left to
+// reduce_partials until measured with deft bench --reduce fused).
+const FuseAutoPartials = 64
+
+// ParseReduce accepts a Config.Reduce name ("auto" for ReduceAuto).
+func ParseReduce(s string) (string, error) {
+	switch s {
+	case "", "auto":
+		return ReduceAuto, nil
+	case ReduceFused, ReduceSeparate:
+		return s, nil
+	}
+	return "", fmt.Errorf("unknown reduction %q: want auto, fused or separate", s)
 }
 
 // IO is the memory traffic a plan causes per layer, in bytes.

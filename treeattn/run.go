@@ -251,12 +251,12 @@ const fuseLoopBudget = 16384
 
 // fusedReduce reports whether partial_attn merges the partials itself
 // (see shaders/partial_attn.comp, pc.fuse): the scalar variant, unless
-// Config.SeparateReduce, when every query's partials fit the kernel's
+// Config.Reduce says separate, when every query's partials fit the kernel's
 // scratch (the K/V tile and slot buffer: at most 2 x Tiles.Tokens
 // partials) and no workgroup's merges, were it last for all
 // of its queries, would loop more than fuseLoopBudget times.
 func (p *Plan) fusedReduce() bool {
-	if p.SeparateReduce || p.Variant == VariantCoopMat || p.Items == 0 {
+	if p.Reduce == ReduceSeparate || p.Variant == VariantCoopMat || p.Items == 0 {
 		return false
 	}
 	s := p.Shape
@@ -272,11 +272,11 @@ func (p *Plan) fusedReduce() bool {
 	}
 	for i := range p.Items {
 		rec := p.item(i)
-		loops := int(rec.NumQueries) + 1
+		merged := 0
 		for _, q := range p.meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
-			loops += int(offsets[q+1]-offsets[q]) * perPartial
+			merged += int(offsets[q+1] - offsets[q])
 		}
-		if loops > fuseLoopBudget {
+		if int(rec.NumQueries)+1+merged*perPartial > fuseLoopBudget || (p.Reduce == ReduceAuto && merged > FuseAutoPartials) {
 			return false
 		}
 	}
