@@ -123,10 +123,13 @@ type Options struct {
 	// AttnRuns are extra runs with timestamps around attention (default
 	// min(Runs, 5)).
 	AttnRuns int
-	WarmUp   time.Duration // replay before timing (default 300 ms; negative: none)
-	Sizes    Sizes
-	Specs    SpecTrees
-	Seed     uint64
+	// ProfileRuns are extra runs with a timestamp after every kind of work
+	// of every layer (model.TimingKernels); 0: none.
+	ProfileRuns int
+	WarmUp      time.Duration // replay before timing (default 300 ms; negative: none)
+	Sizes       Sizes
+	Specs       SpecTrees
+	Seed        uint64
 	// Progress, when set, is called after each scenario and method.
 	Progress func(scenario string, method treeattn.Method, r *MethodResult)
 }
@@ -184,6 +187,16 @@ type MethodResult struct {
 	WorkspaceBytes uint64 `json:"workspace_bytes"`
 	// Runs are the GPU (else wall) times of every timed run.
 	Runs []time.Duration `json:"runs_ns"`
+	// Profile is where the step's GPU time goes (Options.ProfileRuns):
+	// each kind of work summed over layers, median of the profile runs.
+	Profile []KernelTime `json:"profile,omitempty"`
+}
+
+// KernelTime is the GPU time of one kind of work in a step (JSON in
+// nanoseconds).
+type KernelTime struct {
+	Name string        `json:"name"`
+	GPU  time.Duration `json:"gpu_ns"`
 }
 
 // StepTime is the step's GPU time, or its wall time without timestamps.
@@ -451,6 +464,34 @@ func Run(m *model.Model, scenarios []string, floor time.Duration, opts Options) 
 	return out, nil
 }
 
+// profile runs a step runs times with a timestamp after every kind of work
+// and returns each kind's median GPU time, in the order of the step.
+func profile(m *model.Model, forward func() (time.Duration, error), runs int) ([]KernelTime, error) {
+	if runs <= 0 {
+		return nil, nil
+	}
+	m.SetTiming(model.TimingKernels)
+	defer m.SetTiming(model.TimingOff)
+	var names []string
+	times := map[string][]time.Duration{}
+	for range runs {
+		if _, err := forward(); err != nil {
+			return nil, err
+		}
+		for _, k := range m.LastTimes().Kernels {
+			if _, ok := times[k.Name]; !ok {
+				names = append(names, k.Name)
+			}
+			times[k.Name] = append(times[k.Name], k.Time)
+		}
+	}
+	out := make([]KernelTime, 0, len(names))
+	for _, n := range names {
+		out = append(out, KernelTime{Name: n, GPU: median(times[n])})
+	}
+	return out, nil
+}
+
 // measure times one scenario under one method.
 func measure(m *model.Model, s *setup, meth treeattn.Method, timestamps bool, floor time.Duration, opts Options) (*MethodResult, error) {
 	if err := m.SetMethod(meth); err != nil {
@@ -504,6 +545,11 @@ func measure(m *model.Model, s *setup, meth treeattn.Method, timestamps bool, fl
 		r.Attention = median(attn)
 		slices.Sort(share)
 		r.AttentionShare = share[len(share)/2]
+		prof, err := profile(m, forward, opts.ProfileRuns)
+		if err != nil {
+			return nil, err
+		}
+		r.Profile = prof
 	}
 	n := float64(len(s.batch.Tokens))
 	r.TokensPerSec = n / r.StepWall.Seconds()

@@ -52,7 +52,7 @@ func TestRunEveryScenarioAndReport(t *testing.T) {
 	// Small token trees (the generated ones' shape) keep lavapipe quick.
 	specs := SpecTrees{Spec64: &replay.SpecTree{TreeID: "test9", Parents: GeneratedTree(9)},
 		Spec256: &replay.SpecTree{TreeID: "test17", Parents: GeneratedTree(17)}}
-	opts := Options{Runs: 2, AttnRuns: 1, WarmUp: -1, Sizes: testSizes, Seed: seed, Specs: specs,
+	opts := Options{Runs: 2, AttnRuns: 1, ProfileRuns: 1, WarmUp: -1, Sizes: testSizes, Seed: seed, Specs: specs,
 		Methods:  []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodFlashDecoding},
 		Progress: func(s string, meth treeattn.Method, r *MethodResult) { progress = append(progress, s+"/"+string(meth)) }}
 	res, err := Run(m, ScenarioNames(), floor, opts)
@@ -86,6 +86,12 @@ func TestRunEveryScenarioAndReport(t *testing.T) {
 			assert.GreaterOrEqual(t, r.MemoryBytes, m.WeightBytes()+s.KVBytes, what)
 			assert.Positive(t, r.WorkspaceBytes, what)
 			assert.Len(t, r.Runs, 2)
+			var names []string
+			for _, k := range r.Profile {
+				names = append(names, k.Name)
+				assert.Positive(t, k.GPU, what+" "+k.Name)
+			}
+			assert.Subset(t, names, []string{"embed", "qkv", "attention", "o-proj", "down", "logits"}, what)
 		}
 	}
 
@@ -123,6 +129,7 @@ func TestRunEveryScenarioAndReport(t *testing.T) {
 		assert.Contains(t, tab.String(), "\n"+s+": ")
 	}
 	assert.Contains(t, tab.String(), "flatten vs flashdecoding")
+	assert.Contains(t, tab.String(), "flatten profile, ms")
 	assert.Contains(t, tab.String(), "weight-read floor")
 	assert.Contains(t, tab.String(), "targets (issue 13; set for Llama-3-8B on an H200):")
 	assert.Len(t, back.Targets, 5, "every target the scenarios cover")

@@ -152,7 +152,26 @@ func (r *Report) WriteScenario(w io.Writer, s *ScenarioResult) error {
 	if s.SpeedUp > 0 {
 		fmt.Fprintf(w, "  flatten vs flashdecoding: %.2fx per step\n", s.SpeedUp)
 	}
+	for _, m := range s.Methods {
+		writeProfile(w, m)
+	}
 	return nil
+}
+
+// writeProfile prints where a method's step time goes, when profiled.
+func writeProfile(w io.Writer, m *MethodResult) {
+	if len(m.Profile) == 0 {
+		return
+	}
+	var total time.Duration
+	for _, k := range m.Profile {
+		total += k.GPU
+	}
+	parts := make([]string, 0, len(m.Profile))
+	for _, k := range m.Profile {
+		parts = append(parts, fmt.Sprintf("%s %s (%.0f%%)", k.Name, ms(k.GPU), 100*float64(k.GPU)/float64(total)))
+	}
+	fmt.Fprintf(w, "  %s profile, ms (timestamp after every kind of work; %s in all): %s\n", m.Method, ms(total), strings.Join(parts, ", "))
 }
 
 // WriteTable prints the whole report.

@@ -354,7 +354,7 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err := rec.Reset(); err != nil {
 		return err
 	}
-	if err := m.stamp(TimingStep, "start"); err != nil {
+	if err := m.stamp(TimingStep, stampStart); err != nil {
 		return err
 	}
 	appended := m.planOK && m.planPool == pool && m.planLayout == b.Step.Layout
@@ -376,6 +376,9 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	}
 	rope := kvpool.RoPE{QHeads: c.Heads, Dims: c.RopeDims, Pos: s.pos, InvFreq: m.invFreq}
 	if err := o.embed(rec, m.embd, s.tokens, n, s.h); err != nil {
+		return err
+	}
+	if err := m.stamp(TimingKernels, "embed"); err != nil {
 		return err
 	}
 	// Decoding steps (few rows, matmul) fuse the norms into the matmuls
@@ -407,9 +410,9 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			// RoPE of Q and K fused with the K/V write into the pool
 			// (bit-identical to o.rope then pool.Write; one dispatch).
 			func() error { return pool.WriteRoPE(rec, li, list, s.q, s.k, s.v, rope) },
-			func() error { return m.stamp(TimingAttention, "attn") },
+			func() error { return m.stamp(TimingAttention, stampAttn) },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
-			func() error { return m.stamp(TimingAttention, "attn-end") },
+			func() error { return m.stamp(TimingAttention, stampAttnEnd) },
 			func() error { return o.linear(rec, l.o, s.att, n, s.h, true) },
 			func() error {
 				if !batch && l.gateUp != nil {
@@ -428,9 +431,15 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			},
 			func() error { return o.linear(rec, l.down, s.gate, n, s.h, true) },
 		}
-		for _, step := range steps {
+		if len(steps) != len(stepLabels) {
+			return fmt.Errorf("layer %d: %d steps but %d step labels", li, len(steps), len(stepLabels))
+		}
+		for i, step := range steps {
 			if err := step(); err != nil {
 				return fmt.Errorf("layer %d: %w", li, err)
+			}
+			if err := m.stamp(TimingKernels, stepLabels[i]); err != nil {
+				return err
 			}
 		}
 	}
@@ -458,7 +467,10 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			return err
 		}
 	}
-	if err := m.stamp(TimingStep, "end"); err != nil {
+	if err := m.stamp(TimingKernels, "logits"); err != nil {
+		return err
+	}
+	if err := m.stamp(TimingStep, stampEnd); err != nil {
 		return err
 	}
 	if err := rec.Submit(); err != nil {
@@ -466,6 +478,10 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	}
 	return m.addTimes()
 }
+
+// stepLabels name the work of each of a layer's steps in runChunk for
+// TimingKernels ("" after the attention timestamps themselves).
+var stepLabels = [...]string{"qkv", "rope-kv-write", "", "", "", "o-proj", "gate-up", "down"}
 
 // attnInput records Q, K and V of n tokens from the hidden state with the
 // stacked weights, the attention norm fused into each matmul.

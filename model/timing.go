@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/deft-vk/deft/treeattn"
@@ -22,6 +23,11 @@ const (
 	// extra timestamps wait for the work before them, so the step runs a
 	// little slower than under TimingStep.
 	TimingAttention
+	// TimingKernels also records one after every kind of work in every
+	// layer (Q/K/V, RoPE, the K/V write, attention, output projection,
+	// gate/up, down, logits): where a step's time goes. Every timestamp
+	// waits for the work before it, so the step runs slower still.
+	TimingKernels
 )
 
 // StepTimes is the GPU time of the last Forward, summed over its
@@ -29,7 +35,25 @@ const (
 // dispatches (TimingAttention only).
 type StepTimes struct {
 	GPU, Attention time.Duration
+	// Kernels is the GPU time of each kind of work, summed over layers and
+	// submissions (TimingKernels only), in the order first recorded.
+	Kernels []KernelTime
 }
+
+// KernelTime is the GPU time of one kind of work in a step.
+type KernelTime struct {
+	Name string
+	Time time.Duration
+}
+
+// Labels of the timestamps Forward records: each one ends the interval of
+// the work named by it.
+const (
+	stampStart   = "start"
+	stampAttn    = "attn"      // before a layer's attention
+	stampAttnEnd = "attention" // after it
+	stampEnd     = "end"
+)
 
 // SetTiming selects the timestamps later Forward calls record.
 func (m *Model) SetTiming(t Timing) { m.timing = t }
@@ -50,30 +74,38 @@ func (m *Model) SetMethod(method treeattn.Method) error {
 
 // stamp records a timestamp when timing is at least level.
 func (m *Model) stamp(level Timing, label string) error {
-	if m.timing < level {
+	if m.timing < level || label == "" {
 		return nil
 	}
 	return m.rec.Timestamp(label)
 }
 
 // addTimes adds the timestamps of the submission just waited for:
-// consecutive "attn"/"attn-end" pairs to Attention, first to last to GPU.
+// the intervals ending at an attention label to Attention, first to last to
+// GPU, and with TimingKernels every interval to the kind of work its end
+// label names.
 func (m *Model) addTimes() error {
 	if m.timing == TimingOff {
 		return nil
 	}
-	ts, err := m.rec.Timestamps()
+	spans, err := m.rec.Timings()
 	if err != nil {
 		return err
 	}
-	if len(ts) < 2 {
-		return nil
-	}
-	m.times.GPU += time.Duration(ts[len(ts)-1] - ts[0])
-	if m.timing >= TimingAttention {
-		for i := 1; i+1 < len(ts); i += 2 {
-			m.times.Attention += time.Duration(ts[i+1] - ts[i])
+	for _, sp := range spans {
+		m.times.GPU += sp.Elapsed
+		if sp.To == stampAttnEnd {
+			m.times.Attention += sp.Elapsed
 		}
+		if m.timing < TimingKernels || sp.To == stampAttn || sp.To == stampEnd {
+			continue
+		}
+		i := slices.IndexFunc(m.times.Kernels, func(k KernelTime) bool { return k.Name == sp.To })
+		if i < 0 {
+			m.times.Kernels = append(m.times.Kernels, KernelTime{Name: sp.To})
+			i = len(m.times.Kernels) - 1
+		}
+		m.times.Kernels[i].Time += sp.Elapsed
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -33,7 +34,7 @@ func TestTimingAndSetMethod(t *testing.T) {
 	batch := Batch{Tokens: q, Step: step, LogitRows: []int{0}}
 	ref, err := m.Forward(pool, batch)
 	require.NoError(t, err)
-	for _, mode := range []Timing{TimingStep, TimingAttention} {
+	for _, mode := range []Timing{TimingStep, TimingAttention, TimingKernels} {
 		for _, meth := range []treeattn.Method{treeattn.MethodFlashDecoding, treeattn.MethodFlatten} {
 			m.SetTiming(mode)
 			require.NoError(t, m.SetMethod(meth))
@@ -42,12 +43,30 @@ func TestTimingAndSetMethod(t *testing.T) {
 			assert.InDeltaSlice(t, ref[0], got[0], 1e-4, "mode %d %s", mode, meth)
 			tm := m.LastTimes()
 			assert.Positive(t, tm.GPU)
-			if mode == TimingAttention {
+			if mode >= TimingAttention {
 				assert.Positive(t, tm.Attention)
 				assert.Less(t, tm.Attention, tm.GPU)
 			} else {
 				assert.Zero(t, tm.Attention)
 			}
+			if mode < TimingKernels {
+				assert.Empty(t, tm.Kernels)
+				continue
+			}
+			// Every kind of work is there once, and the kinds make up the step
+			// (less the spans between back-to-back timestamps).
+			var names []string
+			var sum time.Duration
+			for _, k := range tm.Kernels {
+				names = append(names, k.Name)
+				sum += k.Time
+				if k.Name == stampAttnEnd {
+					assert.Equal(t, tm.Attention, k.Time)
+				}
+			}
+			assert.ElementsMatch(t, []string{"embed", "qkv", "rope-kv-write", "attention", "o-proj", "gate-up", "down", "logits"}, names)
+			assert.LessOrEqual(t, sum, tm.GPU)
+			assert.Greater(t, sum, tm.GPU/2)
 		}
 	}
 	assert.Error(t, m.SetMethod("bogus"))

@@ -39,6 +39,7 @@ func benchGenerateCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "method", Usage: "attention methods (repeatable or comma-separated)", DefaultText: "flatten,flashdecoding"},
 			&cli.IntFlag{Name: "runs", Value: 10, Usage: "timed runs per scenario and method, median reported"},
 			&cli.IntFlag{Name: "attn-runs", Usage: "further runs with timestamps around attention, for its share", DefaultText: "min(runs, 5)"},
+			&cli.IntFlag{Name: "profile", Usage: "further runs with a timestamp after every kind of work in every layer: where the step's time goes (0: none)"},
 			&cli.DurationFlag{Name: "warm-up", Value: 300 * time.Millisecond, Usage: "run each step this long before timing it"},
 			&cli.StringFlag{Name: "kv", Value: "f16", Usage: "KV cache type: f16 or f32"},
 			&cli.Float64Flag{Name: "scale", Value: 1, Usage: "multiply every context, prompt and branch length by this (branch, beam and draft counts stay): quick runs on slow devices"},
@@ -104,6 +105,9 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	if r := c.Int("attn-runs"); r < 0 || r > 1000 {
 		return fmt.Errorf("--attn-runs %d: want 1..1000", r)
 	}
+	if r := c.Int("profile"); r < 0 || r > 1000 {
+		return fmt.Errorf("--profile %d: want 0..1000", r)
+	}
 	if bw := c.Float64("bandwidth"); bw < 0 {
 		return fmt.Errorf("--bandwidth %v: want GB/s > 0", bw)
 	}
@@ -163,7 +167,7 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	defer m.Close()
 	report.WeightBytes, report.StepWeightBytes = m.WeightBytes(), m.StepWeightBytes()
 	report.Floor = genbench.Floor(report.StepWeightBytes, report.Bandwidth)
-	opts := genbench.Options{Methods: methods, Runs: c.Int("runs"), AttnRuns: c.Int("attn-runs"), WarmUp: c.Duration("warm-up"),
+	opts := genbench.Options{Methods: methods, Runs: c.Int("runs"), AttnRuns: c.Int("attn-runs"), ProfileRuns: c.Int("profile"), WarmUp: c.Duration("warm-up"),
 		Sizes: genbench.DefaultSizes.Scaled(scale), Specs: specs, Seed: seed}
 	if opts.WarmUp == 0 {
 		opts.WarmUp = -1
