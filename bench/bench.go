@@ -46,6 +46,8 @@ type Options struct {
 	Block      int           // treeattn.Config.BlockTokens (0: automatic)
 	MaxPasses  int           // treeattn.Config.MaxPasses (0: default)
 	Tiles      treeattn.Tiles
+	// Reduce is treeattn.Config.Reduce ("": auto).
+	Reduce string
 	// Tolerance is the largest relative L2 error accepted by the check
 	// (0: conformance.Tolerance of the KV type).
 	Tolerance float64

@@ -107,9 +107,11 @@ type RunConfig struct {
 	Block      int               `json:"block_tokens,omitempty"`
 	MaxPasses  int               `json:"max_passes,omitempty"`
 	Tiles      treeattn.Tiles    `json:"tiles"`
-	Seed       uint64            `json:"seed"`
-	Workloads  string            `json:"workloads_dir,omitempty"`
-	TraceTree  int               `json:"trace_tree"`
+	// Reduce is --reduce ("": auto).
+	Reduce    string `json:"reduce,omitempty"`
+	Seed      uint64 `json:"seed"`
+	Workloads string `json:"workloads_dir,omitempty"`
+	TraceTree int    `json:"trace_tree"`
 	// KVLayout is where the workloads' K/V slots come from (Layout).
 	KVLayout   Layout `json:"kv_layout,omitempty"`
 	Validation bool   `json:"validation"`

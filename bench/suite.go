@@ -65,6 +65,11 @@ type StepResult struct {
 	StepTime    time.Duration `json:"step_ns"` // Layers x Layer
 	IO          treeattn.IO   `json:"io"`      // per layer
 	Workgroups  int           `json:"workgroups"`
+	// The plan's tiles, block (chunk) size in tokens, and whether
+	// partial_attn merged the partials itself (no reduce_partials).
+	Tiles       treeattn.Tiles `json:"tiles"`
+	BlockTokens int            `json:"block_tokens"`
+	FusedReduce bool           `json:"fused_reduce"`
 }
 
 // Summary aggregates a method's sampled steps.
@@ -297,7 +302,7 @@ func planTimes(pl *treeattn.Planner, st StepTree, cfg treeattn.Config) (incr, sc
 func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buffers, flush *vk.Buffer, first bool, want []float64, tol float64) (StepResult, error) {
 	sr := StepResult{Step: st.Step, Decode: st.Decode, Queries: len(st.Tree.Queries), Tokens: st.Tree.TotalTokens()}
 	pcfg := treeattn.Config{Method: mr.Method, Shape: cfg.Model.Shape, KV: cfg.KV, Limits: treeattn.LimitsOf(d.Info),
-		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want}
+		BlockTokens: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: cfg.Tiles, KernelVariant: mr.Want, Reduce: cfg.Reduce}
 	// Plan time as in decoding, where one Planner keeps its memory from
 	// step to step and plans step n+1 after step n.
 	if mr.planner == nil {
@@ -314,11 +319,13 @@ func measureOne(d *vk.Device, st StepTree, mr *MethodResult, cfg Config, b *buff
 	mr.Variant = plan.Variant
 	sr.IO = plan.IO
 	sr.Workgroups = plan.Items * cfg.Model.Shape.KVHeads
+	sr.Tiles, sr.BlockTokens = plan.Tiles, plan.BlockTokens
 	dp, err := plan.Upload(d)
 	if err != nil {
 		return sr, err
 	}
 	defer dp.Close()
+	sr.FusedReduce = dp.Fused()
 	if first {
 		if attn, reduce, err := dp.KernelStats(); err == nil {
 			mr.Kernels = map[string][]vk.KernelStat{"partial_attn": attn, "reduce_partials": reduce}

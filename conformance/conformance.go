@@ -35,6 +35,8 @@ type Case struct {
 	// Variant asks for a partial_attn variant ("": the device's choice;
 	// see treeattn.Config.KernelVariant).
 	Variant string
+	// Reduce selects the reduction (treeattn.Config.Reduce; "": auto).
+	Reduce string
 }
 
 // Result is the outcome of a case.
@@ -42,6 +44,7 @@ type Result struct {
 	Case      string          `json:"case"`
 	Method    treeattn.Method `json:"method"`
 	Variant   string          `json:"variant"` // the partial_attn variant that ran
+	Reduce    string          `json:"reduce"`  // "fused" (in partial_attn) or "separate" (reduce_partials)
 	KV        string          `json:"kv"`
 	HeadDim   int             `json:"head_dim"`
 	GQA       int             `json:"gqa"`
@@ -116,7 +119,7 @@ func Run(d *vk.Device, rng *rand.Rand, c Case) Result {
 
 func run(d *vk.Device, rng *rand.Rand, c Case, res *Result) error {
 	plan, err := treeattn.NewPlan(c.Tree, treeattn.Config{Method: c.Method, Shape: c.Shape, KV: c.KV,
-		Limits: treeattn.LimitsOf(d.Info), BlockTokens: c.Block, KernelVariant: c.Variant})
+		Limits: treeattn.LimitsOf(d.Info), BlockTokens: c.Block, KernelVariant: c.Variant, Reduce: c.Reduce})
 	if err != nil {
 		return err
 	}
@@ -131,6 +134,10 @@ func run(d *vk.Device, rng *rand.Rand, c Case, res *Result) error {
 		return err
 	}
 	defer dp.Close()
+	res.Reduce = "separate"
+	if dp.Fused() {
+		res.Reduce = "fused"
+	}
 	q, err := d.NewBuffer(plan.QueryBytes())
 	if err != nil {
 		return err

@@ -60,6 +60,11 @@ func Suite(rng *rand.Rand, opts SuiteOptions) ([]Case, error) {
 	add("random", treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: maxNodes, MaxNodeTokens: maxTokens, MaxQueries: maxQueries, Kind: treeattn.KindRandom, ShuffleSlots: true}))
 	add("chain", treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: maxNodes / 2, MaxNodeTokens: maxTokens, MaxQueries: maxQueries, Kind: treeattn.KindChain, ShuffleSlots: true}))
 	add("star", treeattn.RandomTree(rng, treeattn.GenOptions{MaxNodes: maxNodes, MaxNodeTokens: maxTokens, MaxQueries: maxQueries, Kind: treeattn.KindStar}))
+	// One sequence decoding one token: the few-row items of plain decoding.
+	seq := &treeattn.Tree{Nodes: []treeattn.Node{{Parent: -1, Tokens: 300 + rng.IntN(700)}}}
+	seq.Queries = []treeattn.Query{{Node: 0, Offset: seq.Nodes[0].Tokens - 1}}
+	seq.AssignContiguousSlots()
+	add("single-query", seq)
 	single := &treeattn.Tree{Nodes: []treeattn.Node{{Parent: -1, Tokens: 1}}, Queries: []treeattn.Query{{Node: 0, Offset: 0}}}
 	single.AssignContiguousSlots()
 	add("single-token", single)
@@ -102,6 +107,10 @@ func Suite(rng *rand.Rand, opts SuiteOptions) ([]Case, error) {
 				for _, s := range shapes(dim) {
 					for _, t := range trees {
 						cases = append(cases, Case{Name: t.name, Tree: t.tree, Method: m, Shape: s, KV: kv})
+					}
+					// Both reductions on the random tree, whatever auto picks.
+					for _, r := range []string{treeattn.ReduceFused, treeattn.ReduceSeparate} {
+						cases = append(cases, Case{Name: trees[0].name + "/" + r + "-reduce", Tree: trees[0].tree, Method: m, Shape: s, KV: kv, Reduce: r})
 					}
 				}
 			}

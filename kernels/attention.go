@@ -17,6 +17,13 @@ type PartialAttnPush struct {
 	// Unit is the unit of scores, a power of two: 1, or larger when the
 	// host scales scores down so that they stay finite in fp32.
 	Unit float32
+	// Fuse 1: the workgroup that writes a query's last partial (per KV
+	// head, counted in Counters) merges its partials into Out, in the
+	// order of the inverse index at OffsetsOff/ListOff; reduce_partials
+	// does not run. The scalar variant only; 0 in the coopmat variant.
+	Fuse       uint32
+	OffsetsOff uint32 // metadata offset of NumQueries+1 offsets into the list
+	ListOff    uint32 // metadata offset of each query's partial indices
 }
 
 // ItemRecord is one work item of a tree-attention plan in the metadata
@@ -44,6 +51,9 @@ var PartialAttn = register(&Contract{
 	Bindings: []Binding{
 		{"Qbuf", vk.Read}, {"K16", vk.Read}, {"V16", vk.Read}, {"Meta", vk.Read},
 		{"PartO", vk.Write}, {"PartL", vk.Write},
+		// Fused reduction only: the output and a zeroed uint32 counter
+		// per (query, KV head), left zero by each dispatch.
+		{"Out", vk.Write}, {"Counters", vk.Write},
 	},
 	Push: PartialAttnPush{},
 	Spec: []Spec{

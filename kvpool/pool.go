@@ -183,6 +183,7 @@ type Pool struct {
 	dummy    *vk.Buffer
 	scatter  *kernels.Pipeline
 	move     *kernels.Pipeline
+	ropeKV   *kernels.Pipeline // WriteRoPE's, made at its first use
 	rowWords uint32
 }
 
@@ -405,6 +406,78 @@ func (p *Pool) Write(rec *vk.Recorder, layer int, rows *SlotList, k, v *vk.Buffe
 	}
 	groups := p.groups(n * uint64(p.rowWords))
 	if err := p.scatter.Dispatch(rec, groups, kernels.KVScatterPush{N: uint32(n)}, k.Sub(0, need), v.Sub(0, need), rows.buf.All(), p.k[layer].All(), p.v[layer].All()); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// RoPE is the rotary position embedding WriteRoPE applies to a step's
+// rows: llama.cpp's normal mode, as model's rope kernel (shaders/rope.comp).
+type RoPE struct {
+	QHeads int // query heads per row of q
+	// Dims is the rotated dims per head: even, at most the pool's head
+	// dim; 0 rotates nothing.
+	Dims    int
+	Pos     *vk.Buffer // int32 position of each row
+	InvFreq *vk.Buffer // float32 inverse frequency of each of the Dims/2 rotated pairs
+}
+
+// WriteRoPE is Write with RoPE fused in, one dispatch instead of rope and
+// Write: it rotates q ([len(rows)][r.QHeads][head_dim] float32) in place
+// and stores the rotated k and v rows into the pool as Write does; k is
+// only read (it stays unrotated). The results are bit-identical to
+// rotating q and k first and writing k and v with Write (the kernels
+// share their rotation code).
+func (p *Pool) WriteRoPE(rec *vk.Recorder, layer int, rows *SlotList, q, k, v *vk.Buffer, r RoPE) error {
+	op := fmt.Sprintf("kvpool: write layer %d with RoPE", layer)
+	switch {
+	case p.k == nil:
+		return fmt.Errorf("%s: pool has no device memory (closed)", op)
+	case layer < 0 || layer >= p.cfg.Layers:
+		return fmt.Errorf("%s: layer outside [0, %d)", op, p.cfg.Layers)
+	case rec == nil || rows == nil || q == nil || k == nil || v == nil || r.Pos == nil || r.InvFreq == nil:
+		return fmt.Errorf("%s: nil recorder, slot list or buffer", op)
+	case rows.p != p || rows.buf == nil:
+		return fmt.Errorf("%s: slot list belongs to another pool or is closed", op)
+	case p.cfg.HeadDim%2 != 0 || r.Dims < 0 || r.Dims%2 != 0 || r.Dims > p.cfg.HeadDim:
+		return fmt.Errorf("%s: rotated dims %d must be even and at most the head dim %d (even)", op, r.Dims, p.cfg.HeadDim)
+	case r.QHeads < 1:
+		return fmt.Errorf("%s: %d query heads", op, r.QHeads)
+	}
+	n := uint64(len(rows.slots))
+	need := n * uint64(p.cfg.KVHeads) * uint64(p.cfg.HeadDim) * 4
+	needQ := n * uint64(r.QHeads) * uint64(p.cfg.HeadDim) * 4
+	if k.Size() < need || v.Size() < need || q.Size() < needQ {
+		return fmt.Errorf("%s: Q has %d bytes, K %d and V %d; %d rows x %d+%d heads x %d dims of float32 need %d and %d",
+			op, q.Size(), k.Size(), v.Size(), n, r.QHeads, p.cfg.KVHeads, p.cfg.HeadDim, needQ, need)
+	}
+	if r.Pos.Size() < n*4 || r.InvFreq.Size() < uint64(max(r.Dims/2, 1))*4 {
+		return fmt.Errorf("%s: %d positions and %d frequencies need %d and %d bytes, have %d and %d",
+			op, n, r.Dims/2, n*4, max(r.Dims/2, 1)*4, r.Pos.Size(), r.InvFreq.Size())
+	}
+	if err := p.checkSlots(rows.slots); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if p.ropeKV == nil {
+		f16 := uint32(0)
+		if p.cfg.KV == treeattn.KVF16 {
+			f16 = 1
+		}
+		pipe, err := kernels.RopeKV.Pipeline(p.d, kernels.SpecValues{"local_size_x": kernelWorkgroup, "KV_F16": f16})
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		p.ropeKV = pipe
+	}
+	total := n * uint64(r.QHeads+p.cfg.KVHeads) * uint64(p.cfg.HeadDim/2)
+	groups := p.groups(total)
+	if steps := (total + uint64(groups[0])*kernelWorkgroup - 1) / (uint64(groups[0]) * kernelWorkgroup); steps > kernels.GridStrideSteps {
+		return fmt.Errorf("%s: %d pairs exceed a grid-stride dispatch", op, total)
+	}
+	push := kernels.RopeKVPush{N: uint32(n), QHeads: uint32(r.QHeads), KvHeads: uint32(p.cfg.KVHeads), HeadDim: uint32(p.cfg.HeadDim),
+		RopeDims: uint32(r.Dims)}
+	if err := p.ropeKV.Dispatch(rec, groups, push, q.Sub(0, needQ), k.Sub(0, need), v.Sub(0, need), r.Pos.All(), r.InvFreq.All(),
+		rows.buf.All(), p.k[layer].All(), p.v[layer].All()); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil

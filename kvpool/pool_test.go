@@ -378,11 +378,16 @@ func TestWriteChecksSlots(t *testing.T) {
 	defer rec.Close()
 	require.ErrorContains(t, p.Write(rec, 0, sl, small, small), "need")
 	require.ErrorContains(t, p.Write(rec, 2, sl, small, small), "layer outside")
+	rope := RoPE{QHeads: 4, Dims: 32, Pos: small, InvFreq: small}
+	require.ErrorContains(t, p.WriteRoPE(rec, 0, sl, small, small, small, rope), "need")
+	require.ErrorContains(t, p.WriteRoPE(rec, 2, sl, small, small, small, rope), "layer outside")
+	require.ErrorContains(t, p.WriteRoPE(rec, 0, sl, small, small, small, RoPE{QHeads: 4, Dims: 33, Pos: small, InvFreq: small}), "even")
 	require.NoError(t, p.Prune(s))
 	big, err := d.NewBuffer(3 * 64 * 4)
 	require.NoError(t, err)
 	defer big.Close()
 	require.ErrorContains(t, p.Write(rec, 0, sl, big, big), "not allocated")
+	require.ErrorContains(t, p.WriteRoPE(rec, 0, sl, big, big, big, RoPE{QHeads: 1, Dims: 32, Pos: big, InvFreq: big}), "not allocated")
 }
 
 // TestScatterConvertsToF16 writes values that need rounding into an fp16

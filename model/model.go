@@ -374,7 +374,7 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err != nil {
 		return err
 	}
-	rs := ropeShape{qHeads: c.Heads, kvHeads: c.KVHeads, headDim: c.HeadDim, ropeDims: c.RopeDims}
+	rope := kvpool.RoPE{QHeads: c.Heads, Dims: c.RopeDims, Pos: s.pos, InvFreq: m.invFreq}
 	if err := o.embed(rec, m.embd, s.tokens, n, s.h); err != nil {
 		return err
 	}
@@ -407,8 +407,9 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 				}
 				return o.linear(rec, l.v, s.xn, n, s.v, false)
 			},
-			func() error { return o.rope(rec, rs, s.q, s.k, s.pos, m.invFreq, n) },
-			func() error { return pool.Write(rec, li, list, s.k, s.v) },
+			// RoPE of Q and K fused with the K/V write into the pool
+			// (bit-identical to o.rope then pool.Write; one dispatch).
+			func() error { return pool.WriteRoPE(rec, li, list, s.q, s.k, s.v, rope) },
 			func() error { return m.stamp(TimingAttention, stampAttn) },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
 			func() error { return m.stamp(TimingAttention, stampAttnEnd) },
@@ -480,7 +481,7 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 
 // stepLabels name the work of each of a layer's steps in runChunk for
 // TimingKernels ("" after the attention timestamps themselves).
-var stepLabels = [...]string{"qkv", "rope", "kv-write", "", "", "", "o-proj", "gate-up", "down"}
+var stepLabels = [...]string{"qkv", "rope-kv-write", "", "", "", "o-proj", "gate-up", "down"}
 
 // attnInput records Q, K and V of n tokens from the hidden state with the
 // stacked weights, the attention norm fused into each matmul.

@@ -64,7 +64,7 @@ func TestTimingAndSetMethod(t *testing.T) {
 					assert.Equal(t, tm.Attention, k.Time)
 				}
 			}
-			assert.ElementsMatch(t, []string{"embed", "qkv", "rope", "kv-write", "attention", "o-proj", "gate-up", "down", "logits"}, names)
+			assert.ElementsMatch(t, []string{"embed", "qkv", "rope-kv-write", "attention", "o-proj", "gate-up", "down", "logits"}, names)
 			assert.LessOrEqual(t, sum, tm.GPU)
 			assert.Greater(t, sum, tm.GPU/2)
 		}

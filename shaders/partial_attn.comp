@@ -22,7 +22,11 @@
 //   4. O = diag(alpha) O + P V: each thread owns DV vec4 columns of RV rows
 //      (P reads are broadcasts).
 // Four barriers per tile; each row's normalised output and log-sum-exp are
-// written once as a partial result for reduce_partials.
+// written once as a partial result for reduce_partials, or, with pc.fuse,
+// merged by the workgroup that writes a query's last partial (an integer
+// counter per query and KV head decides which; the merge runs in the
+// inverse index's fixed order, so the result does not depend on which
+// workgroup comes last), and reduce_partials does not run.
 //
 // Scores are in units of pc.unit (a power of two, 1 unless the host scaled
 // them down to stay finite; the host passes scale / unit): probabilities
@@ -103,8 +107,14 @@ struct ItemRecord {
     uint reserved;
 };
 layout(set = 0, binding = 3) readonly buffer MetaItems { ItemRecord items[]; };
-layout(set = 0, binding = 4) writeonly buffer PartO { vec4 po4[]; };  // [partial][QH][D]
-layout(set = 0, binding = 5) writeonly buffer PartL { float pl[]; };  // [partial][QH]
+// Partials are coherent: with pc.fuse the last workgroup of a query reads
+// the partials other workgroups wrote during this dispatch.
+layout(set = 0, binding = 4) coherent buffer PartO { vec4 po4[]; };  // [partial][QH][D]
+layout(set = 0, binding = 5) coherent buffer PartL { float pl[]; };  // [partial][QH]
+layout(set = 0, binding = 6) writeonly buffer Out { vec4 o4[]; };    // [query][QH][D] (pc.fuse only)
+// Partials of each (query, KV head) written so far in this dispatch; zero
+// between dispatches (the merging workgroup resets its count).
+layout(set = 0, binding = 7) coherent buffer Counters { uint counter[]; };   // [query][KVH]
 
 layout(push_constant) uniform Push {
     uint nItems;
@@ -113,6 +123,13 @@ layout(push_constant) uniform Push {
     uint numSlots;   // slots in the pool (bounds check)
     float scale;     // multiplies q·k: the softmax scale / unit
     float unit;      // score unit
+    // 1: fused reduction. Each workgroup counts the partials it wrote per
+    // (query, KV head); the one that completes a query merges the query's
+    // partials (the inverse index at offsetsOff/listOff, in list order) into
+    // Out, so reduce_partials does not run. 0: partials only.
+    uint fuse;
+    uint offsetsOff; // meta offset of numQueries+1 offsets into the list
+    uint listOff;    // meta offset of each query's partial indices
 } pc;
 
 shared vec4 sQ[R * KS];
@@ -131,6 +148,7 @@ shared uint sBad[R];           // the row saw a non-finite score
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 #define NAN uintBitsToFloat(0x7fc00000u)
+#define POS_INF uintBitsToFloat(0x7f800000u)
 
 // Inf or NaN, by bits so that no fast-math assumption can drop the test.
 bool nonFinite(float x) {
@@ -201,6 +219,89 @@ void loadMask(out uint words[MWL], uint first, uint tokCount, uint maskOff, uint
 
 float score(uint t, uint r) {
     return sP[t * PS + r / 4u][r % 4u];
+}
+
+// NaN or +Inf: a log-sum-exp that cannot be weighed (-Inf is an empty
+// partial), as in reduce_partials.
+bool poisoned(float lse) {
+    uint b = floatBitsToUint(lse);
+    return b == 0x7f800000u || (b & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Scratch floats of the fused reduction, in the K/V tile (free by then).
+const uint SCRATCH = B * KS * 4u;
+float scratch(uint i) {
+    return sKV[i / 4u][i % 4u];
+}
+void setScratch(uint i, float x) {
+    sKV[i / 4u][i % 4u] = x;
+}
+
+// Merges the partials of query for the G query heads of KV head head into
+// Out, in the inverse index's order: the same arithmetic whichever
+// workgroup runs it, so reruns are bit-identical. Weights are those of
+// reduce_partials: exp((lse - max) * unit); a poisoned partial, or a list
+// the host should not have fused (longer than the slot-list buffer or the
+// scratch), makes the output NaN. Every step is spread over the
+// workgroup so that its global loads overlap (a query's merge is on the
+// dispatch's critical path). All invocations call it (it has barriers).
+void mergeQuery(uint query, uint head) {
+    uint tid = gl_LocalInvocationIndex;
+    uint begin = meta[pc.offsetsOff + query];
+    uint end = meta[pc.offsetsOff + query + 1u];
+    bool over = end < begin || end - begin > 2u * B || end - begin > (SCRATCH - G) / G;
+    uint n = over ? 0u : end - begin;
+    // 1. The partial indices to sSlot, then every (head, partial)
+    //    log-sum-exp to the scratch.
+    for (uint i = tid; i < n; i += WG) {   // n may exceed WG (2B > WG)
+        sSlot[i] = meta[pc.listOff + begin + i];
+    }
+    barrier();
+    for (uint e = tid; e < G * n; e += WG) {
+        uint g = e / n;
+        setScratch(e, pl[sSlot[e - g * n] * QH + head * G + g]);
+    }
+    barrier();
+    // 2. Per query head: maximum, weights (over the log-sum-exps) and
+    //    their sum (at G*n + g; -1 marks a poisoned head), in list order.
+    for (uint g = tid; g < G; g += WG) {
+        float m = over ? POS_INF : NEG_INF;
+        for (uint i = 0u; i < n; i++) {
+            float lse = scratch(g * n + i);
+            m = max(m, poisoned(lse) ? POS_INF : lse);
+        }
+        float den = 0.0;
+        for (uint i = 0u; i < n; i++) {
+            float lse = scratch(g * n + i);
+            float w = lse == NEG_INF || m == POS_INF ? 0.0 : exp((lse - m) * pc.unit);
+            setScratch(g * n + i, w);
+            den += w;
+        }
+        setScratch(G * n + g, m == POS_INF ? -1.0 : den);
+    }
+    barrier();
+    // 3. Weighted sums, one vec4 of one head's output per invocation; four
+    //    partials' loads in flight at once, summed in list order.
+    for (uint e = tid; e < G * D4; e += WG) {
+        uint g = e / D4;
+        uint col = e % D4;
+        float den = scratch(G * n + g);
+        vec4 num = vec4(0.0);
+        for (uint i0 = 0u; i0 < n; i0 += 4u) {
+            vec4 x[4];
+            [[unroll]] for (uint u = 0u; u < 4u; u++) {
+                uint i = min(i0 + u, n - 1u);
+                x[u] = po4[(sSlot[i] * QH + head * G + g) * D4 + col];
+            }
+            [[unroll]] for (uint u = 0u; u < 4u; u++) {
+                if (i0 + u < n) {
+                    num += scratch(g * n + i0 + u) * x[u];
+                }
+            }
+        }
+        o4[(query * QH + head * G + g) * D4 + col] = den < 0.0 ? vec4(NAN) : (den > 0.0 ? num / den : vec4(0.0));
+    }
+    barrier();   // sSlot and the scratch are reused by the next query
 }
 
 void main() {
@@ -453,5 +554,38 @@ void main() {
             }
         }
         barrier();
+    }
+    if (pc.fuse == 0u) {
+        return;
+    }
+
+    // Fused reduction. Release: every invocation's partial writes reach
+    // the device before the workgroup counts them.
+    memoryBarrierBuffer();
+    barrier();
+    uint nq = min(qCount, MAX_PASSES * R);
+    for (uint q0 = 0u; q0 < nq; q0 += WG) {
+        uint n = min(WG, nq - q0);
+        bool last = false;
+        if (tid < n) {
+            uint query = meta[qStart + q0 + tid];
+            uint need = meta[pc.offsetsOff + query + 1u] - meta[pc.offsetsOff + query];
+            uint c = query * KVH + head;
+            if (atomicAdd(counter[c], 1u) + 1u == need) {
+                counter[c] = 0u;   // all of this dispatch's counts are in: ready for the next
+                last = true;
+            }
+        }
+        // Acquire: the other workgroups' partials of the queries this one
+        // completed are read after their counts.
+        memoryBarrierBuffer();
+        sPart[tid] = last ? 1.0 : 0.0;
+        barrier();
+        for (uint j = 0u; j < n; j++) {
+            if (sPart[j] != 0.0) {
+                mergeQuery(meta[qStart + q0 + j], head);
+            }
+        }
+        barrier();   // sPart is rewritten by the next chunk of queries
     }
 }

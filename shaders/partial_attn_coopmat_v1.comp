@@ -88,6 +88,12 @@ struct ItemRecord {
 layout(set = 0, binding = 3) readonly buffer MetaItems { ItemRecord items[]; };
 layout(set = 0, binding = 4) writeonly buffer PartO { vec4 po4[]; };  // [partial][QH][D]
 layout(set = 0, binding = 5) writeonly buffer PartL { float pl[]; };  // [partial][QH]
+// The scalar variant's fused reduction (push constant fuse) writes the
+// output and counts partials here; this variant never fuses (the host
+// keeps reduce_partials for it), so they are declared for the shared
+// contract only.
+layout(set = 0, binding = 6) writeonly buffer Out { vec4 o4[]; };
+layout(set = 0, binding = 7) coherent buffer Counters { uint counter[]; };
 
 layout(push_constant) uniform Push {
     uint nItems;
@@ -96,6 +102,9 @@ layout(push_constant) uniform Push {
     uint numSlots;
     float scale;
     float unit;      // score unit (a power of two; the host passes scale / unit)
+    uint fuse;       // the scalar variant's fused reduction: always 0 here
+    uint offsetsOff;
+    uint listOff;
 } pc;
 
 shared f16vec4 sK[B * KS];

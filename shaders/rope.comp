@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Rotary position embedding, llama.cpp's "normal" mode (GGUF llama): in
 // every head of Q and K the adjacent pairs (2i, 2i+1), i < ropeDims/2, are
 // rotated by theta = pos * invFreq[i], where the host computes
@@ -27,16 +28,8 @@ layout(push_constant) uniform Push {
 } pc;
 
 const uint MAX_STEPS = 1024u;
-const float TWO_PI_HI = 6.28125;                 // exact in 8 bits
-const float TWO_PI_LO = 1.9353071795864769e-3;   // 2*pi - TWO_PI_HI
 
-vec2 rotate(vec2 v, float theta) {
-    float t = round(theta * 0.15915494309189535);
-    float r = (theta - t * TWO_PI_HI) - t * TWO_PI_LO;
-    float c = cos(r);
-    float s = sin(r);
-    return vec2(v.x * c - v.y * s, v.x * s + v.y * c);
-}
+#include "include/rope.glsl"
 
 void main() {
     uint pairs = pc.ropeDims / 2u;

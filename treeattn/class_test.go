@@ -41,7 +41,12 @@ func TestItemClassesOnDevice(t *testing.T) {
 					plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: m, Shape: shape, KV: kv, Limits: lim,
 						KernelVariant: treeattn.VariantScalar, BlockTokens: 10})
 					require.NoError(t, err, ctx)
-					require.Len(t, plan.Classes, 2, ctx)
+					if m == treeattn.MethodFlashDecoding {
+						// One query's rows per item: its few-row tiles are the 4-row class.
+						require.Len(t, plan.Classes, 1, ctx)
+					} else {
+						require.Len(t, plan.Classes, 2, ctx)
+					}
 					require.Equal(t, 4, plan.Classes[0].Rows, ctx)
 					classes := map[int]int{}
 					for _, r := range plan.Dispatches() {

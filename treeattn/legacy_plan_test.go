@@ -43,7 +43,7 @@ func legacyNewPlan(t *Tree, cfg Config) (*Plan, error) {
 	if cfg.KV != KVF16 && cfg.KV != KVF32 {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
 	}
-	tiles, err := ChooseTiles(cfg.Shape, cfg.Limits)
+	tiles, err := scalarTiles(cfg, len(t.Queries))
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}

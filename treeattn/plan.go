@@ -301,6 +301,26 @@ func ChooseCoopTiles(s Shape, lim Limits) (Tiles, error) {
 // of a group of 4; larger row tiles waste work on the many small items of a
 // tree), tokens at most 64.
 func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
+	return chooseTiles(s, lim, 32)
+}
+
+// ChooseFewRowTiles is ChooseTiles for plans whose items have at most
+// rows rows (one decoding query: the GQA group): the row tile is the
+// smallest power of two >= rows (at least 4, at most 32). A 32-row tile
+// on a 4-row item leaves the other 28 rows idle, and the kernel maps
+// rows to threads: at 256 invocations, 32 x 32 tiles score a 4-row item
+// with 32 threads, 7/8 of the workgroup waiting at each barrier, while
+// 4 x 64 tiles score it with all 256 and take 64 tokens per pass.
+func ChooseFewRowTiles(s Shape, lim Limits, rows int) (Tiles, error) {
+	r := 4
+	for r < rows && r < 32 {
+		r *= 2
+	}
+	return chooseTiles(s, lim, r)
+}
+
+// chooseTiles is ChooseTiles with row tiles of at most maxRows.
+func chooseTiles(s Shape, lim Limits, maxRows int) (Tiles, error) {
 	if err := s.Validate(); err != nil {
 		return Tiles{}, err
 	}
@@ -316,7 +336,7 @@ func ChooseTiles(s Shape, lim Limits) (Tiles, error) {
 		for _, b := range []int{64, 32, 16, 8, 4} {
 			for _, r := range []int{32, 16, 8, 4} {
 				t := Tiles{Workgroup: wg, Tokens: b, Rows: r}
-				if !t.fits(s, lim) {
+				if r > maxRows || !t.fits(s, lim) {
 					continue
 				}
 				score := wg*1_000_000 + r*b*100 + r
@@ -360,6 +380,43 @@ type Config struct {
 	// or VariantCoopMat force one (coopmat falls back to scalar for fp32
 	// KV, which it does not support).
 	KernelVariant string
+	// Reduce selects where each query's partial results are merged:
+	// ReduceAuto (""), ReduceFused or ReduceSeparate (see DevicePlan.Fused).
+	// The coopmat variant always reduces separately.
+	Reduce string
+}
+
+// The reductions Config.Reduce selects.
+const (
+	// ReduceAuto fuses the reduction into the scalar partial_attn when
+	// every workgroup's merges are short: at most FuseAutoPartials partials
+	// over all of its queries (one decoding query, flashdecoding's
+	// one-query items), since the workgroup that comes last for a query
+	// merges it while the rest of the GPU may be idle.
+	ReduceAuto = ""
+	// ReduceFused fuses wherever the kernel can (its scratch and loop
+	// bounds allow).
+	ReduceFused = "fused"
+	// ReduceSeparate always runs reduce_partials.
+	ReduceSeparate = "separate"
+)
+
+// FuseAutoPartials bounds, under ReduceAuto, the partials of all of one
+// work item's queries: the most one workgroup may have to merge. Not yet
+// measured: one query over 4001 tokens in 256-token blocks has 16; an
+// 8-query slice of a few-shot prompt block about 100 (left to
+// reduce_partials until measured with deft bench --reduce fused).
+const FuseAutoPartials = 64
+
+// ParseReduce accepts a Config.Reduce name ("auto" for ReduceAuto).
+func ParseReduce(s string) (string, error) {
+	switch s {
+	case "", "auto":
+		return ReduceAuto, nil
+	case ReduceFused, ReduceSeparate:
+		return s, nil
+	}
+	return "", fmt.Errorf("unknown reduction %q: want auto, fused or separate", s)
 }
 
 // IO is the memory traffic a plan causes per layer, in bytes.
@@ -430,7 +487,10 @@ type attnRun struct {
 // H200 one query over 4001 tokens took 76 us per layer in 32-token blocks
 // (126 items and partials per head), 40 in 128, 34 in 256 and 49 in 512.
 // rowTiles is the row tiles of all queries, the query slices of a block
-// every query sees.
+// every query sees. Trees of one row tile (a single query, or a few:
+// plain decoding, a few beams) get FewRowBlockTokens, and the chunks of
+// flashdecoding stay 256 tokens with 64-token tiles (8 tiles of 32, as
+// measured): Config.BlockTokens (deft bench --block) overrides both.
 func autoBlock(m Method, total, tile, rowTiles int) int {
 	return autoBlockMin(m, total, tile, rowTiles, 64)
 }
@@ -438,17 +498,27 @@ func autoBlock(m Method, total, tile, rowTiles int) int {
 // autoBlockMin is autoBlock halving blocks while the tree gives fewer than
 // minItems items.
 func autoBlockMin(m Method, total, tile, rowTiles, minItems int) int {
-	switch m {
-	case MethodFlatten, MethodDenseMask:
+	switch {
+	case (m == MethodFlatten || m == MethodDenseMask) && rowTiles <= 1:
+		return min(max(tile, FewRowBlockTokens/tile*tile), 12*tile)
+	case m == MethodFlatten || m == MethodDenseMask:
 		b := 12 * tile
 		for b > 8*tile && ceilDiv(total, b)*rowTiles < minItems {
 			b = max(8*tile, ceilDiv(b/2, tile)*tile)
 		}
 		return b
 	default:
-		return 8 * tile
+		return 8 * min(tile, 32)
 	}
 }
+
+// FewRowBlockTokens is the flatten block of trees whose queries fit one
+// row tile. On the H200 one query over 4001 tokens (32-row tiles, a
+// separate reduction) took 76 us per layer in 32-token blocks, 40 in 128,
+// 34 in 256 and 49 in 512; the halving rule above also ended at 256.
+// With the fused reduction and few-row tiles smaller blocks may pay: sweep
+// with `deft bench --block N`.
+const FewRowBlockTokens = 256
 
 // MaxTilePasses bounds the shared-memory passes (row tiles x token tiles) of
 // one workgroup. Unbounded loops make long workgroups that unbalance the GPU,

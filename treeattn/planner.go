@@ -22,7 +22,6 @@ type Planner struct {
 	dfs                   []int32 // nodes in depth-first (pre-)order
 	tin, tout             []int32 // dfs interval of each node's subtree
 	anc                   []int64 // tokens of each node's strict ancestors
-	depth                 []int32 // nodes on the path from the root to each node (root: 1)
 	queryByTin            []int32 // queries sorted by their node's tin
 	qAt                   []int32 // per tin value, the first position in queryByTin at or after it
 	inOrder               bool    // queries are in depth-first order: queryByTin[i] == i
@@ -117,21 +116,22 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: unknown KV type %d", cfg.KV)
 	}
 	pl.index(t)
-	pathTokens, depth := 0, 0
+	pathTokens := 0
 	for _, q := range t.Queries {
 		pathTokens += int(pl.anc[q.Node]) + q.Offset + 1
-		depth = max(depth, int(pl.depth[q.Node]))
 	}
 	total := t.TotalTokens()
-	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)), depth)
+	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)))
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	var tiles Tiles
-	if IsCoopMat(variant) {
+	group := cfg.Shape.GroupSize()
+	switch {
+	case IsCoopMat(variant):
 		tiles, err = ChooseCoopTiles(cfg.Shape, cfg.Limits)
-	} else {
-		tiles, err = ChooseTiles(cfg.Shape, cfg.Limits)
+	default:
+		tiles, err = scalarTiles(cfg, len(t.Queries))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
@@ -151,7 +151,6 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		return nil, fmt.Errorf("plan: block size %d is negative", cfg.BlockTokens)
 	}
 
-	group := cfg.Shape.GroupSize()
 	if cfg.BlockTokens == 0 {
 		minItems := 64
 		if variant == VariantCoopMat {
@@ -251,27 +250,35 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 	return p, nil
 }
 
+// scalarTiles picks the scalar variant's tiles for cfg and a tree of
+// queries queries: few-row tiles (ChooseFewRowTiles) when no item can have
+// 32 rows (flashdecoding's items are one query's; trees of fewer than
+// 32/GQA queries), else ChooseTiles.
+func scalarTiles(cfg Config, queries int) (Tiles, error) {
+	rows := queries * cfg.Shape.GroupSize()
+	if cfg.Method == MethodFlashDecoding {
+		rows = cfg.Shape.GroupSize()
+	}
+	if rows < 32 {
+		return ChooseFewRowTiles(cfg.Shape, cfg.Limits, rows)
+	}
+	return ChooseTiles(cfg.Shape, cfg.Limits)
+}
+
 // The auto-choice of partial_attn's variant (chooseVariant), from the
-// H200 (Llama-3-8B layer, f16 KV, flatten, per layer): the coopmat variant
-// with item classes ran the speculative star (204 queries per token) in
-// 139 us against the scalar kernel's 286, few-shot b=50 (9.2 per token, a
-// prompt and its leaves) in 255 against 326 and b=20 (7.3) in 145 against
-// 159, but the sorting trace (8.4 per token, a deep Tree-of-Thoughts tree
-// whose items mostly have one query) in 653 against 466. So coopmat is
-// picked where queries share most tokens (coopMatSharing), or where the
-// tree is a shared prompt with leaves (query paths of at most
-// coopMatShallowDepth nodes) sharing at least coopMatShallowSharing
-// queries per token; scalar everywhere else.
-const (
-	coopMatSharing        = 32
-	coopMatShallowDepth   = 2
-	coopMatShallowSharing = 7
-)
+// H200 (Llama-3-8B layer, f16 KV, flatten, per layer, session 5): the
+// coopmat variant with item classes ran the speculative star (204 queries
+// per token) in 135 us against the scalar kernel's 286, few-shot b=50 (9.2
+// per token) in 249 against 326, b=20 (7.3) in 141 against 157 and the
+// sorting trace (8.4 per token) in 346 against 465. So coopmat is picked
+// where queries share at least coopMatSharing per token on average; scalar
+// where most tokens are read by one query or a few (a single sequence,
+// flashdecoding's per-query items), which the few-row scalar tiles serve.
+const coopMatSharing = 7
 
 // chooseVariant resolves cfg.KernelVariant (see Config); sharing is the
-// tree's path tokens over its tokens (queries per token on average) and
-// depth the most nodes on a query's path.
-func chooseVariant(cfg Config, sharing float64, depth int) (string, error) {
+// tree's path tokens over its tokens (queries per token on average).
+func chooseVariant(cfg Config, sharing float64) (string, error) {
 	want := cfg.KernelVariant
 	if want == "" {
 		if forced, ok := kernels.Forced(kernels.PartialAttn.Name); ok {
@@ -287,7 +294,7 @@ func chooseVariant(cfg Config, sharing float64, depth int) (string, error) {
 	}
 	switch want {
 	case "":
-		shares := sharing >= coopMatSharing || (depth <= coopMatShallowDepth && sharing >= coopMatShallowSharing)
+		shares := sharing >= coopMatSharing
 		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && shares && usable() == nil {
 			return VariantCoopMat, nil
 		}
@@ -364,12 +371,10 @@ func (pl *Planner) index(t *Tree) {
 		pl.tout[i] = pl.tin[i] + size[i]
 	}
 	pl.anc = grow(pl.anc, n)
-	pl.depth = grow(pl.depth, n)
-	pl.anc[0], pl.depth[0] = 0, 1
+	pl.anc[0] = 0
 	for i := 1; i < n; i++ {
 		p := t.Nodes[i].Parent
 		pl.anc[i] = pl.anc[p] + int64(t.Nodes[p].Tokens)
-		pl.depth[i] = pl.depth[p] + 1
 	}
 	nq := len(t.Queries)
 	pl.queryByTin = grow(pl.queryByTin, nq)

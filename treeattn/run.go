@@ -38,10 +38,18 @@ func limitsOf(info *vk.DeviceInfo) Limits {
 // this one runs.
 type DevicePlan struct {
 	Plan
-	d         *vk.Device
-	meta      *vk.Buffer
-	partO     *vk.Buffer
-	partL     *vk.Buffer
+	d     *vk.Device
+	meta  *vk.Buffer
+	partO *vk.Buffer
+	partL *vk.Buffer
+	// counters are partial_attn's uint32 per (query, KV head) of the fused
+	// reduction; zeroCounters says they must be zeroed before the next
+	// dispatch (new memory).
+	counters     *vk.Buffer
+	zeroCounters bool
+	// fused: partial_attn merges each query's partials itself
+	// (fusedReduce); reduce_partials does not run.
+	fused     bool
 	owned     bool                // made by Upload: Close frees the buffers
 	attns     []*kernels.Pipeline // partial_attn per item class
 	reduce    *kernels.Pipeline
@@ -125,6 +133,10 @@ func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 	if dp.partL, err = d.NewBuffer(lseBytes); err != nil {
 		return fail(err)
 	}
+	if dp.counters, err = d.NewBuffer(p.counterBytes()); err != nil {
+		return fail(err)
+	}
+	dp.zeroCounters = true
 	return dp, nil
 }
 
@@ -185,6 +197,7 @@ func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKer
 		}
 	}
 	dp.passes = passes
+	dp.fused = len(passes) == 1 && opts.kernelMaxPasses == MaxTilePasses && p.fusedReduce()
 	dp.redGrids = dp.redGrids[:0]
 	for _, pass := range passes {
 		g, err := grid(pass.groups, p.Shape.QHeads, p.Limits)
@@ -250,6 +263,52 @@ func classPipelines(d *vk.Device, p *Plan, classes []Tiles, opts uploadOptions, 
 	return attns, reduce, err
 }
 
+// counterBytes is the size of the fused reduction's counters: a uint32
+// per (query, KV head).
+func (p *Plan) counterBytes() uint64 {
+	return max(uint64(p.NumQueries)*uint64(p.Shape.KVHeads)*4, 4)
+}
+
+// fuseLoopBudget bounds the loop iterations one partial_attn invocation
+// may spend merging queries in the fused reduction (lavapipe stops an
+// invocation's loops after 65535 iterations in all; the partial attention
+// itself takes a few thousand at most).
+const fuseLoopBudget = 16384
+
+// fusedReduce reports whether partial_attn merges the partials itself
+// (see shaders/partial_attn.comp, pc.fuse): the scalar variant, unless
+// Config.Reduce says separate, when every query's partials fit the kernel's
+// scratch (the K/V tile and slot buffer: at most 2 x Tiles.Tokens
+// partials) and no workgroup's merges, were it last for all
+// of its queries, would loop more than fuseLoopBudget times.
+func (p *Plan) fusedReduce() bool {
+	if p.Reduce == ReduceSeparate || IsCoopMat(p.Variant) || p.Items == 0 {
+		return false
+	}
+	s := p.Shape
+	g, d4, wg := s.GroupSize(), s.HeadDim/4, p.Tiles.Workgroup
+	scratch := p.Tiles.Tokens * (d4 + 1) * 4
+	maxList := min((scratch-g)/g, 2*p.Tiles.Tokens)        // the kernel stages the list in its slot buffer
+	perPartial := 1 + 2*ceilDiv(g, wg) + ceilDiv(g*d4, wg) // loop iterations per merged partial, at most
+	offsets := p.meta[p.offsetsOff : p.offsetsOff+uint32(p.NumQueries)+1]
+	for q := range p.NumQueries {
+		if int(offsets[q+1]-offsets[q]) > maxList {
+			return false
+		}
+	}
+	for i := range p.Items {
+		rec := p.item(i)
+		merged := 0
+		for _, q := range p.meta[rec.QueriesOff : rec.QueriesOff+rec.NumQueries] {
+			merged += int(offsets[q+1] - offsets[q])
+		}
+		if int(rec.NumQueries)+1+merged*perPartial > fuseLoopBudget || (p.Reduce == ReduceAuto && merged > FuseAutoPartials) {
+			return false
+		}
+	}
+	return true
+}
+
 // partialBytes is the size of the partial output and log-sum-exp buffers
 // for partials partial results.
 func (p *Plan) partialBytes(partials int) (out, lse uint64) {
@@ -293,19 +352,30 @@ func (dp *DevicePlan) SetScoreBound(bound float64) error {
 // raised it).
 func (dp *DevicePlan) ScoreUnit() float64 { return float64(dp.unit) }
 
-// ReducePasses is the number of reduce_partials dispatches per run: 1, or
-// more when some query has more than MaxReduceFanIn partials.
-func (dp *DevicePlan) ReducePasses() int { return len(dp.passes) }
+// ReducePasses is the number of reduce_partials dispatches per run: 0 when
+// partial_attn merges the partials itself (Fused), 1, or more when some
+// query has more than MaxReduceFanIn partials.
+func (dp *DevicePlan) ReducePasses() int {
+	if dp.fused {
+		return 0
+	}
+	return len(dp.passes)
+}
+
+// Fused reports whether partial_attn merges each query's partials itself
+// (the last workgroup of a query, by an integer counter), so that Run
+// records one dispatch and no reduce_partials.
+func (dp *DevicePlan) Fused() bool { return dp.fused }
 
 // Close frees the buffers of an uploaded plan (kernels stay cached on the
 // device); a workspace's plan only stops being usable.
 func (dp *DevicePlan) Close() {
 	if dp.owned {
-		for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL} {
+		for _, b := range []*vk.Buffer{dp.meta, dp.partO, dp.partL, dp.counters} {
 			b.Close()
 		}
 	}
-	dp.meta, dp.partO, dp.partL = nil, nil, nil
+	dp.meta, dp.partO, dp.partL, dp.counters = nil, nil, nil, nil
 }
 
 // QueryBytes is the size Run needs of Q and of the output, in bytes.
@@ -319,7 +389,7 @@ func (p *Plan) KVRowBytes() uint64 {
 }
 
 // Run records one layer's tree attention: partial attention, then the
-// reduction into out. q and out are [query][qhead][dim] float32; k and v are
+// reduction into out (in the same dispatch when Fused). q and out are [query][qhead][dim] float32; k and v are
 // the KV pool [slot][kvhead][dim] of the plan's KV type.
 func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 	if err := dp.RunPartial(rec, q, k, v, out); err != nil {
@@ -329,7 +399,8 @@ func (dp *DevicePlan) Run(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 }
 
 // RunPartial records the partial-attention kernel alone (benchmarks time
-// the two phases separately); out is only checked here.
+// the two phases separately); when Fused it writes out, and RunReduce
+// records nothing.
 func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) error {
 	if dp.meta == nil {
 		return fmt.Errorf("run %s: plan is closed", dp.Method)
@@ -346,6 +417,10 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	if k.Size() != v.Size() {
 		return fmt.Errorf("run %s: K has %d bytes but V %d", dp.Method, k.Size(), v.Size())
 	}
+	if dp.fused && q == out {
+		// Workgroups that merge write out while others still read Q.
+		return fmt.Errorf("run %s: Q and the output must be different buffers", dp.Method)
+	}
 	row := dp.KVRowBytes()
 	slots := k.Size() / row
 	if slots < uint64(dp.NumSlots) {
@@ -357,15 +432,26 @@ func (dp *DevicePlan) RunPartial(rec *vk.Recorder, q, k, v, out *vk.Buffer) erro
 	if r := dp.Limits.MaxStorageRange; r > 0 {
 		maxBind = min(maxBind, r/row*row)
 	}
+	if dp.zeroCounters {
+		if err := rec.Fill(dp.counters, 0); err != nil {
+			return fmt.Errorf("run %s: zero counters: %w", dp.Method, err)
+		}
+		dp.zeroCounters = false
+	}
+	fuse := uint32(0)
+	if dp.fused {
+		fuse = 1
+	}
 	// Within a window, one dispatch per item class (its specialization).
 	for i, r := range dp.runs {
 		w := dp.windows[r.window]
 		base := uint64(w.SlotBase) * row
 		size := min(uint64(w.Slots)*row, slots*row-base, maxBind)
 		push := kernels.PartialAttnPush{NItems: uint32(r.items), ItemsOff: uint32(r.first * itemWords), GridX: dp.attnGrids[i][0],
-			NumSlots: uint32(min(size/row, math.MaxUint32)), Scale: dp.scale, Unit: dp.unit}
+			NumSlots: uint32(min(size/row, math.MaxUint32)), Scale: dp.scale, Unit: dp.unit,
+			Fuse: fuse, OffsetsOff: dp.offsetsOff, ListOff: dp.listOff}
 		if err := dp.attns[r.class].Dispatch(rec, dp.attnGrids[i], push, q.All(), k.Sub(base, size), v.Sub(base, size),
-			dp.meta.All(), dp.partO.All(), dp.partL.All()); err != nil {
+			dp.meta.All(), dp.partO.All(), dp.partL.All(), out.Sub(0, dp.QueryBytes()), dp.counters.All()); err != nil {
 			return fmt.Errorf("run %s: window %d of %d, items of %d rows: %w", dp.Method, r.window+1, len(dp.windows), dp.classes[r.class].Rows, err)
 		}
 	}
@@ -380,6 +466,9 @@ func (dp *DevicePlan) RunReduce(rec *vk.Recorder, out *vk.Buffer) error {
 	}
 	if out == nil || out.Size() < dp.QueryBytes() {
 		return fmt.Errorf("run %s: output buffer missing or smaller than %d bytes", dp.Method, dp.QueryBytes())
+	}
+	if dp.fused {
+		return nil // partial_attn wrote out
 	}
 	for i, pass := range dp.passes {
 		push := kernels.ReducePartialsPush{NGroups: uint32(pass.groups), OffsetsOff: pass.offsetsOff, ListOff: pass.listOff,

@@ -16,11 +16,13 @@ import (
 type Workspace struct {
 	d                  *vk.Device
 	meta, partO, partL *vk.Buffer
+	counters           *vk.Buffer // partial_attn's fused-reduction counters, zero between dispatches
 	staging            [2]*vk.Buffer
 	stagingRec         [2]*vk.Recorder // the recorder whose upload reads each staging buffer
 	next               int
 	dp                 DevicePlan
 	lastKey            pipelineKey
+	zeroCounters       bool
 }
 
 // pipelineKey is what a plan's kernels depend on.
@@ -110,6 +112,12 @@ func (ws *Workspace) Load(rec *vk.Recorder, p *Plan) (*DevicePlan, error) {
 			return nil, fmt.Errorf("load plan: %w", err)
 		}
 	}
+	if old := ws.counters; old == nil || old.Size() < p.counterBytes() {
+		if err := grow(&ws.counters, p.counterBytes(), false); err != nil {
+			return nil, fmt.Errorf("load plan: %w", err)
+		}
+		ws.zeroCounters = true // new memory: zeroed by the step's first dispatch
+	}
 	if err := ws.staging[i].WriteU32(0, p.meta); err != nil {
 		return nil, fmt.Errorf("load plan: %w", err)
 	}
@@ -125,7 +133,10 @@ func (ws *Workspace) Load(rec *vk.Recorder, p *Plan) (*DevicePlan, error) {
 	}
 	ws.stagingRec[i] = rec
 	ws.next = 1 - i
-	dp.meta, dp.partO, dp.partL, dp.owned = ws.meta, ws.partO, ws.partL, false
+	dp.meta, dp.partO, dp.partL, dp.counters, dp.owned = ws.meta, ws.partO, ws.partL, ws.counters, false
+	// New counters are zeroed by the first dispatch recorded after this.
+	dp.zeroCounters = dp.zeroCounters || ws.zeroCounters
+	ws.zeroCounters = false
 	return dp, nil
 }
 
@@ -136,7 +147,7 @@ func (ws *Workspace) Close() {
 			_ = r.Wait()
 		}
 	}
-	for _, b := range []*vk.Buffer{ws.meta, ws.partO, ws.partL, ws.staging[0], ws.staging[1]} {
+	for _, b := range []*vk.Buffer{ws.meta, ws.partO, ws.partL, ws.counters, ws.staging[0], ws.staging[1]} {
 		b.Close()
 	}
 	*ws = Workspace{}
@@ -145,7 +156,7 @@ func (ws *Workspace) Close() {
 // Bytes is the device and staging memory the workspace holds now.
 func (ws *Workspace) Bytes() uint64 {
 	var n uint64
-	for _, b := range []*vk.Buffer{ws.meta, ws.partO, ws.partL, ws.staging[0], ws.staging[1]} {
+	for _, b := range []*vk.Buffer{ws.meta, ws.partO, ws.partL, ws.counters, ws.staging[0], ws.staging[1]} {
 		if b != nil {
 			n += b.Size()
 		}

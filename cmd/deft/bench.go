@@ -49,6 +49,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar (on a terminal) or progress lines (otherwise)"},
 			&cli.IntSliceFlag{Name: "tiles", Usage: "workgroup,tokens,rows tile sizes", DefaultText: "chosen from the device"},
 			&cli.IntFlag{Name: "block", Usage: "block/chunk size in tokens", DefaultText: "chosen per tree"},
+			&cli.StringFlag{Name: "reduce", Value: "auto", Usage: "where partial results are merged: auto, fused (by the scalar partial_attn wherever its bounds allow) or separate (the reduce_partials dispatch)"},
 			&cli.IntFlag{Name: "passes", Usage: "most shared-memory passes per workgroup", DefaultText: fmt.Sprintf("%d, also the cap", treeattn.MaxTilePasses)},
 		},
 		Action:      benchAction,
@@ -98,6 +99,10 @@ func benchAction(c *cli.Context) (err error) {
 			return fmt.Errorf("--tiles takes workgroup,tokens,rows")
 		}
 		tiles = treeattn.Tiles{Workgroup: t[0], Tokens: t[1], Rows: t[2]}
+	}
+	reduce, err := treeattn.ParseReduce(c.String("reduce"))
+	if err != nil {
+		return fmt.Errorf("--reduce: %w", err)
 	}
 	if r := c.Int("runs"); r < 1 || r > bench.MaxRuns {
 		return fmt.Errorf("--runs %d: want 1..%d", r, bench.MaxRuns)
@@ -153,7 +158,7 @@ func benchAction(c *cli.Context) (err error) {
 	roof, _ := probe.Load(d.Info.UUID)
 	cfg := bench.Config{Model: model, KV: kv, Methods: methods, Variants: attnVariants(c, d, false),
 		Options: bench.Options{Runs: c.Int("runs"), FlushBytes: uint64(c.Int("flush-mib")) << 20, WarmUp: c.Duration("warm-up"),
-			Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles}}
+			Block: c.Int("block"), MaxPasses: c.Int("passes"), Tiles: tiles, Reduce: reduce}}
 	if cfg.WarmUp == 0 {
 		cfg.WarmUp = -1 // --warm-up 0: none
 	}
@@ -161,7 +166,7 @@ func benchAction(c *cli.Context) (err error) {
 		cfg.Roofline, cfg.FMAPeak = roof.BytesPerSec, roof.FMAFlopsPerSec
 	}
 	report := bench.NewReport(d.Info, bench.RunConfig{Model: model, KV: kv.String(), Methods: methods, Runs: cfg.Runs, Sample: c.Int("sample"),
-		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles,
+		FlushBytes: min(cfg.FlushBytes, uint64(d.Info.MaxStorageBufferRange)&^3), WarmUp: max(cfg.WarmUp, 0), Block: cfg.Block, MaxPasses: cfg.MaxPasses, Tiles: tiles, Reduce: cfg.Reduce,
 		Seed: seed, Workloads: src.Dir, TraceTree: src.TraceTree, KVLayout: layout, Validation: c.Bool("validation")}, roof)
 
 	total := 0

@@ -74,8 +74,8 @@ func conformanceCommand() *cli.Command {
 					if !r.Pass {
 						status = "FAIL " + r.Error
 					}
-					fmt.Fprintf(c.App.ErrWriter, "[%d/%d] %s [%s] %s %s d=%d gqa=%d q=%d tokens=%d: rel L2 %.2g %s\n", i+1, len(cases),
-						r.Method, r.Variant, r.Case, r.KV, r.HeadDim, r.GQA, r.Queries, r.Tokens, r.RelL2, status)
+					fmt.Fprintf(c.App.ErrWriter, "[%d/%d] %s [%s, %s reduce] %s %s d=%d gqa=%d q=%d tokens=%d: rel L2 %.2g %s\n", i+1, len(cases),
+						r.Method, r.Variant, r.Reduce, r.Case, r.KV, r.HeadDim, r.GQA, r.Queries, r.Tokens, r.RelL2, status)
 				}
 			}
 			if c.Bool("json") {
@@ -116,6 +116,7 @@ func printSummary(c *cli.Context, results []conformance.Result) {
 	}
 	type agg struct {
 		n, pass int
+		fused   int
 		worst   float64
 		tol     float64
 	}
@@ -130,6 +131,9 @@ func printSummary(c *cli.Context, results []conformance.Result) {
 			keys = append(keys, k)
 		}
 		a.n++
+		if r.Reduce == "fused" {
+			a.fused++
+		}
 		if r.Pass {
 			a.pass++
 		}
@@ -138,14 +142,14 @@ func printSummary(c *cli.Context, results []conformance.Result) {
 		}
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "method\tvariant\tkv\thead dim\tgqa\tcases\tworst rel L2\ttolerance\tresult")
+	fmt.Fprintln(tw, "method\tvariant\tkv\thead dim\tgqa\tcases\tfused reduce\tworst rel L2\ttolerance\tresult")
 	for _, k := range keys {
 		a := groups[k]
 		status := "pass"
 		if a.pass != a.n {
 			status = fmt.Sprintf("FAIL (%d of %d)", a.n-a.pass, a.n)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.2e\t%.0e\t%s\n", k.m, k.variant, k.kv, k.dim, k.gqa, a.n, a.worst, a.tol, status)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.2e\t%.0e\t%s\n", k.m, k.variant, k.kv, k.dim, k.gqa, a.n, a.fused, a.worst, a.tol, status)
 	}
 	tw.Flush()
 }
