@@ -44,6 +44,7 @@ var Gemm = register(&Contract{
 		{8, "CM_M"}, {9, "CM_N"}, {10, "CM_K"},
 		{11, "STAGES"}, // shared-memory tile buffers of the coopmat variant: 1 or 2
 		{12, "PROBE"},  // benchmarks only (coopmat): bit 0 skips global loads, bit 1 the MMA, 4: pure MMA, 8: matrix loads+MMA; 0 in the model
+		{13, "AF16"},   // 1: Xbuf holds f16 activations (ToF16's output), 0: float32
 	},
 	Variants: []Variant{
 		{Name: "coopmat", Module: "gemm_coopmat", Requires: requiresGemmCoopMat},

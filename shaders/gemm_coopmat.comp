@@ -9,7 +9,7 @@
 // y[r][o] (+)= sum_i x[r][i] * W[o][i] on cooperative matrices
 // (VK_KHR_cooperative_matrix): the "coopmat" variant of gemm (same
 // bindings, push block and specialization constants as gemm.comp). x is
-// float32 [n][inDim]; W is GGUF rows in their file encoding (any type of
+// float32 [n][inDim], or f16 with AF16 = 1; W is GGUF rows in their file encoding (any type of
 // include/weights.glsl), dequantized while a tile is loaded. Operands are
 // rounded to f16, products accumulate in f32.
 //
@@ -60,12 +60,17 @@ layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 
 // matrix loads and the MMA of every step, no global loads, no tile stores,
 // no barriers (tiles of whatever shared memory holds).
 layout(constant_id = 12) const uint PROBE = 0u;
+// 1: x is f16 [n][inDim] (to_f16's output, written once per step): tiles
+// load it as it is, 16 bytes an octet; 0: float32, converted per tile.
+layout(constant_id = 13) const uint AF16 = 0u;
 const bool TILES = (PROBE & 8u) == 0u;  // fetch and store tiles, with barriers
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: 8-byte loads
 layout(set = 0, binding = 0) readonly buffer Wbuf4 { uvec4 w4[]; };  // F16 octets: 16-byte loads
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
+layout(set = 0, binding = 1) readonly buffer Xbuf8 { uvec4 xh8[]; };  // AF16 octets: 16-byte loads
+layout(set = 0, binding = 1) readonly buffer Xbuf16 { uvec2 xh4[]; }; // AF16 quads: 8-byte loads
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
 
@@ -132,6 +137,27 @@ uvec4 fetchA(uint i, uint row0, uint k0) {
     uint idx = gl_LocalInvocationIndex + i * WG;
     uint r = idx / TK8;
     uint e = k0 + 8u * (idx % TK8);
+    if (AF16 != 0u) {
+        // Halves as they are: one 16-byte load when rows are whole
+        // octets (e is a multiple of 8), else two 8-byte ones.
+        uvec4 q = uvec4(0u);
+        if (idx < TM * TK8 && row0 + r < pc.n) {
+            uint at = (row0 + r) * pc.inDim + e;   // in halves
+            if ((pc.inDim & 7u) == 0u) {
+                if (e < pc.inDim) {
+                    q = xh8[at / 8u];
+                }
+            } else {
+                if (e < pc.inDim) {
+                    q.xy = xh4[at / 4u];
+                }
+                if (e + 4u < pc.inDim) {
+                    q.zw = xh4[at / 4u + 1u];
+                }
+            }
+        }
+        return q;
+    }
     vec4 lo = vec4(0.0);
     vec4 hi = vec4(0.0);
     if (idx < TM * TK8 && row0 + r < pc.n) {
