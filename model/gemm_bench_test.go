@@ -355,3 +355,90 @@ func timeDispatch(b *testing.B, d *vk.Device, flush *vk.Buffer, reps int, record
 	slices.Sort(ds)
 	return ds[len(ds)/2]
 }
+
+// BenchmarkGemmInputs compares gemm reading float32 activations (converted
+// to f16 in every workgroup's tiles, the path before f16 inputs) with
+// reading to_f16's f16 copy (A16), F16 weights at Llama-3-8B shapes, from
+// decoding-size batches (50 rows: few-shot) to prefill chunks (2048), in
+// the default tile and two larger ones; plus the conversion itself, which
+// a step runs once per gemm input. GPU timestamps, L2 flushed, median of
+// 10. -short: small shapes (a smoke run on lavapipe).
+//
+//	go test -run '^$' -bench 'BenchmarkGemmInputs$' -benchtime 1x ./model/
+func BenchmarkGemmInputs(b *testing.B) {
+	d := gputest.Device(b)
+	if !d.Info.Timestamps {
+		b.Fatalf("%s has no compute timestamps", d.Info.Name)
+	}
+	r := gputest.Rand(b)
+	variant := gemmVariantName(slices.Contains(gemmVariants(b, d), "coopmat"))
+	shapes := [][2]int{{4096, 4096}, {4096, 14336}, {14336, 4096}} // in, out
+	ns := []int{50, 256, 512, 1024, 2048}
+	tiles := []gemmTiles{defaultGemmTiles(variant, 2048, kernels.WeightF16)}
+	if variant == "coopmat" {
+		tiles = append(tiles, gemmTiles{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64}, gemmTiles{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64})
+	}
+	reps, flushBytes := 10, uint64(256<<20)
+	if testing.Short() {
+		shapes, ns, reps, flushBytes = [][2]int{{256, 320}}, []int{50, 64}, 2, 16<<20
+	}
+	flush, err := d.NewBuffer(flushBytes)
+	require.NoError(b, err)
+	defer flush.Close()
+	maxN, maxIn := slices.Max(ns), 0
+	for _, s := range shapes {
+		maxIn = max(maxIn, s[0], s[1])
+	}
+	xb, err := d.NewBuffer(uint64(4 * maxN * maxIn))
+	require.NoError(b, err)
+	defer xb.Close()
+	require.NoError(b, xb.WriteF32(0, randFloats(r, maxN*maxIn, 1)))
+	hb, err := d.NewBuffer(uint64(2 * maxN * maxIn))
+	require.NoError(b, err)
+	defer hb.Close()
+	yb, err := d.NewBuffer(uint64(4 * maxN * maxIn))
+	require.NoError(b, err)
+	defer yb.Close()
+	o := newOps(d)
+	defer o.close()
+
+	var lines []string
+	timed := func(name string, record func(rec *vk.Recorder) error) time.Duration {
+		var med time.Duration
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				med = timeDispatch(b, d, flush, reps, record)
+			}
+			b.ReportMetric(us(med), "us")
+			b.ReportMetric(0, "ns/op")
+		})
+		return med
+	}
+	for _, sh := range shapes {
+		in, out := sh[0], sh[1]
+		w := benchWeight(b, d, gguf.F16, in, out)
+		for _, n := range ns {
+			flops := 2 * float64(n) * float64(in) * float64(out)
+			conv := timed(fmt.Sprintf("%dx%d/n=%d/to_f16", in, out, n), func(rec *vk.Recorder) error { return o.toF16(rec, xb, hb, n*in) })
+			for _, t := range tiles {
+				f32 := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, t), func(rec *vk.Recorder) error {
+					return o.gemm(rec, variant, t, w, xb, n, yb, false)
+				})
+				t16 := t
+				t16.A16 = true
+				f16 := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, t16), func(rec *vk.Recorder) error {
+					return o.gemm(rec, variant, t16, w, hb, n, yb, false)
+				})
+				mark := ""
+				if t == defaultGemmTiles(variant, n, kernels.WeightF16) {
+					mark = " (default)"
+				}
+				lines = append(lines, fmt.Sprintf("%5dx%-5d n=%-4d %-24s f32 inputs %8.1f us %6.1f TF | f16 inputs %8.1f us %6.1f TF (%4.2fx) | to_f16 %6.1f us%s",
+					in, out, n, t, us(f32), flops/f32.Seconds()/1e12, us(f16), flops/f16.Seconds()/1e12, f32.Seconds()/f16.Seconds(), us(conv), mark))
+			}
+		}
+		w.close()
+	}
+	fmt.Printf("gemm on %s, F16 weights: float32 inputs (converted in every tile) against f16 inputs (to_f16 once per step):\n%s\n",
+		d.Info.Name, strings.Join(lines, "\n"))
+}
