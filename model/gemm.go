@@ -34,7 +34,7 @@ const (
 // x TN weight rows, input steps of TK, SM x SN per subgroup (coopmat) or
 // per invocation (scalar); Split splits of the input (0: chosen from the
 // workgroup count, 1: none); Stages shared-memory tile buffers of the
-// coopmat variant (0: two when they fit, else one).
+// coopmat variant (0: two when they fit, else one); A16 and Prefetch below.
 //
 // Probe is the coopmat shader's PROBE (benchmarks only: bit 0 skips the
 // global loads, bit 1 the MMA, 4 alone runs only the MMA on fragments
@@ -48,6 +48,9 @@ type gemmTiles struct {
 	CMN                int // benchmarks only: cooperative-matrix N (0: kernels.GemmCoopMatShape's)
 	// A16: x holds f16 activations (toF16's output) instead of float32.
 	A16 bool
+	// Prefetch is the steps the coopmat variant's global loads run ahead
+	// of its MMAs (0 or 1: one; 2: two, in two register sets).
+	Prefetch int
 }
 
 func (t gemmTiles) String() string {
@@ -63,6 +66,9 @@ func (t gemmTiles) String() string {
 	}
 	if t.Probe != 0 {
 		s += fmt.Sprintf("_probe%d", t.Probe)
+	}
+	if t.Prefetch > 1 {
+		s += fmt.Sprintf("_p%d", t.Prefetch)
 	}
 	if t.A16 {
 		s += "_a16"
@@ -316,6 +322,9 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 	if t.TM <= 0 || t.TN <= 0 || t.TK <= 0 || t.SM <= 0 || t.SN <= 0 || t.TM%t.SM != 0 || t.TN%t.SN != 0 || t.TK%4 != 0 {
 		return nil, fmt.Errorf("tile %s: TM, TN must be multiples of SM, SN and TK of 4", t)
 	}
+	if t.Prefetch < 0 || t.Prefetch > 2 {
+		return nil, fmt.Errorf("tile %s: prefetch %d (0, 1 or 2 steps)", t, t.Prefetch)
+	}
 	cm := vk.CoopMatShape{M: 16, N: 16, K: 16} // unused by the scalar variant
 	stages := 1                                // unused by the scalar variant
 	var group, shared int
@@ -383,6 +392,7 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 		"local_size_x": uint32(group), "WTYPE": wtype, "ADD": addv,
 		"TM": uint32(t.TM), "TN": uint32(t.TN), "TK": uint32(t.TK), "SM": uint32(t.SM), "SN": uint32(t.SN),
 		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages), "PROBE": uint32(t.Probe), "AF16": a16,
+		"PREFETCH": uint32(max(t.Prefetch, 1)),
 	})
 }
 

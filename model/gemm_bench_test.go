@@ -360,8 +360,9 @@ func timeDispatch(b *testing.B, d *vk.Device, flush *vk.Buffer, reps int, record
 // to f16 in every workgroup's tiles, the path before f16 inputs) with
 // reading to_f16's f16 copy (A16), F16 weights at Llama-3-8B shapes, from
 // decoding-size batches (50 rows: few-shot) to prefill chunks (2048), in
-// the default tile and two larger ones; plus the conversion itself, which
-// a step runs once per gemm input. GPU timestamps, L2 flushed, median of
+// the default tile and two larger ones, with f16 inputs also loading two
+// steps ahead (Prefetch 2, coopmat); plus the conversion itself, which a
+// step runs once per gemm input. GPU timestamps, L2 flushed, median of
 // 10. -short: small shapes (a smoke run on lavapipe).
 //
 //	go test -run '^$' -bench 'BenchmarkGemmInputs$' -benchtime 1x ./model/
@@ -433,9 +434,41 @@ func BenchmarkGemmInputs(b *testing.B) {
 				if t == defaultGemmTiles(variant, n, kernels.WeightF16) {
 					mark = " (default)"
 				}
-				lines = append(lines, fmt.Sprintf("%5dx%-5d n=%-4d %-24s f32 inputs %8.1f us %6.1f TF | f16 inputs %8.1f us %6.1f TF (%4.2fx) | to_f16 %6.1f us%s",
-					in, out, n, t, us(f32), flops/f32.Seconds()/1e12, us(f16), flops/f16.Seconds()/1e12, f32.Seconds()/f16.Seconds(), us(conv), mark))
+				line := fmt.Sprintf("%5dx%-5d n=%-4d %-24s f32 inputs %8.1f us %6.1f TF | f16 inputs %8.1f us %6.1f TF (%4.2fx)",
+					in, out, n, t, us(f32), flops/f32.Seconds()/1e12, us(f16), flops/f16.Seconds()/1e12, f32.Seconds()/f16.Seconds())
+				if variant == "coopmat" {
+					// Loads two steps ahead.
+					p2 := t16
+					p2.Prefetch = 2
+					pt := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, p2), func(rec *vk.Recorder) error {
+						return o.gemm(rec, variant, p2, w, hb, n, yb, false)
+					})
+					line += fmt.Sprintf(" | f16, prefetch 2 %8.1f us %6.1f TF (%4.2fx)", us(pt), flops/pt.Seconds()/1e12, f32.Seconds()/pt.Seconds())
+				}
+				lines = append(lines, line+fmt.Sprintf(" | to_f16 %6.1f us%s", us(conv), mark))
 			}
+		}
+		// Few-shot rows: split-K counts against the automatic choice
+		// (enough workgroups that every weight byte, read once, streams
+		// at full bandwidth), f16 inputs, default tile.
+		if n := ns[0]; n <= 64 {
+			t := defaultGemmTiles(variant, n, kernels.WeightF16)
+			t.A16 = true
+			line := fmt.Sprintf("%5dx%-5d n=%-4d %-24s split-K", in, out, n, t)
+			for _, split := range []int{0, 1, 2, 4, 8, 16} {
+				ts := t
+				ts.Split = split
+				med := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, ts), func(rec *vk.Recorder) error {
+					return o.gemm(rec, variant, ts, w, hb, n, yb, false)
+				})
+				label := fmt.Sprint(split)
+				if split == 0 {
+					groups := ceilDiv(n, t.TM) * ceilDiv(out, t.TN)
+					label = fmt.Sprintf("auto (%d)", o.gemmSplits(t, groups, ceilDiv(in, t.TK), n*out))
+				}
+				line += fmt.Sprintf(" | %s %.1f us %.0f wGB/s", label, us(med), float64(out*w.rowBytes)/med.Seconds()/1e9)
+			}
+			lines = append(lines, line)
 		}
 		w.close()
 	}

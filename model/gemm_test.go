@@ -43,6 +43,10 @@ var gemmTileSets = map[string][]gemmTiles{
 		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Stages: 1},
 		{TM: 32, TN: 64, TK: 64, SM: 32, SN: 32},
 		{TM: 64, TN: 64, TK: 64, SM: 32, SN: 32},
+		// Loads two steps ahead, with one and two shared stages.
+		{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64, Prefetch: 2},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Prefetch: 2},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Stages: 1, Prefetch: 2},
 	},
 	"scalar": {
 		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},

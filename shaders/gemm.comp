@@ -37,6 +37,7 @@ layout(constant_id = 10) const uint CM_K = 16u;
 layout(constant_id = 11) const uint STAGES = 1u; // unused (coopmat variant)
 layout(constant_id = 12) const uint PROBE = 0u;  // unused (coopmat variant's benchmark probe)
 layout(constant_id = 13) const uint AF16 = 0u;   // 1: x is f16 [n][inDim] (to_f16's output), 0: float32
+layout(constant_id = 14) const uint PREFETCH = 1u; // unused (coopmat variant)
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };

@@ -25,6 +25,7 @@
 // With STAGES = 2 the tiles alternate between two shared buffers: the next
 // step's tiles are stored while others may still read the current one, one
 // barrier per step (STAGES = 1: two barriers, half the shared memory).
+// PREFETCH = 2 fetches two steps ahead into two register sets.
 // The host sizes the workgroup as (TM/SM)*(TN/SN) subgroups, doubled
 // while an invocation would fetch more than MAXL octets of a tile (the
 // extra subgroups only fetch); should the device run fewer (smaller
@@ -63,6 +64,11 @@ layout(constant_id = 12) const uint PROBE = 0u;
 // 1: x is f16 [n][inDim] (to_f16's output, written once per step): tiles
 // load it as it is, 16 bytes an octet; 0: float32, converted per tile.
 layout(constant_id = 13) const uint AF16 = 0u;
+// Steps the global loads run ahead of the MMA: 1, or 2 (two register sets
+// of the tiles, tile t + 2 fetched while tile t is multiplied and tile
+// t + 1 waits in registers, so loads have two steps to arrive; more
+// registers).
+layout(constant_id = 14) const uint PREFETCH = 1u;
 const bool TILES = (PROBE & 8u) == 0u;  // fetch and store tiles, with barriers
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
@@ -114,6 +120,9 @@ shared float sC[NST * CS];
 const uint MAXL = 8u;
 uvec4 stA0, stA1, stA2, stA3, stA4, stA5, stA6, stA7;
 uvec4 stB0, stB1, stB2, stB3, stB4, stB5, stB6, stB7;
+// The second register set (PREFETCH = 2): tiles of odd steps.
+uvec4 stC0, stC1, stC2, stC3, stC4, stC5, stC6, stC7;
+uvec4 stD0, stD1, stD2, stD3, stD4, stD5, stD6, stD7;
 #define EACH8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 // Eight f32 values as eight packed halves.
@@ -222,6 +231,13 @@ void fetchTile(uint row0, uint col0, uint k0) {
     EACH8(FETCH_A)
     EACH8(FETCH_B)
 }
+#define FETCH_C(i) if (uint(i) < LA) { stC##i = fetchA(uint(i), row0, k0); }
+#define FETCH_D(i) if (uint(i) < LB) { stD##i = fetchB(uint(i), col0, k0, oct); }
+void fetchTile1(uint row0, uint col0, uint k0) {   // into the second set
+    bool oct = octets();
+    EACH8(FETCH_C)
+    EACH8(FETCH_D)
+}
 
 // The fetched tiles into shared-memory stage stage.
 void storeA(uint i, uint stage, uvec4 v) {
@@ -241,6 +257,12 @@ void storeB(uint i, uint stage, uvec4 v) {
 void storeTile(uint stage) {
     EACH8(STORE_A)
     EACH8(STORE_B)
+}
+#define STORE_C(i) if (uint(i) < LA) { storeA(uint(i), stage, stC##i); }
+#define STORE_D(i) if (uint(i) < LB) { storeB(uint(i), stage, stD##i); }
+void storeTile1(uint stage) {   // from the second set
+    EACH8(STORE_C)
+    EACH8(STORE_D)
 }
 
 void subgroupSync() {
@@ -289,6 +311,48 @@ void writeOut(uint st, uint sm, uint sn, uint i, uint j, uint row0, uint col0, u
     subgroupSync();
 }
 
+// The MMAs of one step on shared-memory stage stg (inline: the
+// accumulators are main's locals).
+#define MMA_STEP(stg) \
+    if (on && (PROBE & 2u) == 0u) { \
+        uint aBase = (stg) * TM * SA + sm * SM * SA; \
+        uint bBase = (stg) * TN * SA + sn * SN * SA; \
+        [[unroll]] for (uint kk = 0u; kk < KT; kk++) { \
+            EACH4(DECL_A) \
+            EACH4(DECL_B) \
+            EACH4(LOAD_A) \
+            EACH4(LOAD_B) \
+            EACH44(MMA) \
+        } \
+    }
+
+// Step t (of parity P, whose tiles are in register set FETCH_P/STORE_P;
+// STORE_Q stores the other set) with PREFETCH = 2. STAGES = 2: stage P
+// holds tile t; set P is free once tile t is stored, so tile t + 2 is
+// fetched into it before the MMAs, and tile t + 1 (set Q, fetched a step
+// earlier) goes to the other stage, last read before the previous
+// barrier. STAGES = 1: tile t goes from set P to the one stage between
+// two barriers, then tile t + 2 is fetched into set P.
+#define PREFETCH2_STEP(P, t, FETCH_P, STORE_P, STORE_Q) \
+    if (STAGES == 2u) { \
+        if ((t) + 2u < kTiles) { \
+            FETCH_P(row0, col0, (kFirst + (t) + 2u) * TK); \
+        } \
+        MMA_STEP(P) \
+        if ((t) + 1u < kTiles) { \
+            STORE_Q((P) ^ 1u); \
+        } \
+        barrier(); \
+    } else { \
+        barrier(); \
+        STORE_P(0u); \
+        barrier(); \
+        if ((t) + 2u < kTiles) { \
+            FETCH_P(row0, col0, (kFirst + (t) + 2u) * TK); \
+        } \
+        MMA_STEP(0u) \
+    }
+
 void main() {
     uint row0 = gl_WorkGroupID.x * TM;   // activation rows
     uint col0 = gl_WorkGroupID.y * TN;   // weight rows
@@ -323,6 +387,24 @@ void main() {
                 EACH4(LOAD_B)
                 for (uint kt = 0u; kt < kTiles * KT; kt++) {
                     EACH44(MMA)
+                }
+            }
+        } else if (PREFETCH == 2u && TILES) {
+            // Two steps ahead: register set 0 (fetchTile, storeTile) holds
+            // the tiles of even steps, set 1 those of odd steps; the loop
+            // makes two steps per iteration so that each names its set.
+            fetchTile(row0, col0, kFirst * TK);
+            if (kTiles > 1u) {
+                fetchTile1(row0, col0, (kFirst + 1u) * TK);
+            }
+            if (STAGES == 2u) {
+                storeTile(0u);
+                barrier();
+            }
+            for (uint kt = 0u; kt < kTiles; kt += 2u) {
+                PREFETCH2_STEP(0u, kt, fetchTile, storeTile, storeTile1)
+                if (kt + 1u < kTiles) {
+                    PREFETCH2_STEP(1u, kt + 1u, fetchTile1, storeTile1, storeTile)
                 }
             }
         } else {
