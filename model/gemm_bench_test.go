@@ -360,7 +360,7 @@ func timeDispatch(b *testing.B, d *vk.Device, flush *vk.Buffer, reps int, record
 // to f16 in every workgroup's tiles, the path before f16 inputs) with
 // reading to_f16's f16 copy (A16), F16 weights at Llama-3-8B shapes, from
 // decoding-size batches (50 rows: few-shot) to prefill chunks (2048), in
-// the default tile and two larger ones, with f16 inputs also loading two
+// the default tile and four others, with f16 inputs also loading two
 // steps ahead (Prefetch 2, coopmat); plus the conversion itself, which a
 // step runs once per gemm input. GPU timestamps, L2 flushed, median of
 // 10. -short: small shapes (a smoke run on lavapipe).
@@ -377,7 +377,10 @@ func BenchmarkGemmInputs(b *testing.B) {
 	ns := []int{50, 256, 512, 1024, 2048}
 	tiles := []gemmTiles{defaultGemmTiles(variant, 2048, kernels.WeightF16)}
 	if variant == "coopmat" {
-		tiles = append(tiles, gemmTiles{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64}, gemmTiles{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64})
+		// Larger tiles (each weight tile serves more rows) and tiles with
+		// two shared stages within 48 KiB (the 64 x 256 default has one).
+		tiles = append(tiles, gemmTiles{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64}, gemmTiles{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64},
+			gemmTiles{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64}, gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64})
 	}
 	reps, flushBytes := 10, uint64(256<<20)
 	if testing.Short() {
