@@ -475,6 +475,17 @@ func BenchmarkGemmInputs(b *testing.B) {
 		}
 		w.close()
 	}
+	// Registers and spills of each path (more registers: fewer workgroups
+	// per SM).
+	if d.KernelStats() {
+		for _, t := range tiles {
+			for _, v := range []gemmTiles{t, {A16: true}, {A16: true, Prefetch: 2}} {
+				tv := t
+				tv.A16, tv.Prefetch = v.A16, v.Prefetch
+				lines = append(lines, gemmStatsLine(o, variant, tv, kernels.WeightF16))
+			}
+		}
+	}
 	fmt.Printf("gemm on %s, F16 weights: float32 inputs (converted in every tile) against f16 inputs (to_f16 once per step):\n%s\n",
 		d.Info.Name, strings.Join(lines, "\n"))
 }
