@@ -11,6 +11,7 @@ import (
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/modelgen"
 	"github.com/deft-vk/deft/vk"
 	"github.com/stretchr/testify/require"
 )
@@ -420,7 +421,7 @@ func BenchmarkGemmInputs(b *testing.B) {
 	}
 	for _, sh := range shapes {
 		in, out := sh[0], sh[1]
-		w := benchWeight(b, d, gguf.F16, in, out)
+		w := benchWeightGPU(b, d, o, gguf.F16, in, out)
 		for _, n := range ns {
 			flops := 2 * float64(n) * float64(in) * float64(out)
 			conv := timed(fmt.Sprintf("%dx%d/n=%d/to_f16", in, out, n), func(rec *vk.Recorder) error { return o.toF16(rec, xb, hb, n*in) })
@@ -488,4 +489,22 @@ func BenchmarkGemmInputs(b *testing.B) {
 	}
 	fmt.Printf("gemm on %s, F16 weights: float32 inputs (converted in every tile) against f16 inputs (to_f16 once per step):\n%s\n",
 		d.Info.Name, strings.Join(lines, "\n"))
+}
+
+// benchWeightGPU is an out x in weight of typ (not a regrouped type)
+// generated on the device by weight_fill, as LoadRandom makes them:
+// nothing of it passes through the host.
+func benchWeightGPU(b *testing.B, d *vk.Device, o *ops, typ gguf.TensorType, in, out int) *weight {
+	b.Helper()
+	name := fmt.Sprintf("blk.0.bench.%s.%dx%d", typ, in, out)
+	dims := []uint64{uint64(in), uint64(out)}
+	w, err := newWeight(d, name, typ, dims, 0)
+	require.NoError(b, err)
+	require.False(b, w.regrouped, "%s: regrouped weights are filled through the host", typ)
+	rec, err := d.NewRecorder()
+	require.NoError(b, err)
+	defer rec.Close()
+	var prog progress
+	require.NoError(b, fillWeightDevice(o, rec, w, modelgen.TensorParams(gputest.Rand(b).Uint64(), name, typ, dims), &prog))
+	return w
 }
