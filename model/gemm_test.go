@@ -298,8 +298,6 @@ func TestGemmPrefill(t *testing.T) {
 			m, err := Load(d, f, Options{KV: treeattn.KVF32, GemmInputs: inputs})
 			require.NoError(t, err)
 			require.Greater(t, m.Options().ChunkTokens, len(prompt))
-			bt, err := m.BatchTolerance(len(prompt))
-			require.NoError(t, err)
 			got := runAlone(t, m, nil, prompt) // one 300-token batch
 			m.Close()
 			worst := 0.0
@@ -308,7 +306,6 @@ func TestGemmPrefill(t *testing.T) {
 				worst = max(worst, e)
 				require.Less(t, e, tol(variant, inputs), "gemm %s, %s inputs: token %d", variant, inputs, i)
 			}
-			require.Less(t, worst, bt, "gemm %s, %s inputs: BatchTolerance", variant, inputs)
 			t.Logf("gemm variant %s, %s inputs: %d-token prefill, worst rel L2 %.2e against the float64 reference (tol %.0e)",
 				variant, inputs, len(prompt), worst, tol(variant, inputs))
 		}
