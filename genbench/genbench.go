@@ -11,7 +11,8 @@
 // The step's own tokens are then evaluated by model.Forward, which writes
 // their K/V into their slots and returns the logits of every step token
 // (what a decoder samples from); prefill evaluates the whole prompt
-// (chunks of model.DefaultChunkTokens) and returns the last row's logits.
+// (in chunks of the model's Options().ChunkTokens: model.DefaultChunkTokens,
+// 2048, unless set) and returns the last row's logits.
 // Rerunning a step rewrites the same slots, so every run does identical
 // work.
 //

@@ -42,8 +42,10 @@ var Gemm = register(&Contract{
 		{3, "TM"}, {4, "TN"}, {5, "TK"}, // workgroup tile: rows x weight rows x input step
 		{6, "SM"}, {7, "SN"}, // per subgroup (coopmat) or per invocation (scalar)
 		{8, "CM_M"}, {9, "CM_N"}, {10, "CM_K"},
-		{11, "STAGES"}, // shared-memory tile buffers of the coopmat variant: 1 or 2
-		{12, "PROBE"},  // benchmarks only (coopmat): bit 0 skips global loads, bit 1 the MMA, 4: pure MMA, 8: matrix loads+MMA; 0 in the model
+		{11, "STAGES"},   // shared-memory tile buffers of the coopmat variant: 1 or 2
+		{12, "PROBE"},    // benchmarks only (coopmat): bit 0 skips global loads, bit 1 the MMA, 4: pure MMA, 8: matrix loads+MMA; 0 in the model
+		{13, "AF16"},     // 1: Xbuf holds f16 activations (ToF16's output), 0: float32
+		{14, "PREFETCH"}, // coopmat: steps the global loads run ahead, 1 or 2 (two register sets)
 	},
 	Variants: []Variant{
 		{Name: "coopmat", Module: "gemm_coopmat", Requires: requiresGemmCoopMat},

@@ -82,7 +82,7 @@ var Matmul = register(&Contract{
 })
 
 // GridStrideSteps is the loop bound of the grid-stride kernels below
-// (embed_gather, swiglu, rope): the host sizes their grids so that no
+// (embed_gather, swiglu, rope, to_f16): the host sizes their grids so that no
 // invocation needs more steps.
 const GridStrideSteps = 1024
 
@@ -147,6 +147,22 @@ var Rope = register(&Contract{
 	Push:     RopePush{},
 	Spec:     []Spec{{0, "local_size_x"}},
 	Variants: []Variant{{Name: "scalar", Module: "rope"}},
+})
+
+// ToF16Push is to_f16.comp's push block.
+type ToF16Push struct {
+	N uint32 // quads (4 elements)
+}
+
+// ToF16 converts float32 activations to f16 once per batch step, for gemm's
+// AF16 = 1 (see shaders/to_f16.comp).
+var ToF16 = register(&Contract{
+	Name:     "to_f16",
+	Doc:      "h = f16(x), 4 elements per item: gemm's f16 activations",
+	Bindings: []Binding{{"X", vk.Read}, {"H", vk.Write}},
+	Push:     ToF16Push{},
+	Spec:     []Spec{{0, "local_size_x"}},
+	Variants: []Variant{{Name: "scalar", Module: "to_f16"}},
 })
 
 // SwiGLUPush is swiglu.comp's push block.

@@ -34,7 +34,7 @@ const (
 // x TN weight rows, input steps of TK, SM x SN per subgroup (coopmat) or
 // per invocation (scalar); Split splits of the input (0: chosen from the
 // workgroup count, 1: none); Stages shared-memory tile buffers of the
-// coopmat variant (0: two when they fit, else one).
+// coopmat variant (0: two when they fit, else one); A16 and Prefetch below.
 //
 // Probe is the coopmat shader's PROBE (benchmarks only: bit 0 skips the
 // global loads, bit 1 the MMA, 4 alone runs only the MMA on fragments
@@ -46,6 +46,11 @@ type gemmTiles struct {
 	Stages             int
 	Probe              int
 	CMN                int // benchmarks only: cooperative-matrix N (0: kernels.GemmCoopMatShape's)
+	// A16: x holds f16 activations (toF16's output) instead of float32.
+	A16 bool
+	// Prefetch is the steps the coopmat variant's global loads run ahead
+	// of its MMAs (0 or 1: one; 2: two, in two register sets).
+	Prefetch int
 }
 
 func (t gemmTiles) String() string {
@@ -61,6 +66,12 @@ func (t gemmTiles) String() string {
 	}
 	if t.Probe != 0 {
 		s += fmt.Sprintf("_probe%d", t.Probe)
+	}
+	if t.Prefetch > 1 {
+		s += fmt.Sprintf("_p%d", t.Prefetch)
+	}
+	if t.A16 {
+		s += "_a16"
 	}
 	return s
 }
@@ -113,17 +124,19 @@ func (o *ops) gemmVariant() (string, error) {
 // fastest tiles BenchmarkGemm measured on the H200 at Llama-3-8B shapes.
 func defaultGemmTiles(variant string, n int, wtype uint32) gemmTiles {
 	if variant == "coopmat" {
-		// From BenchmarkGemm on the H200 (Llama-3-8B shapes, tiles summed
-		// over 4096x4096, 4096x14336 and 14336x4096): 64 x 256 tiles of
-		// four 32 x 64 subgroups were fastest or within 3% for every n with
-		// F16 weights (n = 50: 349 us against 446 for the 64 x 128 x 64
-		// tile used before) and for n <= 64 with quantized weights; from
-		// n = 256 on, quantized weights run best with 128 x 256 tiles of
-		// 64 x 64 subgroups (eight subgroups share each dequantized tile).
-		if wtype != kernels.WeightF16 && n > 64 {
+		// From BenchmarkGemmInputs on the H200 (session 5; Llama-3-8B
+		// shapes, f16 inputs, the default): for n <= 64, 64 x 256 tiles of
+		// four 32 x 64 subgroups with tiles fetched two steps ahead (n =
+		// 50: 43, 148 and 129 us on 4096x4096, 4096x14336 and 14336x4096,
+		// against 47, 166 and 144 without the prefetch); from n = 256 on,
+		// 128 x 256 tiles of 64 x 64 subgroups (eight subgroups share each
+		// tile: 1.3-1.5x faster than 64 x 256 with f16 inputs, 108-163
+		// TFLOP/s at n = 256-2048), which quantized weights also ran best
+		// with.
+		if n > 64 {
 			return gemmTiles{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64}
 		}
-		return gemmTiles{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64}
+		return gemmTiles{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64, Prefetch: 2}
 	}
 	// 128 invocations of 4 x 4 outputs.
 	return gemmTiles{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4}
@@ -133,14 +146,77 @@ func defaultGemmTiles(variant string, n int, wtype uint32) gemmTiles {
 // [n][w.cols], y float32 [n][w.rows]), with gemm for batches and matmul
 // for the few rows of a decoding step.
 func (o *ops) linear(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+	return o.linearIn(rec, w, gemmIn{x: x}, n, y, add)
+}
+
+// gemmIn is the activations a linear reads: float32 rows, or (f16) their
+// f16 copy, which only gemm reads (batches).
+type gemmIn struct {
+	x   *vk.Buffer
+	f16 bool
+}
+
+// linearIn is linear from activations in.
+func (o *ops) linearIn(rec *vk.Recorder, w *weight, in gemmIn, n int, y *vk.Buffer, add bool) error {
 	variant, batch, err := o.gemmFor(n)
 	if err != nil {
 		return fmt.Errorf("linear %s: %w", w.name, err)
 	}
 	if !batch {
-		return o.matmul(rec, w, x, n, y, add)
+		if in.f16 {
+			return fmt.Errorf("linear %s: %d rows go to matmul, which reads float32 activations", w.name, n)
+		}
+		return o.matmul(rec, w, in.x, n, y, add)
 	}
-	return o.gemm(rec, variant, defaultGemmTiles(variant, n, w.wtype), w, x, n, y, add)
+	t := defaultGemmTiles(variant, n, w.wtype)
+	t.A16 = in.f16
+	return o.gemm(rec, variant, t, w, in.x, n, y, add)
+}
+
+// Options.GemmInputs values.
+const (
+	GemmInputsAuto = ""
+	GemmInputsF16  = "f16"
+	GemmInputsF32  = "f32"
+)
+
+// gemmF16Inputs reports whether batches of a model with Options.GemmInputs
+// mode feed gemm f16 activations, converted once per step by toF16: by
+// default where gemm runs cooperative matrices, which round their operands
+// to f16 anyway (the same products; each workgroup then loads half the
+// bytes and converts nothing), and not for the scalar fp32 variant, whose
+// results would lose precision.
+func (o *ops) gemmF16Inputs(mode string) (bool, error) {
+	switch mode {
+	case GemmInputsF16:
+		return true, nil
+	case GemmInputsF32:
+		return false, nil
+	case GemmInputsAuto:
+		variant, err := o.gemmVariant()
+		return variant == "coopmat", err
+	}
+	return false, fmt.Errorf("gemm inputs %q: want %q, %q or %q (automatic)", mode, GemmInputsF16, GemmInputsF32, GemmInputsAuto)
+}
+
+// toF16 records h = f16(x) for elems elements (a multiple of 4): x float32,
+// h f16 (2 bytes each).
+func (o *ops) toF16(rec *vk.Recorder, x, h *vk.Buffer, elems int) error {
+	if elems%4 != 0 {
+		return fmt.Errorf("to f16: %d elements, not whole quads", elems)
+	}
+	p, err := o.pipeline(kernels.ToF16, kernels.SpecValues{"local_size_x": elemGroup})
+	if err != nil {
+		return fmt.Errorf("to f16: %w", err)
+	}
+	grid, err := strideGrid(o.d, elems/4, elemGroup)
+	if err != nil {
+		return fmt.Errorf("to f16: %w", err)
+	}
+	if err := p.Dispatch(rec, grid, kernels.ToF16Push{N: uint32(elems / 4)}, x.All(), h.All()); err != nil {
+		return fmt.Errorf("to f16: %w", err)
+	}
+	return nil
 }
 
 // gemmFor reports whether linear runs n activation rows through gemm
@@ -248,6 +324,9 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 	if t.TM <= 0 || t.TN <= 0 || t.TK <= 0 || t.SM <= 0 || t.SN <= 0 || t.TM%t.SM != 0 || t.TN%t.SN != 0 || t.TK%4 != 0 {
 		return nil, fmt.Errorf("tile %s: TM, TN must be multiples of SM, SN and TK of 4", t)
 	}
+	if t.Prefetch < 0 || t.Prefetch > 2 {
+		return nil, fmt.Errorf("tile %s: prefetch %d (0, 1 or 2 steps)", t, t.Prefetch)
+	}
 	cm := vk.CoopMatShape{M: 16, N: 16, K: 16} // unused by the scalar variant
 	stages := 1                                // unused by the scalar variant
 	var group, shared int
@@ -304,27 +383,36 @@ func (o *ops) gemmPipeline(variant string, t gemmTiles, wtype uint32, add bool) 
 	if shared > int(info.MaxSharedMemory) {
 		return nil, fmt.Errorf("tile %s: %d bytes of shared memory exceed the device's %d", t, shared, info.MaxSharedMemory)
 	}
-	addv := uint32(0)
+	addv, a16 := uint32(0), uint32(0)
 	if add {
 		addv = 1
+	}
+	if t.A16 {
+		a16 = 1
 	}
 	return o.pipelineVariant(kernels.Gemm, variant, kernels.SpecValues{
 		"local_size_x": uint32(group), "WTYPE": wtype, "ADD": addv,
 		"TM": uint32(t.TM), "TN": uint32(t.TN), "TK": uint32(t.TK), "SM": uint32(t.SM), "SN": uint32(t.SN),
-		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages), "PROBE": uint32(t.Probe),
+		"CM_M": cm.M, "CM_N": cm.N, "CM_K": cm.K, "STAGES": uint32(stages), "PROBE": uint32(t.Probe), "AF16": a16,
+		"PREFETCH": uint32(max(t.Prefetch, 1)),
 	})
 }
 
 // BatchTolerance is the relative error to expect of batches of n tokens
 // against the float64 reference: batches that the cooperative-matrix gemm
 // evaluates have f16 operands (about 2^-11 relative rounding per product,
-// a few 1e-4 over a layer), everything else computes in fp32.
+// a few 1e-4 over a layer), and so do batches whose gemm inputs are f16
+// (Options.GemmInputs); everything else computes in fp32.
 func (m *Model) BatchTolerance(n int) (float64, error) {
 	variant, batch, err := m.ops.gemmFor(n)
 	if err != nil {
 		return 0, fmt.Errorf("model: batch tolerance: %w", err)
 	}
-	if batch && variant == "coopmat" {
+	f16, err := m.ops.gemmF16Inputs(m.opts.GemmInputs)
+	if err != nil {
+		return 0, fmt.Errorf("model: batch tolerance: %w", err)
+	}
+	if batch && (variant == "coopmat" || f16) {
 		return CoopMatTolerance, nil
 	}
 	return FP32Tolerance, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/modelgen"
 	"github.com/deft-vk/deft/vk"
 	"github.com/stretchr/testify/require"
 )
@@ -274,6 +275,7 @@ var gemmBenchTiles = map[string][]gemmTiles{
 		{TM: 64, TN: 128, TK: 64, SM: 32, SN: 64},
 		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64},
 		{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64},
+		{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64, Prefetch: 2},
 		{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64},
 		{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64},
 		{TM: 128, TN: 128, TK: 64, SM: 32, SN: 64},
@@ -354,4 +356,156 @@ func timeDispatch(b *testing.B, d *vk.Device, flush *vk.Buffer, reps int, record
 	require.Len(b, ds, reps)
 	slices.Sort(ds)
 	return ds[len(ds)/2]
+}
+
+// BenchmarkGemmInputs compares gemm reading float32 activations (converted
+// to f16 in every workgroup's tiles, the path before f16 inputs) with
+// reading to_f16's f16 copy (A16), F16 weights at Llama-3-8B shapes, from
+// decoding-size batches (50 rows: few-shot) to prefill chunks (2048), in
+// the default tile and four others, with f16 inputs also loading two
+// steps ahead (Prefetch 2, coopmat); plus the conversion itself, which a
+// step runs once per gemm input. GPU timestamps, L2 flushed, median of
+// 10. -short: small shapes (a smoke run on lavapipe).
+//
+//	go test -run '^$' -bench 'BenchmarkGemmInputs$' -benchtime 1x ./model/
+func BenchmarkGemmInputs(b *testing.B) {
+	d := gputest.Device(b)
+	if !d.Info.Timestamps {
+		b.Fatalf("%s has no compute timestamps", d.Info.Name)
+	}
+	r := gputest.Rand(b)
+	variant := gemmVariantName(slices.Contains(gemmVariants(b, d), "coopmat"))
+	shapes := [][2]int{{4096, 4096}, {4096, 14336}, {14336, 4096}} // in, out
+	ns := []int{50, 256, 512, 1024, 2048}
+	tiles := []gemmTiles{defaultGemmTiles(variant, 2048, kernels.WeightF16)}
+	if variant == "coopmat" {
+		// Larger tiles (each weight tile serves more rows) and tiles with
+		// two shared stages within 48 KiB (the 64 x 256 default has one).
+		tiles = append(tiles, gemmTiles{TM: 128, TN: 256, TK: 32, SM: 64, SN: 64}, gemmTiles{TM: 128, TN: 128, TK: 32, SM: 64, SN: 64},
+			gemmTiles{TM: 128, TN: 128, TK: 32, SM: 32, SN: 64}, gemmTiles{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64})
+	}
+	reps, flushBytes := 10, uint64(256<<20)
+	if testing.Short() {
+		shapes, ns, reps, flushBytes = [][2]int{{256, 320}}, []int{50, 64}, 2, 16<<20
+	}
+	flush, err := d.NewBuffer(flushBytes)
+	require.NoError(b, err)
+	defer flush.Close()
+	maxN, maxIn := slices.Max(ns), 0
+	for _, s := range shapes {
+		maxIn = max(maxIn, s[0], s[1])
+	}
+	xb, err := d.NewBuffer(uint64(4 * maxN * maxIn))
+	require.NoError(b, err)
+	defer xb.Close()
+	require.NoError(b, xb.WriteF32(0, randFloats(r, maxN*maxIn, 1)))
+	hb, err := d.NewBuffer(uint64(2 * maxN * maxIn))
+	require.NoError(b, err)
+	defer hb.Close()
+	yb, err := d.NewBuffer(uint64(4 * maxN * maxIn))
+	require.NoError(b, err)
+	defer yb.Close()
+	o := newOps(d)
+	defer o.close()
+
+	var lines []string
+	timed := func(name string, record func(rec *vk.Recorder) error) time.Duration {
+		var med time.Duration
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				med = timeDispatch(b, d, flush, reps, record)
+			}
+			b.ReportMetric(us(med), "us")
+			b.ReportMetric(0, "ns/op")
+		})
+		return med
+	}
+	for _, sh := range shapes {
+		in, out := sh[0], sh[1]
+		w := benchWeightGPU(b, d, o, gguf.F16, in, out)
+		for _, n := range ns {
+			flops := 2 * float64(n) * float64(in) * float64(out)
+			conv := timed(fmt.Sprintf("%dx%d/n=%d/to_f16", in, out, n), func(rec *vk.Recorder) error { return o.toF16(rec, xb, hb, n*in) })
+			for _, t := range tiles {
+				f32 := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, t), func(rec *vk.Recorder) error {
+					return o.gemm(rec, variant, t, w, xb, n, yb, false)
+				})
+				t16 := t
+				t16.A16 = true
+				f16 := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, t16), func(rec *vk.Recorder) error {
+					return o.gemm(rec, variant, t16, w, hb, n, yb, false)
+				})
+				mark := ""
+				if t == defaultGemmTiles(variant, n, kernels.WeightF16) {
+					mark = " (default)"
+				}
+				line := fmt.Sprintf("%5dx%-5d n=%-4d %-24s f32 inputs %8.1f us %6.1f TF | f16 inputs %8.1f us %6.1f TF (%4.2fx)",
+					in, out, n, t, us(f32), flops/f32.Seconds()/1e12, us(f16), flops/f16.Seconds()/1e12, f32.Seconds()/f16.Seconds())
+				if variant == "coopmat" {
+					// Loads two steps ahead.
+					p2 := t16
+					p2.Prefetch = 2
+					pt := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, p2), func(rec *vk.Recorder) error {
+						return o.gemm(rec, variant, p2, w, hb, n, yb, false)
+					})
+					line += fmt.Sprintf(" | f16, prefetch 2 %8.1f us %6.1f TF (%4.2fx)", us(pt), flops/pt.Seconds()/1e12, f32.Seconds()/pt.Seconds())
+				}
+				lines = append(lines, line+fmt.Sprintf(" | to_f16 %6.1f us%s", us(conv), mark))
+			}
+		}
+		// Few-shot rows: split-K counts against the automatic choice
+		// (enough workgroups that every weight byte, read once, streams
+		// at full bandwidth), f16 inputs, default tile.
+		if n := ns[0]; n <= 64 {
+			t := defaultGemmTiles(variant, n, kernels.WeightF16)
+			t.A16 = true
+			line := fmt.Sprintf("%5dx%-5d n=%-4d %-24s split-K", in, out, n, t)
+			for _, split := range []int{0, 1, 2, 4, 8, 16} {
+				ts := t
+				ts.Split = split
+				med := timed(fmt.Sprintf("%dx%d/n=%d/%s-%s", in, out, n, variant, ts), func(rec *vk.Recorder) error {
+					return o.gemm(rec, variant, ts, w, hb, n, yb, false)
+				})
+				label := fmt.Sprint(split)
+				if split == 0 {
+					groups := ceilDiv(n, t.TM) * ceilDiv(out, t.TN)
+					label = fmt.Sprintf("auto (%d)", o.gemmSplits(t, groups, ceilDiv(in, t.TK), n*out))
+				}
+				line += fmt.Sprintf(" | %s %.1f us %.0f wGB/s", label, us(med), float64(out*w.rowBytes)/med.Seconds()/1e9)
+			}
+			lines = append(lines, line)
+		}
+		w.close()
+	}
+	// Registers and spills of each path (more registers: fewer workgroups
+	// per SM).
+	if d.KernelStats() {
+		for _, t := range tiles {
+			for _, v := range []gemmTiles{t, {A16: true}, {A16: true, Prefetch: 2}} {
+				tv := t
+				tv.A16, tv.Prefetch = v.A16, v.Prefetch
+				lines = append(lines, gemmStatsLine(o, variant, tv, kernels.WeightF16))
+			}
+		}
+	}
+	fmt.Printf("gemm on %s, F16 weights: float32 inputs (converted in every tile) against f16 inputs (to_f16 once per step):\n%s\n",
+		d.Info.Name, strings.Join(lines, "\n"))
+}
+
+// benchWeightGPU is an out x in weight of typ (not a regrouped type)
+// generated on the device by weight_fill, as LoadRandom makes them:
+// nothing of it passes through the host.
+func benchWeightGPU(b *testing.B, d *vk.Device, o *ops, typ gguf.TensorType, in, out int) *weight {
+	b.Helper()
+	name := fmt.Sprintf("blk.0.bench.%s.%dx%d", typ, in, out)
+	dims := []uint64{uint64(in), uint64(out)}
+	w, err := newWeight(d, name, typ, dims, 0)
+	require.NoError(b, err)
+	require.False(b, w.regrouped, "%s: regrouped weights are filled through the host", typ)
+	rec, err := d.NewRecorder()
+	require.NoError(b, err)
+	defer rec.Close()
+	var prog progress
+	require.NoError(b, fillWeightDevice(o, rec, w, modelgen.TensorParams(gputest.Rand(b).Uint64(), name, typ, dims), &prog))
+	return w
 }

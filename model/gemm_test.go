@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
+	"github.com/deft-vk/deft/internal/half"
 	"github.com/deft-vk/deft/internal/testmodels"
 	"github.com/deft-vk/deft/kernels"
 	"github.com/deft-vk/deft/treeattn"
@@ -41,6 +43,10 @@ var gemmTileSets = map[string][]gemmTiles{
 		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Stages: 1},
 		{TM: 32, TN: 64, TK: 64, SM: 32, SN: 32},
 		{TM: 64, TN: 64, TK: 64, SM: 32, SN: 32},
+		// Loads two steps ahead, with one and two shared stages.
+		{TM: 64, TN: 256, TK: 32, SM: 32, SN: 64, Prefetch: 2},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Prefetch: 2},
+		{TM: 64, TN: 128, TK: 32, SM: 32, SN: 64, Stages: 1, Prefetch: 2},
 	},
 	"scalar": {
 		{TM: 32, TN: 64, TK: 32, SM: 4, SN: 4},
@@ -117,10 +123,26 @@ func gemmRef(x []float32, W [][]float64, y0 []float32, n, cols int) []float64 {
 	return want
 }
 
+// gemmA16Types are the weight types TestGemm also checks with f16
+// activations (A16): F16's 16-byte octets and two dequantizing paths.
+var gemmA16Types = []gguf.TensorType{gguf.F16, gguf.Q8_0, gguf.Q4_K}
+
+// newF16 is a device buffer of f16 values (bits).
+func newF16(t *testing.T, d *vk.Device, v []uint16) *vk.Buffer {
+	t.Helper()
+	b, err := d.NewBuffer(uint64(2 * max(len(v), 2)))
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	require.NoError(t, b.WriteF16(0, v))
+	return b
+}
+
 // Every gemm variant the device runs, in every tile of gemmTileSets,
 // against the float64 reference: every weight type, ragged n, weight rows
 // and input lengths (not multiples of any tile), ADD, weights split into
-// parts, NaN-poisoned outputs, bit-identical reruns.
+// parts, NaN-poisoned outputs, bit-identical reruns; with float32
+// activations, and with f16 ones (A16: rows of whole octets and, at 44
+// columns, of quads) for gemmA16Types.
 func TestGemm(t *testing.T) {
 	d := gputest.Device(t)
 	r := gputest.Rand(t)
@@ -144,12 +166,17 @@ func TestGemm(t *testing.T) {
 		worstAbs := 0.0
 		for _, tiles := range gemmTileSets[variant] {
 			for _, typ := range weightTypes {
-				for _, c := range cases {
+				for ci := range 2 * len(cases) {
+					c, a16 := cases[ci%len(cases)], ci >= len(cases)
 					if _, err := typ.RowBytes(uint64(c.cols)); err != nil {
 						continue // no whole blocks
 					}
+					if a16 && !slices.Contains(gemmA16Types, typ) {
+						continue
+					}
 					tiles := tiles
 					tiles.Split = c.kSplit
+					tiles.A16 = a16
 					name := fmt.Sprintf("%s/%s/%s/n=%d/%dx%d/add=%v/parts=%d", variant, tiles, typ, c.n, c.cols, c.rows, c.add, c.split)
 					t.Run(name, func(t *testing.T) {
 						wt := randTensor(r, typ, c.cols, c.rows)
@@ -157,7 +184,16 @@ func TestGemm(t *testing.T) {
 						require.NoError(t, err)
 						defer w.close()
 						x := randFloats(r, c.n*c.cols, 1)
-						xb := newF32(t, d, x)
+						var xb *vk.Buffer
+						if a16 {
+							// f16 activations: the reference takes them
+							// rounded, as the kernel reads them.
+							h := half.FromFloat32Slice(x)
+							x = half.ToFloat32Slice(h)
+							xb = newF16(t, d, h)
+						} else {
+							xb = newF32(t, d, x)
+						}
 						yb := newF32(t, d, make([]float32, c.n*c.rows))
 						var y0 []float32
 						if c.add {
@@ -230,15 +266,16 @@ func TestLinearChoice(t *testing.T) {
 	}
 }
 
-// A prompt long enough for gemm, in one chunk, gives the float64
-// reference's logits at every position, for every gemm variant the device
-// runs (forced as --variant gemm=V does).
+// A prompt long enough for gemm, in one chunk of more than 256 tokens (the
+// default chunk is larger), gives the float64 reference's logits at every
+// position, for every gemm variant the device runs (forced as --variant
+// gemm=V does) with float32 and f16 gemm inputs (Options.GemmInputs).
 func TestGemmPrefill(t *testing.T) {
 	d := gputest.Device(t)
 	f, _ := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF32})
 	r := gputest.Rand(t)
 	prompt := []int32{1}
-	for range 39 {
+	for range 299 {
 		prompt = append(prompt, int32(3+r.IntN(500)))
 	}
 	ref := newRef(t, f).newSeq()
@@ -248,22 +285,96 @@ func TestGemmPrefill(t *testing.T) {
 	}
 	// Logits after 5 layers of f16-operand products (about 4e-4 each):
 	// errors add up over the layers' residual stream.
-	tol := map[string]float64{"scalar": 1e-4, "coopmat": 1e-2}
+	tol := func(variant, inputs string) float64 {
+		if variant == "scalar" && inputs == GemmInputsF32 {
+			return 1e-4
+		}
+		return 1e-2
+	}
 	t.Cleanup(func() { _ = kernels.SetOverride(os.Getenv(kernels.VariantEnv)) })
 	for _, variant := range gemmVariants(t, d) {
 		require.NoError(t, kernels.SetOverride("gemm="+variant))
-		m, err := Load(d, f, Options{KV: treeattn.KVF32})
-		require.NoError(t, err)
-		got := runAlone(t, m, nil, prompt) // one 40-token batch
-		m.Close()
-		worst := 0.0
-		for i := range prompt {
-			e := relL2(got[i], want[i])
-			worst = max(worst, e)
-			require.Less(t, e, tol[variant], "gemm %s: token %d", variant, i)
+		for _, inputs := range []string{GemmInputsF32, GemmInputsF16} {
+			m, err := Load(d, f, Options{KV: treeattn.KVF32, GemmInputs: inputs})
+			require.NoError(t, err)
+			require.Greater(t, m.Options().ChunkTokens, len(prompt))
+			got := runAlone(t, m, nil, prompt) // one 300-token batch
+			m.Close()
+			worst := 0.0
+			for i := range prompt {
+				e := relL2(got[i], want[i])
+				worst = max(worst, e)
+				require.Less(t, e, tol(variant, inputs), "gemm %s, %s inputs: token %d", variant, inputs, i)
+			}
+			t.Logf("gemm variant %s, %s inputs: %d-token prefill, worst rel L2 %.2e against the float64 reference (tol %.0e)",
+				variant, inputs, len(prompt), worst, tol(variant, inputs))
 		}
-		t.Logf("gemm variant %s: %d-token prefill, worst rel L2 %.2e against the float64 reference (tol %.0e)", variant, len(prompt), worst, tol[variant])
 	}
+}
+
+// The automatic chunk is DefaultChunkTokens where memory is plentiful and
+// halves, down to MinChunkTokens, while a chunk's activations would exceed
+// a 32nd of the device memory; Load rejects unknown gemm inputs.
+func TestChunkTokensChoice(t *testing.T) {
+	c := Config{Embd: 4096, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336} // Llama-3-8B
+	require.Equal(t, DefaultChunkTokens, autoChunkTokens(c, 140<<30))
+	require.Equal(t, DefaultChunkTokens, autoChunkTokens(c, 0))
+	require.Equal(t, MinChunkTokens, autoChunkTokens(c, 1<<30))
+	for _, limit := range []uint64{4 << 30, 8 << 30, 16 << 30} {
+		k := autoChunkTokens(c, limit)
+		require.LessOrEqual(t, chunkBytes(c, k), limit/32, "limit %d", limit)
+		if k < DefaultChunkTokens {
+			require.Greater(t, chunkBytes(c, 2*k), limit/32, "limit %d", limit)
+		}
+	}
+	d := gputest.Device(t)
+	f, _ := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: treeattn.KVF32})
+	_, err := Load(d, f, Options{GemmInputs: "bf16"})
+	require.ErrorContains(t, err, "gemm inputs")
+}
+
+// toF16 rounds float32 activations to the nearest f16 (within half an f16
+// unit in the last place, whatever the driver's tie rule), infinities
+// beyond f16's range; reruns are bit-identical.
+func TestToF16(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	o := newOps(d)
+	defer o.close()
+	n := 4 * 1000
+	x := randFloats(r, n, 3)
+	x[0], x[1], x[2], x[3] = 0, -1e6, 1e-6, 65504
+	xb := newF32(t, d, x)
+	hb, err := d.NewBuffer(uint64(2 * n))
+	require.NoError(t, err)
+	defer hb.Close()
+	var first []uint16
+	for run := range 2 {
+		rec, err := d.NewRecorder()
+		require.NoError(t, err)
+		require.NoError(t, rec.Fill(hb, 0x7e007e00)) // f16 NaNs
+		require.NoError(t, o.toF16(rec, xb, hb, n))
+		require.NoError(t, rec.Submit())
+		rec.Close()
+		words := make([]uint16, n)
+		require.NoError(t, hb.ReadF16(0, words))
+		if run == 1 {
+			require.Equal(t, first, words, "rerun")
+		}
+		first = words
+	}
+	for i, v := range x {
+		h := float64(half.ToFloat32(first[i]))
+		switch {
+		case math.Abs(float64(v)) > 65520:
+			require.True(t, math.IsInf(h, int(math.Copysign(1, float64(v)))), "element %d: %g -> %g", i, v, h)
+		default:
+			// Half an ulp of f16 (2^-11 relative; 2^-25 absolute for subnormals).
+			bound := max(math.Abs(float64(v))*math.Pow(2, -11), math.Pow(2, -25))
+			require.LessOrEqual(t, math.Abs(h-float64(v)), bound, "element %d: %g -> %g", i, v, h)
+		}
+	}
+	require.Error(t, o.toF16(nil, xb, hb, 6), "elements must be whole quads")
 }
 
 // Split-K: few output tiles over a long input are split up to about

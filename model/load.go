@@ -17,7 +17,7 @@ var uploadChunkBytes uint64 = 64 << 20
 
 // MinKVTokens is the KV pool, in tokens, that a model must leave room for
 // in device memory besides its weights to load.
-const MinKVTokens = DefaultChunkTokens
+const MinKVTokens = MinChunkTokens
 
 // source is where a model's weights come from: a GGUF file or the random
 // generator.
@@ -149,13 +149,22 @@ func build(d *vk.Device, cfg Config, src source, opts Options) (*Model, error) {
 		opts.Method = treeattn.MethodFlatten
 	}
 	if opts.ChunkTokens <= 0 {
-		opts.ChunkTokens = DefaultChunkTokens
+		limit := opts.MemoryLimit
+		if limit == 0 {
+			limit = deviceMemory(&d.Info)
+		}
+		opts.ChunkTokens = autoChunkTokens(cfg, limit)
 	}
 	if opts.ChunkTokens > treeattn.MaxShapeValue {
 		return nil, fmt.Errorf("model: load: chunk of %d tokens is too large", opts.ChunkTokens)
 	}
 	if _, err := treeattn.ParseMethod(string(opts.Method)); err != nil {
 		return nil, fmt.Errorf("model: load: %w", err)
+	}
+	switch opts.GemmInputs {
+	case GemmInputsAuto, GemmInputsF16, GemmInputsF32:
+	default:
+		return nil, fmt.Errorf("model: load: gemm inputs %q: want %q, %q or empty (automatic)", opts.GemmInputs, GemmInputsF16, GemmInputsF32)
 	}
 	if cfg.HeadDim%4 != 0 {
 		return nil, fmt.Errorf("model: load %s: head dim %d; tree attention needs a multiple of 4", src.label(), cfg.HeadDim)

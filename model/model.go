@@ -28,8 +28,36 @@ import (
 
 // DefaultChunkTokens is Options.ChunkTokens when 0: the most tokens one
 // submission evaluates (longer batches, such as prompts, are run in chunks
-// so that no dispatch grows with the prompt).
-const DefaultChunkTokens = 256
+// so that no dispatch grows with the prompt), lowered by halves, down to
+// MinChunkTokens, while a chunk's activations (chunkBytes) would take more
+// than a 32nd of the device memory. Only batches longer than 256 tokens
+// (prefill, large trees) see the difference against the 256 of earlier
+// versions: decoding steps are one chunk either way. Long chunks are what
+// make prefill fast: a 4096 x 4096 projection of 2048 rows gives gemm 512
+// tiles for the H200's 132 SMs (256 rows: 64), and each weight byte
+// serves 2048 rows per read.
+const DefaultChunkTokens = 2048
+
+// MinChunkTokens is the smallest chunk the automatic choice makes.
+const MinChunkTokens = 256
+
+// chunkBytes is the device memory of the scratch activations of a chunk
+// of tokens (scratch.ensure).
+func chunkBytes(c Config, tokens int) uint64 {
+	floats := 2*c.Embd + 2*c.Heads*c.HeadDim + 2*c.KVHeads*c.HeadDim + 2*c.FFN
+	halves := max(c.Embd, c.Heads*c.HeadDim, c.FFN)
+	return uint64(tokens) * uint64(4*floats+2*halves+8)
+}
+
+// autoChunkTokens is Options.ChunkTokens when 0 for a model of c with
+// limit bytes of device memory (0: unknown).
+func autoChunkTokens(c Config, limit uint64) int {
+	chunk := DefaultChunkTokens
+	for chunk > MinChunkTokens && limit > 0 && chunkBytes(c, chunk) > limit/32 {
+		chunk /= 2
+	}
+	return chunk
+}
 
 // Options tune a Model.
 type Options struct {
@@ -38,8 +66,16 @@ type Options struct {
 	KV treeattn.KVType
 	// Method is the tree-attention method ("" means flatten).
 	Method treeattn.Method
-	// ChunkTokens bounds the tokens of one submission (0: DefaultChunkTokens).
+	// ChunkTokens bounds the tokens of one submission (0: DefaultChunkTokens,
+	// less where device memory is small; see DefaultChunkTokens).
 	ChunkTokens int
+	// GemmInputs is the type of the activations that batches feed gemm:
+	// GemmInputsAuto (f16 with the cooperative-matrix gemm, whose products
+	// round them to f16 anyway; f32 for the scalar gemm), GemmInputsF16
+	// (tests: the f16 path on the scalar gemm) or GemmInputsF32
+	// (benchmarks: the path that converts float32 tiles in every gemm
+	// workgroup).
+	GemmInputs string
 	// Progress, when set, is called as weights reach the device with the
 	// bytes done and the total.
 	Progress func(done, total uint64)
@@ -389,6 +425,19 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	if err != nil {
 		return err
 	}
+	f16, err := m.gemmF16(batch)
+	if err != nil {
+		return err
+	}
+	// in is what gemm reads of activations x (rows of cols floats): x, or
+	// with f16 inputs its f16 copy, converted once here for all the gemms
+	// that read it.
+	in := func(x *vk.Buffer, cols int) (gemmIn, error) {
+		if !f16 {
+			return gemmIn{x: x}, nil
+		}
+		return gemmIn{x: s.xh, f16: true}, o.toF16(rec, x, s.xh, n*cols)
+	}
 	eps := c.RMSEps
 	for li, l := range m.layers {
 		steps := []func() error{
@@ -399,13 +448,17 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 				if err := o.rmsnorm(rec, s.h, l.attnNorm, n, c.Embd, eps, s.xn); err != nil {
 					return err
 				}
-				if err := o.linear(rec, l.q, s.xn, n, s.q, false); err != nil {
+				x, err := in(s.xn, c.Embd)
+				if err != nil {
 					return err
 				}
-				if err := o.linear(rec, l.k, s.xn, n, s.k, false); err != nil {
+				if err := o.linearIn(rec, l.q, x, n, s.q, false); err != nil {
 					return err
 				}
-				return o.linear(rec, l.v, s.xn, n, s.v, false)
+				if err := o.linearIn(rec, l.k, x, n, s.k, false); err != nil {
+					return err
+				}
+				return o.linearIn(rec, l.v, x, n, s.v, false)
 			},
 			// RoPE of Q and K fused with the K/V write into the pool
 			// (bit-identical to o.rope then pool.Write; one dispatch).
@@ -413,7 +466,13 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			func() error { return m.stamp(TimingAttention, stampAttn) },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
 			func() error { return m.stamp(TimingAttention, stampAttnEnd) },
-			func() error { return o.linear(rec, l.o, s.att, n, s.h, true) },
+			func() error {
+				x, err := in(s.att, c.Heads*c.HeadDim)
+				if err != nil {
+					return err
+				}
+				return o.linearIn(rec, l.o, x, n, s.h, true)
+			},
 			func() error {
 				if !batch && l.gateUp != nil {
 					return o.matmulFused(rec, l.gateUp, s.h, n, []*vk.Buffer{s.gate}, false, l.ffnNorm, eps)
@@ -421,15 +480,25 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 				if err := o.rmsnorm(rec, s.h, l.ffnNorm, n, c.Embd, eps, s.xn); err != nil {
 					return err
 				}
-				if err := o.linear(rec, l.gate, s.xn, n, s.gate, false); err != nil {
+				x, err := in(s.xn, c.Embd)
+				if err != nil {
 					return err
 				}
-				if err := o.linear(rec, l.up, s.xn, n, s.up, false); err != nil {
+				if err := o.linearIn(rec, l.gate, x, n, s.gate, false); err != nil {
+					return err
+				}
+				if err := o.linearIn(rec, l.up, x, n, s.up, false); err != nil {
 					return err
 				}
 				return o.swiglu(rec, s.gate, s.up, n*c.FFN)
 			},
-			func() error { return o.linear(rec, l.down, s.gate, n, s.h, true) },
+			func() error {
+				x, err := in(s.gate, c.FFN)
+				if err != nil {
+					return err
+				}
+				return o.linearIn(rec, l.down, x, n, s.h, true)
+			},
 		}
 		if len(steps) != len(stepLabels) {
 			return fmt.Errorf("layer %d: %d steps but %d step labels", li, len(steps), len(stepLabels))
@@ -458,10 +527,21 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 		if err != nil {
 			return err
 		}
+		f16, err := m.gemmF16(batch)
+		if err != nil {
+			return err
+		}
+		x := gemmIn{x: s.xsel}
 		if !batch {
 			err = o.matmulFused(rec, m.output, s.hsel, nl, []*vk.Buffer{s.logits}, false, m.outNorm, c.RMSEps)
 		} else if err = o.rmsnorm(rec, s.hsel, m.outNorm, nl, c.Embd, c.RMSEps, s.xsel); err == nil {
-			err = o.linear(rec, m.output, s.xsel, nl, s.logits, false)
+			if f16 {
+				x = gemmIn{x: s.xselh, f16: true}
+				err = o.toF16(rec, s.xsel, s.xselh, nl*c.Embd)
+			}
+			if err == nil {
+				err = o.linearIn(rec, m.output, x, nl, s.logits, false)
+			}
 		}
 		if err != nil {
 			return err
@@ -482,6 +562,15 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 // stepLabels name the work of each of a layer's steps in runChunk for
 // TimingKernels ("" after the attention timestamps themselves).
 var stepLabels = [...]string{"qkv", "rope-kv-write", "", "", "", "o-proj", "gate-up", "down"}
+
+// gemmF16 reports whether a step's gemms (batch) read f16 activations
+// (Options.GemmInputs).
+func (m *Model) gemmF16(batch bool) (bool, error) {
+	if !batch {
+		return false, nil
+	}
+	return m.ops.gemmF16Inputs(m.opts.GemmInputs)
+}
 
 // attnInput records Q, K and V of n tokens from the hidden state with the
 // stacked weights, the attention norm fused into each matmul.
@@ -523,12 +612,14 @@ func (m *Model) slotList(pool *kvpool.Pool, slots []int32) (*kvpool.SlotList, er
 type scratch struct {
 	tokens, pos                   *vk.Buffer // [chunk] uint32
 	h, xn, q, k, v, att, gate, up *vk.Buffer // [chunk][...] float32
+	xh                            *vk.Buffer // [chunk][the widest gemm input] f16: gemm's f16 inputs
 	hsel, xsel, logits            *vk.Buffer // [logit rows][...] float32
+	xselh                         *vk.Buffer // [logit rows][embd] f16
 	chunkCap, rowsCap             int
 }
 
 func (s *scratch) close() {
-	for _, b := range []*vk.Buffer{s.tokens, s.pos, s.h, s.xn, s.q, s.k, s.v, s.att, s.gate, s.up, s.hsel, s.xsel, s.logits} {
+	for _, b := range []*vk.Buffer{s.tokens, s.pos, s.h, s.xn, s.q, s.k, s.v, s.att, s.gate, s.up, s.xh, s.hsel, s.xsel, s.xselh, s.logits} {
 		b.Close()
 	}
 	*s = scratch{}
@@ -556,6 +647,7 @@ func (s *scratch) ensure(m *Model, chunk, rows int) error {
 			{&s.tokens, nc}, {&s.pos, nc}, {&s.h, nc * c.Embd}, {&s.xn, nc * c.Embd},
 			{&s.q, nc * c.Heads * c.HeadDim}, {&s.k, nc * c.KVHeads * c.HeadDim}, {&s.v, nc * c.KVHeads * c.HeadDim},
 			{&s.att, nc * c.Heads * c.HeadDim}, {&s.gate, nc * c.FFN}, {&s.up, nc * c.FFN},
+			{&s.xh, ceilDiv(nc*max(c.Embd, c.Heads*c.HeadDim, c.FFN), 2)},
 		}
 		for _, sz := range sizes {
 			if err := alloc(sz.b, sz.elems); err != nil {
@@ -572,7 +664,7 @@ func (s *scratch) ensure(m *Model, chunk, rows int) error {
 		for _, sz := range []struct {
 			b     **vk.Buffer
 			elems int
-		}{{&s.hsel, nr * c.Embd}, {&s.xsel, nr * c.Embd}, {&s.logits, nr * c.Vocab}} {
+		}{{&s.hsel, nr * c.Embd}, {&s.xsel, nr * c.Embd}, {&s.xselh, ceilDiv(nr*c.Embd, 2)}, {&s.logits, nr * c.Vocab}} {
 			if err := alloc(sz.b, sz.elems); err != nil {
 				return err
 			}

@@ -4,7 +4,7 @@
 // y[r][o] (+)= sum_i x[r][i] * W[o][i]: the "scalar" variant of gemm, an
 // fp32 GEMM for any device (gemm_coopmat.comp is the tensor-core variant;
 // same bindings, push block and specialization constants). x is float32
-// [n][inDim]; W is GGUF rows in their file encoding (any type of
+// [n][inDim] (f16 with AF16 = 1, widened to fp32 as tiles load); W is GGUF rows in their file encoding (any type of
 // include/weights.glsl), dequantized while a tile is loaded.
 //
 // A workgroup owns a TM x TN tile of y (TM activation rows, TN weight
@@ -36,9 +36,12 @@ layout(constant_id = 9) const uint CM_N = 16u;
 layout(constant_id = 10) const uint CM_K = 16u;
 layout(constant_id = 11) const uint STAGES = 1u; // unused (coopmat variant)
 layout(constant_id = 12) const uint PROBE = 0u;  // unused (coopmat variant's benchmark probe)
+layout(constant_id = 13) const uint AF16 = 0u;   // 1: x is f16 [n][inDim] (to_f16's output), 0: float32
+layout(constant_id = 14) const uint PREFETCH = 1u; // unused (coopmat variant)
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
+layout(set = 0, binding = 1) readonly buffer Xbuf16 { uvec2 xh4[]; };  // AF16: quads of halves
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
 
@@ -95,7 +98,13 @@ void main() {
             uint e = k0 + 4u * q;
             vec4 v = vec4(0.0);
             if (row0 + r < pc.n && e < pc.inDim) {
-                v = x4[(row0 + r) * in4 + e / 4u];
+                uint at = (row0 + r) * in4 + e / 4u;
+                if (AF16 != 0u) {
+                    uvec2 q = xh4[at];
+                    v = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
+                } else {
+                    v = x4[at];
+                }
             }
             [[unroll]] for (uint j = 0u; j < 4u; j++) {
                 sX[(4u * q + j) * XS + r] = v[j];

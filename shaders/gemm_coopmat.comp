@@ -9,7 +9,7 @@
 // y[r][o] (+)= sum_i x[r][i] * W[o][i] on cooperative matrices
 // (VK_KHR_cooperative_matrix): the "coopmat" variant of gemm (same
 // bindings, push block and specialization constants as gemm.comp). x is
-// float32 [n][inDim]; W is GGUF rows in their file encoding (any type of
+// float32 [n][inDim], or f16 with AF16 = 1; W is GGUF rows in their file encoding (any type of
 // include/weights.glsl), dequantized while a tile is loaded. Operands are
 // rounded to f16, products accumulate in f32.
 //
@@ -25,6 +25,7 @@
 // With STAGES = 2 the tiles alternate between two shared buffers: the next
 // step's tiles are stored while others may still read the current one, one
 // barrier per step (STAGES = 1: two barriers, half the shared memory).
+// PREFETCH = 2 fetches two steps ahead into two register sets.
 // The host sizes the workgroup as (TM/SM)*(TN/SN) subgroups, doubled
 // while an invocation would fetch more than MAXL octets of a tile (the
 // extra subgroups only fetch); should the device run fewer (smaller
@@ -60,12 +61,22 @@ layout(constant_id = 11) const uint STAGES = 2u; // shared-memory tile buffers: 
 // matrix loads and the MMA of every step, no global loads, no tile stores,
 // no barriers (tiles of whatever shared memory holds).
 layout(constant_id = 12) const uint PROBE = 0u;
+// 1: x is f16 [n][inDim] (to_f16's output, written once per step): tiles
+// load it as it is, 16 bytes an octet; 0: float32, converted per tile.
+layout(constant_id = 13) const uint AF16 = 0u;
+// Steps the global loads run ahead of the MMA: 1, or 2 (two register sets
+// of the tiles, tile t + 2 fetched while tile t is multiplied and tile
+// t + 1 waits in registers, so loads have two steps to arrive; more
+// registers).
+layout(constant_id = 14) const uint PREFETCH = 1u;
 const bool TILES = (PROBE & 8u) == 0u;  // fetch and store tiles, with barriers
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uint w[]; };
 layout(set = 0, binding = 0) readonly buffer Wbuf2 { uvec2 w2[]; };  // F16 quads: 8-byte loads
 layout(set = 0, binding = 0) readonly buffer Wbuf4 { uvec4 w4[]; };  // F16 octets: 16-byte loads
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
+layout(set = 0, binding = 1) readonly buffer Xbuf8 { uvec4 xh8[]; };  // AF16 octets: 16-byte loads
+layout(set = 0, binding = 1) readonly buffer Xbuf16 { uvec2 xh4[]; }; // AF16 quads: 8-byte loads
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
 
@@ -109,6 +120,9 @@ shared float sC[NST * CS];
 const uint MAXL = 8u;
 uvec4 stA0, stA1, stA2, stA3, stA4, stA5, stA6, stA7;
 uvec4 stB0, stB1, stB2, stB3, stB4, stB5, stB6, stB7;
+// The second register set (PREFETCH = 2): tiles of odd steps.
+uvec4 stC0, stC1, stC2, stC3, stC4, stC5, stC6, stC7;
+uvec4 stD0, stD1, stD2, stD3, stD4, stD5, stD6, stD7;
 #define EACH8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 // Eight f32 values as eight packed halves.
@@ -132,6 +146,27 @@ uvec4 fetchA(uint i, uint row0, uint k0) {
     uint idx = gl_LocalInvocationIndex + i * WG;
     uint r = idx / TK8;
     uint e = k0 + 8u * (idx % TK8);
+    if (AF16 != 0u) {
+        // Halves as they are: one 16-byte load when rows are whole
+        // octets (e is a multiple of 8), else two 8-byte ones.
+        uvec4 q = uvec4(0u);
+        if (idx < TM * TK8 && row0 + r < pc.n) {
+            uint at = (row0 + r) * pc.inDim + e;   // in halves
+            if ((pc.inDim & 7u) == 0u) {
+                if (e < pc.inDim) {
+                    q = xh8[at / 8u];
+                }
+            } else {
+                if (e < pc.inDim) {
+                    q.xy = xh4[at / 4u];
+                }
+                if (e + 4u < pc.inDim) {
+                    q.zw = xh4[at / 4u + 1u];
+                }
+            }
+        }
+        return q;
+    }
     vec4 lo = vec4(0.0);
     vec4 hi = vec4(0.0);
     if (idx < TM * TK8 && row0 + r < pc.n) {
@@ -196,6 +231,13 @@ void fetchTile(uint row0, uint col0, uint k0) {
     EACH8(FETCH_A)
     EACH8(FETCH_B)
 }
+#define FETCH_C(i) if (uint(i) < LA) { stC##i = fetchA(uint(i), row0, k0); }
+#define FETCH_D(i) if (uint(i) < LB) { stD##i = fetchB(uint(i), col0, k0, oct); }
+void fetchTile1(uint row0, uint col0, uint k0) {   // into the second set
+    bool oct = octets();
+    EACH8(FETCH_C)
+    EACH8(FETCH_D)
+}
 
 // The fetched tiles into shared-memory stage stage.
 void storeA(uint i, uint stage, uvec4 v) {
@@ -215,6 +257,12 @@ void storeB(uint i, uint stage, uvec4 v) {
 void storeTile(uint stage) {
     EACH8(STORE_A)
     EACH8(STORE_B)
+}
+#define STORE_C(i) if (uint(i) < LA) { storeA(uint(i), stage, stC##i); }
+#define STORE_D(i) if (uint(i) < LB) { storeB(uint(i), stage, stD##i); }
+void storeTile1(uint stage) {   // from the second set
+    EACH8(STORE_C)
+    EACH8(STORE_D)
 }
 
 void subgroupSync() {
@@ -263,6 +311,48 @@ void writeOut(uint st, uint sm, uint sn, uint i, uint j, uint row0, uint col0, u
     subgroupSync();
 }
 
+// The MMAs of one step on shared-memory stage stg (inline: the
+// accumulators are main's locals).
+#define MMA_STEP(stg) \
+    if (on && (PROBE & 2u) == 0u) { \
+        uint aBase = (stg) * TM * SA + sm * SM * SA; \
+        uint bBase = (stg) * TN * SA + sn * SN * SA; \
+        [[unroll]] for (uint kk = 0u; kk < KT; kk++) { \
+            EACH4(DECL_A) \
+            EACH4(DECL_B) \
+            EACH4(LOAD_A) \
+            EACH4(LOAD_B) \
+            EACH44(MMA) \
+        } \
+    }
+
+// Step t (of parity P, whose tiles are in register set FETCH_P/STORE_P;
+// STORE_Q stores the other set) with PREFETCH = 2. STAGES = 2: stage P
+// holds tile t; set P is free once tile t is stored, so tile t + 2 is
+// fetched into it before the MMAs, and tile t + 1 (set Q, fetched a step
+// earlier) goes to the other stage, last read before the previous
+// barrier. STAGES = 1: tile t goes from set P to the one stage between
+// two barriers, then tile t + 2 is fetched into set P.
+#define PREFETCH2_STEP(P, t, FETCH_P, STORE_P, STORE_Q) \
+    if (STAGES == 2u) { \
+        if ((t) + 2u < kTiles) { \
+            FETCH_P(row0, col0, (kFirst + (t) + 2u) * TK); \
+        } \
+        MMA_STEP(P) \
+        if ((t) + 1u < kTiles) { \
+            STORE_Q((P) ^ 1u); \
+        } \
+        barrier(); \
+    } else { \
+        barrier(); \
+        STORE_P(0u); \
+        barrier(); \
+        if ((t) + 2u < kTiles) { \
+            FETCH_P(row0, col0, (kFirst + (t) + 2u) * TK); \
+        } \
+        MMA_STEP(0u) \
+    }
+
 void main() {
     uint row0 = gl_WorkGroupID.x * TM;   // activation rows
     uint col0 = gl_WorkGroupID.y * TN;   // weight rows
@@ -297,6 +387,24 @@ void main() {
                 EACH4(LOAD_B)
                 for (uint kt = 0u; kt < kTiles * KT; kt++) {
                     EACH44(MMA)
+                }
+            }
+        } else if (PREFETCH == 2u && TILES) {
+            // Two steps ahead: register set 0 (fetchTile, storeTile) holds
+            // the tiles of even steps, set 1 those of odd steps; the loop
+            // makes two steps per iteration so that each names its set.
+            fetchTile(row0, col0, kFirst * TK);
+            if (kTiles > 1u) {
+                fetchTile1(row0, col0, (kFirst + 1u) * TK);
+            }
+            if (STAGES == 2u) {
+                storeTile(0u);
+                barrier();
+            }
+            for (uint kt = 0u; kt < kTiles; kt += 2u) {
+                PREFETCH2_STEP(0u, kt, fetchTile, storeTile, storeTile1)
+                if (kt + 1u < kTiles) {
+                    PREFETCH2_STEP(1u, kt + 1u, fetchTile1, storeTile1, storeTile)
                 }
             }
         } else {

@@ -51,6 +51,8 @@ func benchGenerateCommand() *cli.Command {
 			&cli.StringFlag{Name: "plot", Usage: "draw ms per step of every scenario and method to this .png or .svg file"},
 			&cli.StringFlag{Name: "load", Usage: "print (and with --plot, draw) a report saved by --json instead of measuring"},
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar (on a terminal) or progress lines (otherwise)"},
+			&cli.IntFlag{Name: "chunk", Usage: "most tokens per submission (prefill runs in chunks of this many)", DefaultText: fmt.Sprintf("%d, less on devices of little memory", model.DefaultChunkTokens)},
+			&cli.StringFlag{Name: "gemm-inputs", Usage: "activations that batch gemms read: f16 (converted once per step) or f32 (converted in every gemm tile)", DefaultText: "f16 with the cooperative-matrix gemm, else f32"},
 		},
 		Action: benchGenerateAction,
 	}
@@ -111,6 +113,12 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	if bw := c.Float64("bandwidth"); bw < 0 {
 		return fmt.Errorf("--bandwidth %v: want GB/s > 0", bw)
 	}
+	if ch := c.Int("chunk"); ch < 0 || ch > treeattn.MaxShapeValue {
+		return fmt.Errorf("--chunk %d: want 1..%d tokens", ch, treeattn.MaxShapeValue)
+	}
+	if gi := c.String("gemm-inputs"); gi != model.GemmInputsAuto && gi != model.GemmInputsF16 && gi != model.GemmInputsF32 {
+		return fmt.Errorf("--gemm-inputs %q: want f16 or f32", gi)
+	}
 	seed := c.Uint64("seed")
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -154,7 +162,7 @@ func benchGenerateAction(c *cli.Context) (err error) {
 		return err
 	}
 
-	mopts := model.Options{KV: kv, Method: methods[0]}
+	mopts := model.Options{KV: kv, Method: methods[0], ChunkTokens: c.Int("chunk"), GemmInputs: c.String("gemm-inputs")}
 	var m *model.Model
 	if t.file != nil {
 		m, err = model.Load(d, t.file, mopts)

@@ -20,14 +20,15 @@ func TestBenchGenerateCommand(t *testing.T) {
 	js, png := filepath.Join(dir, "gen.json"), filepath.Join(dir, "gen.png")
 	args := []string{"bench", "generate", "--validation", "--shape", "tiny", "--type", "f16", "--scale", "0.01",
 		"--scenario", "single,prefill", "--runs", "1", "--attn-runs", "1", "--warm-up", "0", "--bandwidth", "100",
-		"--json", js, "--plot", png}
+		"--json", js, "--plot", png,
+		"--chunk", "32", "--gemm-inputs", "f16"} // the 40-token prefill: a 32-row gemm (f16 inputs), then 8 rows
 	stdout, stderr, err := runDeft(t, args...)
 	require.NoError(t, err, stderr)
 	lines := regexp.MustCompile(`(?m)^bench generate: \[(\d)/4\] (\w+) (\w+): \S+ ms per step$`).FindAllStringSubmatch(stderr, -1)
 	require.Len(t, lines, 4, "stderr:\n%s", stderr)
 	assert.Equal(t, []string{"1", "single", "flatten"}, lines[0][1:])
 	assert.Equal(t, []string{"4", "prefill", "flashdecoding"}, lines[3][1:])
-	for _, want := range []string{"model tiny f16", "weight-read floor", "check flatten: 1-block slice", "\nsingle: ", "\nprefill: ", "flatten vs flashdecoding"} {
+	for _, want := range []string{"model tiny f16", "weight-read floor", "check flatten: 1-block slice", "\nsingle: ", "\nprefill: ", "flatten vs flashdecoding", "chunks of 32"} {
 		assert.Contains(t, stdout, want)
 	}
 	var rep struct {
@@ -79,6 +80,8 @@ func TestBenchGenerateBadFlags(t *testing.T) {
 		{[]string{"--model", "x.gguf", "--shape", "tiny"}, "not both"},
 		{[]string{"--model", filepath.Join(t.TempDir(), "missing.gguf")}, "missing.gguf"},
 		{[]string{"--plot", "x.pdf"}, "--plot x.pdf"},
+		{[]string{"--chunk", "-1"}, "--chunk -1"},
+		{[]string{"--gemm-inputs", "bf16"}, `--gemm-inputs "bf16"`},
 		{[]string{"extra"}, "unexpected arguments"},
 	} {
 		_, _, err := runDeft(t, append([]string{"bench", "generate"}, c.args...)...)
