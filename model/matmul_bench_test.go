@@ -16,21 +16,27 @@ import (
 )
 
 // decodeMatmulSweep is the workgroup shapes (rows x invocations, /u chunks
-// per loop iteration) BenchmarkDecodeMatmuls applies to every matrix of a
-// step on a GPU; the zero shape is matmulShapeFor's choice per matrix
-// ("auto"), {4, 128} the former fixed default.
-var decodeMatmulSweep = []matmulShape{{}, {4, 128, 1}, {2, 128, 1}, {8, 128, 1}, {16, 64, 1}, {4, 256, 2}, {8, 64, 2}}
+// per loop iteration, /b the former byte-by-byte quant conversion)
+// BenchmarkDecodeMatmuls applies to every matrix of a step on a GPU; a
+// zero row count is matmulShapeFor's choice per matrix ("auto"); 4x128/b
+// is the kernel as it was (fixed default shape, former conversion).
+var decodeMatmulSweep = []matmulShape{{}, {byteConv: true}, {4, 128, 1, true}, {4, 128, 1, false}, {2, 128, 1, false},
+	{8, 128, 1, false}, {16, 64, 1, false}, {4, 256, 2, false}, {8, 64, 2, false}}
 
-// String is rows x invocations, and /u for u chunks per loop iteration;
-// "auto" for the zero shape (matmulShapeFor).
+// String is rows x invocations ("auto": matmulShapeFor), /u for u chunks
+// per loop iteration, /b for the byte-by-byte quant conversion.
 func (s matmulShape) String() string {
-	if s.rows == 0 {
-		return "auto"
+	str := "auto"
+	if s.rows > 0 {
+		str = fmt.Sprintf("%dx%d", s.rows, s.group)
 	}
 	if s.unroll > 1 {
-		return fmt.Sprintf("%dx%d/u%d", s.rows, s.group, s.unroll)
+		str += fmt.Sprintf("/u%d", s.unroll)
 	}
-	return fmt.Sprintf("%dx%d", s.rows, s.group)
+	if s.byteConv {
+		str += "/b" // the former byte-by-byte conversion of quants
+	}
+	return str
 }
 
 // benchOps caches the benchmark's ops per workgroup shape, so that each

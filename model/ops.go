@@ -321,7 +321,14 @@ func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
 // matmulShape is the workgroup shape of matmul: output rows per workgroup
 // and invocations at most (tests and benchmarks vary them), and the
 // aligned chunks each invocation loads per loop iteration (0 or 1: one).
-type matmulShape struct{ rows, group, unroll int }
+//
+// byteConv selects the former conversion of quants to floats, byte by
+// byte (QCONV = 0), instead of the positional one (QCONV = 1, fewer
+// instructions, bit-identical results); benchmarks compare the two.
+type matmulShape struct {
+	rows, group, unroll int
+	byteConv            bool
+}
 
 // defaultMatmulShape: 4 rows share each activation load, and 128
 // invocations stream 2 KiB of weights per row and step. CPU devices use it
@@ -412,7 +419,9 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 	}
 	shape := o.mm
 	if shape.rows == 0 {
+		conv := shape.byteConv
 		shape = matmulShapeFor(o.d.Info.Type, o.d.Info.MaxWorkgroupInvocs, w.wtype, w.rows, steps)
+		shape.byteConv = conv
 	}
 	if w.glu && shape.rows%2 != 0 {
 		shape.rows++
@@ -438,7 +447,7 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 	}
 	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
 		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu),
-		"UNROLL": uint32(min(max(shape.unroll, 1), 8))})
+		"UNROLL": uint32(min(max(shape.unroll, 1), 8)), "QCONV": b2u(!shape.byteConv)})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}
