@@ -152,6 +152,23 @@ vec4 posSbytes(uint v) {
     return uintBitsToFloat(f) - vec4(8388736.0, 8421376.0, 8388736.0, 8421376.0);
 }
 
+// Scales (x, y) and mins (z, w) of sub-blocks 2g and 2g+1 of a Q4_K
+// super-block whose 16-byte header is hdr (d and dmin, 12 bytes of packed
+// scales: see wScaleMinK4), as floats: the two sub-blocks' fields lie in
+// one 16-bit half of each scale word (one shift per word, both sub-blocks
+// at once, no branch on g), and small integers become floats under the
+// exponent of 2^23 (an integer-to-float conversion runs at a quarter of
+// the rate on many GPUs). The values equal wScaleMinK4's.
+vec4 q4kScaleMins(uint g, uvec4 hdr) {
+    uint sh = 16u * (g & 1u);
+    uint a = hdr.y >> sh; // bytes 2g, 2g+1 (g < 2) or 2g-4, 2g-3 of the scale bytes 0..3
+    uint b = hdr.z >> sh; // bytes 4..7
+    uint c = hdr.w >> sh; // bytes 8..11
+    uvec4 v = g < 2u ? uvec4(a, a >> 8u, b, b >> 8u) & 63u
+                     : (uvec4(c, c >> 8u, c >> 4u, c >> 12u) & 15u) | (uvec4(a >> 2u, a >> 10u, b >> 2u, b >> 10u) & 0x30u);
+    return uintBitsToFloat(v | 0x4b000000u) - 8388608.0;
+}
+
 // Low nibbles of v minus off times 2^p (p = 0, 8, 0, 8) and high nibbles
 // minus off times 2^p (p = 4, 12, 4, 12).
 void posNibbles(uint v, float off, out vec4 lo, out vec4 hi) {
@@ -201,10 +218,16 @@ void chunkStep(uint ch) {
         uint g = j >> 1u;
         uvec4 hdr[ROWS];
         uvec4 raw[ROWS];
+        vec2 dd[ROWS];
+        vec4 sm[ROWS]; // QCONV: scales and mins of sub-blocks 2g and 2g+1, once per row (not per column)
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
             uint b = (rowOff[r] >> 4u) + sb * 9u;
             hdr[r] = w4[b];
             raw[r] = w4[b + 1u + j];
+            if (QCONV != 0u) {
+                dd[r] = unpackHalf2x16(hdr[r].x);
+                sm[r] = q4kScaleMins(g, hdr[r]);
+            }
         }
         uint e = sb * 256u + g * 64u + (j & 1u) * 16u;
         [[unroll]] for (uint c = 0u; c < NC; c++) {
@@ -235,10 +258,14 @@ void chunkStep(uint ch) {
                         dh += dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 0.0), xh[i]);
                     }
                 }
-                vec2 dd = unpackHalf2x16(hdr[r].x);
-                uvec2 ml = wScaleMinK4(2u * g, hdr[r].y, hdr[r].z, hdr[r].w);
-                uvec2 mh = wScaleMinK4(2u * g + 1u, hdr[r].y, hdr[r].z, hdr[r].w);
-                acc[r][c] += dd.x * (float(ml.x) * dl + float(mh.x) * dh) - dd.y * (float(ml.y) * sl + float(mh.y) * sh);
+                if (QCONV != 0u) {
+                    acc[r][c] += dd[r].x * (sm[r].x * dl + sm[r].y * dh) - dd[r].y * (sm[r].z * sl + sm[r].w * sh);
+                } else {
+                    vec2 d2 = unpackHalf2x16(hdr[r].x);
+                    uvec2 ml = wScaleMinK4(2u * g, hdr[r].y, hdr[r].z, hdr[r].w);
+                    uvec2 mh = wScaleMinK4(2u * g + 1u, hdr[r].y, hdr[r].z, hdr[r].w);
+                    acc[r][c] += d2.x * (float(ml.x) * dl + float(mh.x) * dh) - d2.y * (float(ml.y) * sl + float(mh.y) * sh);
+                }
             }
         }
     } else if (WTYPE == W_Q8_0G) {
@@ -344,7 +371,13 @@ void chunkStep(uint ch) {
                         t += dot(QCONV != 0u ? posBytes(q, 32.0) : bytes4(q, 32.0), xs[i]);
                     }
                     uint sw = sc[r][2u * h + (k >> 1u)] >> (8u * ((j & 1u) + 2u * (k & 1u)));
-                    float scale = float(int(sw << 24u) >> 24);
+                    float scale;
+                    if (QCONV != 0u) {
+                        // Signed byte to float under the exponent of 2^23 (no int-to-float conversion).
+                        scale = uintBitsToFloat((sw & 0xffu) ^ 0x4b000080u) - 8388736.0;
+                    } else {
+                        scale = float(int(sw << 24u) >> 24);
+                    }
                     acc[r][c] += (d[r] * scale) * t;
                 }
             }
