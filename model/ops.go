@@ -342,17 +342,34 @@ var defaultMatmulShape = matmulShape{rows: 4, group: 128}
 // 1024 is about 8 per multiprocessor of the largest GPUs.
 const matmulTargetGroups = 1024
 
+// matmulStartRows is the rows per workgroup matmulShapeFor starts from:
+// every activation load is shared by the rows of a workgroup, and a
+// quantized chunk of 16 bytes needs 32 (Q8_0: 16) activation floats, so at
+// 4 rows the activation reads exceed the weight reads: Q8_0, Q4_0 and Q4_K
+// start at 8 rows, floats and Q6_K (48 bytes of quants and 16 of scales per
+// row and chunk in registers) at 4; halved while rows x nc (the
+// accumulators of an invocation) exceeds 32.
+func matmulStartRows(wtype uint32, nc int) int {
+	rows := 4
+	switch wtype {
+	case kernels.WeightQ8_0, kernels.WeightQ8_0G, kernels.WeightQ4_0, kernels.WeightQ4_0G, kernels.WeightQ4_K:
+		rows = 8
+	}
+	for rows > 2 && rows*nc > 32 {
+		rows /= 2
+	}
+	return rows
+}
+
 // matmulShapeFor chooses matmul's workgroup shape for a weight of outRows
 // rows (all rows of a stacked or GLU weight: a workgroup covers `rows` of
 // them either way) whose rows take steps aligned chunks (or quad units),
-// on a device of type typ, with maxInvocs invocations per workgroup at
-// most:
+// for nc activation rows per pass, on a device of type typ, with
+// maxInvocs invocations per workgroup at most:
 //   - CPU devices: defaultMatmulShape (the tests' shapes; there is no
 //     memory latency to hide);
-//   - quantized weights start at 8 rows per workgroup, floats at 4: every
-//     activation load is shared by the rows of a workgroup, and a
-//     quantized chunk of 16 bytes needs 32-64 activation floats (128-256
-//     bytes), so at 4 rows the activation reads exceed the weight reads;
+//   - rows per workgroup start at matmulStartRows: 8 for Q8_0, Q4_0 and
+//     Q4_K, 4 for floats and Q6_K;
 //   - the rows are halved (down to 2) while that leaves fewer than
 //     matmulTargetGroups workgroups, so narrow matrices (K and V: 1024
 //     rows) still spread over every multiprocessor;
@@ -360,17 +377,14 @@ const matmulTargetGroups = 1024
 //     invocations (when its rows have as many steps) and 2 chunks per
 //     loop iteration, for more loads in flight per workgroup.
 //
-// The constants come from the H200 sweep of BenchmarkDecodeMatmuls
-// (docs/BENCHMARKS.md, "Decode matmuls"), which prints this choice
-// ("auto") next to fixed shapes.
-func matmulShapeFor(typ vk.DeviceType, maxInvocs uint32, wtype uint32, outRows, steps int) matmulShape {
+// The constants are reasoned, not yet measured: BenchmarkDecodeMatmuls
+// (docs/BENCHMARKS.md, "Decode matmuls") prints this choice ("auto") next
+// to fixed shapes on the H200, per kind of matrix, to tune them.
+func matmulShapeFor(typ vk.DeviceType, maxInvocs uint32, wtype uint32, outRows, steps, nc int) matmulShape {
 	if typ == vk.TypeCPU {
 		return defaultMatmulShape
 	}
-	s := matmulShape{rows: 4, group: 128, unroll: 1}
-	if wtype >= kernels.WeightQ8_0 {
-		s.rows = 8
-	}
+	s := matmulShape{rows: matmulStartRows(wtype, nc), group: 128, unroll: 1}
 	for s.rows > 2 && ceilDiv(outRows, s.rows) < matmulTargetGroups {
 		s.rows /= 2
 	}
@@ -420,7 +434,7 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 	shape := o.mm
 	if shape.rows == 0 {
 		conv := shape.byteConv
-		shape = matmulShapeFor(o.d.Info.Type, o.d.Info.MaxWorkgroupInvocs, w.wtype, w.rows, steps)
+		shape = matmulShapeFor(o.d.Info.Type, o.d.Info.MaxWorkgroupInvocs, w.wtype, w.rows, steps, min(matmulMaxCols, nextPow2(n)))
 		shape.byteConv = conv
 	}
 	if w.glu && shape.rows%2 != 0 {
