@@ -253,7 +253,7 @@ type kindTime struct {
 // DEFT_MATMUL_TYPES=f16,q4_k_m limits the types, DEFT_MATMUL_NS=1,4,8 sets
 // the token counts (default 1), DEFT_MATMUL_SHAPE the model shape
 // (modelgen; default llama3-8b, tiny on a CPU device, which only runs
-// "auto").
+// "auto" unless DEFT_MATMUL_SWEEP is set).
 func BenchmarkDecodeMatmuls(b *testing.B) {
 	d := gputest.Device(b)
 	if !d.Info.Timestamps {
@@ -287,7 +287,7 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 		}
 	}
 	shapes := decodeMatmulSweep
-	if cpu {
+	if cpu && os.Getenv("DEFT_MATMUL_SWEEP") == "" {
 		shapes = shapes[:1]
 	}
 	floor := 4169e9
@@ -369,7 +369,7 @@ func BenchmarkDecodeMatmuls(b *testing.B) {
 						}
 						fmt.Println(line)
 						rep = append(rep, line)
-						if ms.rows == 0 {
+						if ms == (matmulShape{}) {
 							autoKinds = kinds
 						}
 						if bestStep == 0 || step < bestStep {
