@@ -77,7 +77,7 @@ var Matmul = register(&Contract{
 		{"Gbuf", vk.Read}},
 	Push: MatmulPush{},
 	Spec: []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"},
-		{7, "UNROLL"}},
+		{7, "UNROLL"}, {8, "QCONV"}},
 	Variants: []Variant{{Name: "scalar", Module: "matmul"}},
 })
 

@@ -227,7 +227,7 @@ type ops struct {
 	d       *vk.Device
 	pipes   map[pipeKey]*kernels.Pipeline
 	scratch *vk.Buffer  // gemm's split-K partial sums, grown on demand
-	mm      matmulShape // zero: defaultMatmulShape
+	mm      matmulShape // zero: matmulShapeFor's choice per weight
 }
 
 // close frees the ops' buffers (pipelines belong to the device).
@@ -321,11 +321,83 @@ func strideGrid(d *vk.Device, total, group int) ([3]uint32, error) {
 // matmulShape is the workgroup shape of matmul: output rows per workgroup
 // and invocations at most (tests and benchmarks vary them), and the
 // aligned chunks each invocation loads per loop iteration (0 or 1: one).
-type matmulShape struct{ rows, group, unroll int }
+//
+// byteConv selects the former conversion of quants to floats, byte by
+// byte (QCONV = 0), instead of the positional one (QCONV = 1, fewer
+// instructions, bit-identical results); benchmarks compare the two.
+type matmulShape struct {
+	rows, group, unroll int
+	byteConv            bool
+}
 
 // defaultMatmulShape: 4 rows share each activation load, and 128
-// invocations stream 2 KiB of weights per row and step.
+// invocations stream 2 KiB of weights per row and step. CPU devices use it
+// for every matrix; GPUs start from it in matmulShapeFor.
 var defaultMatmulShape = matmulShape{rows: 4, group: 128}
+
+// matmulTargetGroups is the number of workgroups a GPU matmul dispatch
+// should have at least: the device does not report its multiprocessors
+// (an H200 has 132), and a GEMV only reaches the memory bandwidth with
+// several resident workgroups on each of them to keep loads in flight;
+// 1024 is about 8 per multiprocessor of the largest GPUs.
+const matmulTargetGroups = 1024
+
+// matmulStartRows is the rows per workgroup matmulShapeFor starts from:
+// every activation load is shared by the rows of a workgroup, and a
+// quantized chunk of 16 bytes needs 32 (Q8_0: 16) activation floats, so at
+// 4 rows the activation reads exceed the weight reads: Q8_0, Q4_0 and Q4_K
+// start at 8 rows, floats and Q6_K (48 bytes of quants and 16 of scales per
+// row and chunk in registers) at 4; halved while rows x nc (the
+// accumulators of an invocation) exceeds 32.
+func matmulStartRows(wtype uint32, nc int) int {
+	rows := 4
+	switch wtype {
+	case kernels.WeightQ8_0, kernels.WeightQ8_0G, kernels.WeightQ4_0, kernels.WeightQ4_0G, kernels.WeightQ4_K:
+		rows = 8
+	}
+	for rows > 2 && rows*nc > 32 {
+		rows /= 2
+	}
+	return rows
+}
+
+// matmulShapeFor chooses matmul's workgroup shape for a weight of outRows
+// rows (all rows of a stacked or GLU weight: a workgroup covers `rows` of
+// them either way) whose rows take steps aligned chunks (or quad units),
+// for nc activation rows per pass, on a device of type typ, with
+// maxInvocs invocations per workgroup at most:
+//   - CPU devices: defaultMatmulShape (the tests' shapes; there is no
+//     memory latency to hide);
+//   - rows per workgroup start at matmulStartRows: 8 for Q8_0, Q4_0 and
+//     Q4_K, 4 for floats and Q6_K;
+//   - the rows are halved (down to 2) while that leaves fewer than
+//     matmulTargetGroups workgroups, so narrow matrices (K and V: 1024
+//     rows) still spread over every multiprocessor;
+//   - a matrix that still has fewer than half the target gets 256
+//     invocations (when its rows have as many steps) and 2 chunks per
+//     loop iteration, for more loads in flight per workgroup.
+//
+// The constants are reasoned, not yet measured: BenchmarkDecodeMatmuls
+// (docs/BENCHMARKS.md, "Decode matmuls") prints this choice ("auto") next
+// to fixed shapes on the H200, per kind of matrix, to tune them.
+func matmulShapeFor(typ vk.DeviceType, maxInvocs uint32, wtype uint32, outRows, steps, nc int) matmulShape {
+	if typ == vk.TypeCPU {
+		return defaultMatmulShape
+	}
+	s := matmulShape{rows: matmulStartRows(wtype, nc), group: 128, unroll: 1}
+	for s.rows > 2 && ceilDiv(outRows, s.rows) < matmulTargetGroups {
+		s.rows /= 2
+	}
+	if ceilDiv(outRows, s.rows) < matmulTargetGroups/2 {
+		if steps >= 256 && maxInvocs >= 256 {
+			s.group = 256
+		}
+		if steps >= 2*s.group {
+			s.unroll = 2
+		}
+	}
+	return s
+}
 
 // matmul records y[i][:] (+)= x[i][:] · Wᵀ for n activation rows: x is
 // float32 [n][w.cols], y float32 [n][w.rows].
@@ -339,13 +411,6 @@ func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 // ys[0], [n][w.rows/2]; another weight of stacked segments writes segment i
 // to ys[i], [n][segs[i]].
 func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool, norm *vk.Buffer, eps float64) error {
-	shape := o.mm
-	if shape.rows == 0 {
-		shape = defaultMatmulShape
-	}
-	if w.glu && shape.rows%2 != 0 {
-		shape.rows++
-	}
 	nseg := max(1, len(w.segs))
 	if w.glu {
 		nseg = 1
@@ -365,6 +430,15 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 			unit = 32
 		}
 		steps = w.cols / unit
+	}
+	shape := o.mm
+	if shape.rows == 0 {
+		conv := shape.byteConv
+		shape = matmulShapeFor(o.d.Info.Type, o.d.Info.MaxWorkgroupInvocs, w.wtype, w.rows, steps, min(matmulMaxCols, nextPow2(n)))
+		shape.byteConv = conv
+	}
+	if w.glu && shape.rows%2 != 0 {
+		shape.rows++
 	}
 	group := min(shape.group, nextPow2(steps))
 	nc := min(matmulMaxCols, nextPow2(n))
@@ -387,7 +461,7 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 	}
 	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
 		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu),
-		"UNROLL": uint32(min(max(shape.unroll, 1), 8))})
+		"UNROLL": uint32(min(max(shape.unroll, 1), 8)), "QCONV": b2u(!shape.byteConv)})
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}

@@ -47,6 +47,7 @@ layout(constant_id = 4) const uint ADD = 0u;
 layout(constant_id = 5) const uint NORM = 0u;
 layout(constant_id = 6) const uint GLU = 0u;
 layout(constant_id = 7) const uint UNROLL = 1u;   // aligned chunks per loop iteration (1..8)
+layout(constant_id = 8) const uint QCONV = 1u;    // quants to floats: 1 by position (pos*), 0 byte by byte (bytes4)
 
 layout(set = 0, binding = 0) readonly buffer Wbuf { uvec4 w4[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
@@ -122,6 +123,63 @@ vec4 sbytes4(uint v) { return bytes4(v ^ 0x80808080u, 128.0); }
 
 float sumq(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
 
+// Quants to floats by position (QCONV = 1): the quants of a word are not
+// moved to bit 0 one by one (a shift and a mask each) but masked where they
+// lie, in bits 0-15 of the word or of the word shifted down by 16 (one shift
+// per word), under the exponent of 2^23 (the mask and the OR are one
+// three-input logic instruction); subtracting 2^23 (and the quant offset)
+// leaves q * 2^p, exactly, with p the quant's bit position in its 16-bit
+// half. The activations are scaled by 2^-p once per chunk and column (the
+// POS_* vectors), shared by the ROWS rows: each product q*2^p * x*2^-p equals
+// q*x exactly, so the results are bit-identical to QCONV = 0 (barring
+// activations below 2^-100, which the scaling would flush to zero).
+const vec4 POS_B = vec4(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);      // bytes: p = 0, 8
+const vec4 POS_HI = vec4(1.0 / 16.0, 1.0 / 4096.0, 1.0 / 16.0, 1.0 / 4096.0); // high nibbles: p = 4, 12
+
+// Unsigned bytes of v minus off, times 2^p (p = 0, 8, 0, 8).
+vec4 posBytes(uint v, float off) {
+    uint u = v >> 16u;
+    uvec4 f = (uvec4(v, v, u, u) & uvec4(0xffu, 0xff00u, 0xffu, 0xff00u)) | 0x4b000000u;
+    return uintBitsToFloat(f) - (8388608.0 + off * vec4(1.0, 256.0, 1.0, 256.0));
+}
+
+// Signed bytes of v times 2^p: XOR with 0x80 where each byte lies makes it
+// b + 128 (the exponent bits are set by the same XOR).
+vec4 posSbytes(uint v) {
+    uint u = v >> 16u;
+    uvec4 f = (uvec4(v, v, u, u) & uvec4(0xffu, 0xff00u, 0xffu, 0xff00u)) ^
+              uvec4(0x4b000080u, 0x4b008000u, 0x4b000080u, 0x4b008000u);
+    return uintBitsToFloat(f) - vec4(8388736.0, 8421376.0, 8388736.0, 8421376.0);
+}
+
+// Scales (x, y) and mins (z, w) of sub-blocks 2g and 2g+1 of a Q4_K
+// super-block whose 16-byte header is hdr (d and dmin, 12 bytes of packed
+// scales: see wScaleMinK4), as floats: the two sub-blocks' fields lie in
+// one 16-bit half of each scale word (one shift per word, both sub-blocks
+// at once, no branch on g), and small integers become floats under the
+// exponent of 2^23 (an integer-to-float conversion runs at a quarter of
+// the rate on many GPUs). The values equal wScaleMinK4's.
+vec4 q4kScaleMins(uint g, uvec4 hdr) {
+    uint sh = 16u * (g & 1u);
+    uint a = hdr.y >> sh; // bytes 2g, 2g+1 (g < 2) or 2g-4, 2g-3 of the scale bytes 0..3
+    uint b = hdr.z >> sh; // bytes 4..7
+    uint c = hdr.w >> sh; // bytes 8..11
+    uvec4 v = g < 2u ? uvec4(a, a >> 8u, b, b >> 8u) & 63u
+                     : (uvec4(c, c >> 8u, c >> 4u, c >> 12u) & 15u) | (uvec4(a >> 2u, a >> 10u, b >> 2u, b >> 10u) & 0x30u);
+    return uintBitsToFloat(v | 0x4b000000u) - 8388608.0;
+}
+
+// Low nibbles of v minus off times 2^p (p = 0, 8, 0, 8) and high nibbles
+// minus off times 2^p (p = 4, 12, 4, 12).
+void posNibbles(uint v, float off, out vec4 lo, out vec4 hi) {
+    uint u = v >> 16u;
+    uvec4 a = uvec4(v, v, u, u);
+    lo = uintBitsToFloat((a & uvec4(0x0fu, 0x0f00u, 0x0fu, 0x0f00u)) | 0x4b000000u) -
+         (8388608.0 + off * vec4(1.0, 256.0, 1.0, 256.0));
+    hi = uintBitsToFloat((a & uvec4(0xf0u, 0xf000u, 0xf0u, 0xf000u)) | 0x4b000000u) -
+         (8388608.0 + off * vec4(16.0, 4096.0, 16.0, 4096.0));
+}
+
 // One aligned chunk ch of every row.
 void chunkStep(uint ch) {
     if (FLOATS) {
@@ -160,10 +218,16 @@ void chunkStep(uint ch) {
         uint g = j >> 1u;
         uvec4 hdr[ROWS];
         uvec4 raw[ROWS];
+        vec2 dd[ROWS];
+        vec4 sm[ROWS]; // QCONV: scales and mins of sub-blocks 2g and 2g+1, once per row (not per column)
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
             uint b = (rowOff[r] >> 4u) + sb * 9u;
             hdr[r] = w4[b];
             raw[r] = w4[b + 1u + j];
+            if (QCONV != 0u) {
+                dd[r] = unpackHalf2x16(hdr[r].x);
+                sm[r] = q4kScaleMins(g, hdr[r]);
+            }
         }
         uint e = sb * 256u + g * 64u + (j & 1u) * 16u;
         [[unroll]] for (uint c = 0u; c < NC; c++) {
@@ -174,17 +238,34 @@ void chunkStep(uint ch) {
             }
             float sl = sumq(xl[0] + xl[1] + xl[2] + xl[3]);
             float sh = sumq(xh[0] + xh[1] + xh[2] + xh[3]);
+            if (QCONV != 0u) {
+                [[unroll]] for (uint i = 0u; i < 4u; i++) {
+                    xl[i] *= POS_B;
+                    xh[i] *= POS_HI;
+                }
+            }
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 float dl = 0.0, dh = 0.0;
                 [[unroll]] for (uint i = 0u; i < 4u; i++) {
                     uint v = raw[r][i];
-                    dl += dot(bytes4(v & 0x0f0f0f0fu, 0.0), xl[i]);
-                    dh += dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 0.0), xh[i]);
+                    if (QCONV != 0u) {
+                        vec4 lo, hi;
+                        posNibbles(v, 0.0, lo, hi);
+                        dl += dot(lo, xl[i]);
+                        dh += dot(hi, xh[i]);
+                    } else {
+                        dl += dot(bytes4(v & 0x0f0f0f0fu, 0.0), xl[i]);
+                        dh += dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 0.0), xh[i]);
+                    }
                 }
-                vec2 dd = unpackHalf2x16(hdr[r].x);
-                uvec2 ml = wScaleMinK4(2u * g, hdr[r].y, hdr[r].z, hdr[r].w);
-                uvec2 mh = wScaleMinK4(2u * g + 1u, hdr[r].y, hdr[r].z, hdr[r].w);
-                acc[r][c] += dd.x * (float(ml.x) * dl + float(mh.x) * dh) - dd.y * (float(ml.y) * sl + float(mh.y) * sh);
+                if (QCONV != 0u) {
+                    acc[r][c] += dd[r].x * (sm[r].x * dl + sm[r].y * dh) - dd[r].y * (sm[r].z * sl + sm[r].w * sh);
+                } else {
+                    vec2 d2 = unpackHalf2x16(hdr[r].x);
+                    uvec2 ml = wScaleMinK4(2u * g, hdr[r].y, hdr[r].z, hdr[r].w);
+                    uvec2 mh = wScaleMinK4(2u * g + 1u, hdr[r].y, hdr[r].z, hdr[r].w);
+                    acc[r][c] += d2.x * (float(ml.x) * dl + float(mh.x) * dh) - d2.y * (float(ml.y) * sl + float(mh.y) * sh);
+                }
             }
         }
     } else if (WTYPE == W_Q8_0G) {
@@ -203,11 +284,14 @@ void chunkStep(uint ch) {
             vec4 xs[4];
             [[unroll]] for (uint i = 0u; i < 4u; i++) {
                 xs[i] = xq(c, e + 4u * i);
+                if (QCONV != 0u) {
+                    xs[i] *= POS_B;
+                }
             }
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 float s = 0.0;
                 [[unroll]] for (uint i = 0u; i < 4u; i++) {
-                    s += dot(sbytes4(raw[r][i]), xs[i]);
+                    s += dot(QCONV != 0u ? posSbytes(raw[r][i]) : sbytes4(raw[r][i]), xs[i]);
                 }
                 acc[r][c] += d[r] * s;
             }
@@ -229,12 +313,22 @@ void chunkStep(uint ch) {
             [[unroll]] for (uint i = 0u; i < 4u; i++) {
                 xl[i] = xq(c, e + 4u * i);
                 xh[i] = xq(c, e + 16u + 4u * i);
+                if (QCONV != 0u) {
+                    xl[i] *= POS_B;
+                    xh[i] *= POS_HI;
+                }
             }
             [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                 float s = 0.0;
                 [[unroll]] for (uint i = 0u; i < 4u; i++) {
                     uint v = raw[r][i];
-                    s += dot(bytes4(v & 0x0f0f0f0fu, 8.0), xl[i]) + dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 8.0), xh[i]);
+                    if (QCONV != 0u) {
+                        vec4 lo, hi;
+                        posNibbles(v, 8.0, lo, hi);
+                        s += dot(lo, xl[i]) + dot(hi, xh[i]);
+                    } else {
+                        s += dot(bytes4(v & 0x0f0f0f0fu, 8.0), xl[i]) + dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 8.0), xh[i]);
+                    }
                 }
                 acc[r][c] += d[r] * s;
             }
@@ -265,16 +359,25 @@ void chunkStep(uint ch) {
                 vec4 xs[4];
                 [[unroll]] for (uint i = 0u; i < 4u; i++) {
                     xs[i] = xq(c, e + 32u * k + 4u * i);
+                    if (QCONV != 0u) {
+                        xs[i] *= POS_B;
+                    }
                 }
                 [[unroll]] for (uint r = 0u; r < ROWS; r++) {
                     float t = 0.0;
                     [[unroll]] for (uint i = 0u; i < 4u; i++) {
                         uint lo = ((k & 1u) == 0u ? ql1[r][i] : ql2[r][i]) >> (4u * (k >> 1u));
                         uint q = (lo & 0x0f0f0f0fu) | (((qh[r][i] >> (2u * k)) & 0x03030303u) << 4u);
-                        t += dot(bytes4(q, 32.0), xs[i]);
+                        t += dot(QCONV != 0u ? posBytes(q, 32.0) : bytes4(q, 32.0), xs[i]);
                     }
                     uint sw = sc[r][2u * h + (k >> 1u)] >> (8u * ((j & 1u) + 2u * (k & 1u)));
-                    float scale = float(int(sw << 24u) >> 24);
+                    float scale;
+                    if (QCONV != 0u) {
+                        // Signed byte to float under the exponent of 2^23 (no int-to-float conversion).
+                        scale = uintBitsToFloat((sw & 0xffu) ^ 0x4b000080u) - 8388736.0;
+                    } else {
+                        scale = float(int(sw << 24u) >> 24);
+                    }
                     acc[r][c] += (d[r] * scale) * t;
                 }
             }
