@@ -343,16 +343,16 @@ var defaultMatmulShape = matmulShape{rows: 4, group: 128}
 const matmulTargetGroups = 1024
 
 // matmulStartRows is the rows per workgroup matmulShapeFor starts from:
-// every activation load is shared by the rows of a workgroup, and a
-// quantized chunk of 16 bytes needs 32 (Q8_0: 16) activation floats, so at
-// 4 rows the activation reads exceed the weight reads: Q8_0, Q4_0 and Q4_K
-// start at 8 rows, floats and Q6_K (48 bytes of quants and 16 of scales per
-// row and chunk in registers) at 4; halved while rows x nc (the
-// accumulators of an invocation) exceeds 32.
+// every activation load is shared by the rows of a workgroup. On the H200
+// (BenchmarkDecodeMatmuls, session 5) 8 rows were fastest for floats
+// (Llama-3-8B f16 matmuls of a step 4.33 ms against 4.45 at 4) and Q8_0
+// (4.19 against 4.31), 4 for Q4_K (4.03 against 4.67 at 8); Q6_K keeps 4
+// (48 bytes of quants and 16 of scales per row and chunk in registers).
+// Halved while rows x nc (the accumulators of an invocation) exceeds 32.
 func matmulStartRows(wtype uint32, nc int) int {
 	rows := 4
 	switch wtype {
-	case kernels.WeightQ8_0, kernels.WeightQ8_0G, kernels.WeightQ4_0, kernels.WeightQ4_0G, kernels.WeightQ4_K:
+	case kernels.WeightF32, kernels.WeightF16, kernels.WeightBF16, kernels.WeightQ8_0, kernels.WeightQ8_0G, kernels.WeightQ4_0, kernels.WeightQ4_0G:
 		rows = 8
 	}
 	for rows > 2 && rows*nc > 32 {
@@ -377,14 +377,18 @@ func matmulStartRows(wtype uint32, nc int) int {
 //     invocations (when its rows have as many steps) and 2 chunks per
 //     loop iteration, for more loads in flight per workgroup.
 //
-// The constants are reasoned, not yet measured: BenchmarkDecodeMatmuls
-// (docs/BENCHMARKS.md, "Decode matmuls") prints this choice ("auto") next
-// to fixed shapes on the H200, per kind of matrix, to tune them.
+// The start rows are measured (matmulStartRows); the halving and the 256
+// invocations are reasoned: BenchmarkDecodeMatmuls (docs/BENCHMARKS.md,
+// "Decode matmuls") prints this choice ("auto") next to fixed shapes, per
+// kind of matrix, to tune them.
 func matmulShapeFor(typ vk.DeviceType, maxInvocs uint32, wtype uint32, outRows, steps, nc int) matmulShape {
 	if typ == vk.TypeCPU {
 		return defaultMatmulShape
 	}
-	s := matmulShape{rows: matmulStartRows(wtype, nc), group: 128, unroll: 1}
+	// The byte-by-byte conversion of quants: on the H200 the positional one
+	// (fewer instructions) made the q8_0 and q4_k_m steps slower (4.52 ms
+	// against 4.19, 4.78 against 4.03).
+	s := matmulShape{rows: matmulStartRows(wtype, nc), group: 128, unroll: 1, byteConv: true}
 	for s.rows > 2 && ceilDiv(outRows, s.rows) < matmulTargetGroups {
 		s.rows /= 2
 	}
