@@ -35,8 +35,11 @@ const MaxRuns = 170
 const DefaultFlushBytes = 256 << 20
 
 // DefaultWarmUp is how long the recorded runs are replayed before the timed
-// replay: GPUs lower their clocks while the host plans and checks.
-const DefaultWarmUp = 300 * time.Millisecond
+// replay: GPUs lower their clocks while the host plans and checks. On the
+// H200 (session 5) steps ran up to 3.5x slower for about half a second of
+// load after the host had kept the GPU idle for a few seconds (building a
+// tree's K/V, loading a model), so 300 ms were not always enough.
+const DefaultWarmUp = 1500 * time.Millisecond
 
 // Options control a measurement.
 type Options struct {

@@ -42,6 +42,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/deft-vk/deft/bench"
 	"github.com/deft-vk/deft/internal/half"
 	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/model"
@@ -127,7 +128,7 @@ type Options struct {
 	// ProfileRuns are extra runs with a timestamp after every kind of work
 	// of every layer (model.TimingKernels); 0: none.
 	ProfileRuns int
-	WarmUp      time.Duration // replay before timing (default 300 ms; negative: none)
+	WarmUp      time.Duration // replay before timing (default bench.DefaultWarmUp; negative: none)
 	Sizes       Sizes
 	Specs       SpecTrees
 	Seed        uint64
@@ -149,7 +150,7 @@ func (o *Options) defaults() error {
 		o.AttnRuns = min(o.Runs, 5)
 	}
 	if o.WarmUp == 0 {
-		o.WarmUp = 300 * time.Millisecond
+		o.WarmUp = bench.DefaultWarmUp
 	}
 	if o.Sizes == (Sizes{}) {
 		o.Sizes = DefaultSizes

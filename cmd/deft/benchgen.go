@@ -40,7 +40,7 @@ func benchGenerateCommand() *cli.Command {
 			&cli.IntFlag{Name: "runs", Value: 10, Usage: "timed runs per scenario and method, median reported"},
 			&cli.IntFlag{Name: "attn-runs", Usage: "further runs with timestamps around attention, for its share", DefaultText: "min(runs, 5)"},
 			&cli.IntFlag{Name: "profile", Usage: "further runs with a timestamp after every kind of work in every layer: where the step's time goes (0: none)"},
-			&cli.DurationFlag{Name: "warm-up", Value: 300 * time.Millisecond, Usage: "run each step this long before timing it"},
+			&cli.DurationFlag{Name: "warm-up", Value: bench.DefaultWarmUp, Usage: "run each step this long before timing it (GPUs run slower for a while after idling)"},
 			&cli.StringFlag{Name: "kv", Value: "f16", Usage: "KV cache type: f16 or f32"},
 			&cli.Float64Flag{Name: "scale", Value: 1, Usage: "multiply every context, prompt and branch length by this (branch, beam and draft counts stay): quick runs on slow devices"},
 			&cli.Float64Flag{Name: "bandwidth", Usage: "device bandwidth in GB/s for the weight-read floor", DefaultText: "the saved `deft probe`, else measured now"},
