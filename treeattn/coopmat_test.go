@@ -74,7 +74,7 @@ func TestPlanVariant(t *testing.T) {
 	}{
 		{"auto f16, prompt and leaves, 9 queries per token", tr, auto, VariantCoopMat},
 		{"auto f16, prompt and leaves, 2 queries per token", thin, auto, VariantScalar},
-		{"auto f16, deep tree, 14 queries per token", deep, auto, VariantScalar},
+		{"auto f16, deep tree, 14 queries per token", deep, auto, VariantCoopMat},
 		{"auto f16, shared tree", star, auto, VariantCoopMat},
 		{"auto f32", tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF32, Limits: coopH200}, VariantScalar},
 		{"forced scalar", tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, KernelVariant: VariantScalar}, VariantScalar},
@@ -97,7 +97,11 @@ func TestPlanVariant(t *testing.T) {
 			require.Equal(t, 8, maxQ, tc.name)
 		}
 	}
-	_, err := pl.Plan(tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, KernelVariant: VariantCoopMat,
+	// Flashdecoding's items are one query's: scalar whatever the sharing.
+	p, err := pl.Plan(star, Config{Method: MethodFlashDecoding, Shape: llama3, KV: KVF16, Limits: coopH200})
+	require.NoError(t, err)
+	require.Equal(t, VariantScalar, p.Variant, "auto f16, flashdecoding of the star")
+	_, err = pl.Plan(tr, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, KernelVariant: VariantCoopMat,
 		Limits: Limits{SharedMemory: 49152, MaxInvocations: 1024, MaxWorkgroupCount: [3]int{1 << 31, 65535, 65535}}})
 	require.Error(t, err, "forced coopmat without cooperative matrices")
 }

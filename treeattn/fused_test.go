@@ -26,7 +26,8 @@ func TestFusedReduceRule(t *testing.T) {
 		{"single query flashdecoding", single, Config{Method: MethodFlashDecoding, Shape: llama3, KV: KVF16, Limits: coopH200}, true},
 		{"few-shot flashdecoding", FewShotTree(1000, 50, 100), Config{Method: MethodFlashDecoding, Shape: llama3, KV: KVF16, Limits: coopH200}, true},
 		{"few-shot auto", FewShotTree(4000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, false},
-		{"few-shot fused", FewShotTree(4000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, Reduce: ReduceFused}, true},
+		{"few-shot fused", FewShotTree(4000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, Reduce: ReduceFused,
+			KernelVariant: VariantScalar}, true},
 		{"separate", single, Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, Reduce: ReduceSeparate}, false},
 		{"coopmat", SpeculativeStar(1000, 256), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200}, false},
 		// 4001 one-token chunks: more partials than the scratch holds.
@@ -55,7 +56,7 @@ func TestFewRowTiles(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 4, p.Tiles.Rows)
 	require.Equal(t, 256, p.BlockTokens)
-	p, err = pl.Plan(FewShotTree(1000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200})
+	p, err = pl.Plan(FewShotTree(1000, 50, 100), Config{Method: MethodFlatten, Shape: llama3, KV: KVF16, Limits: coopH200, KernelVariant: VariantScalar})
 	require.NoError(t, err)
 	require.Equal(t, Tiles{Workgroup: 256, Tokens: 32, Rows: 32}, p.Tiles)
 	beams := FewShotTree(1000, 3, 100) // 3 queries: 12 rows

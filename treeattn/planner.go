@@ -274,6 +274,8 @@ func scalarTiles(cfg Config, queries int) (Tiles, error) {
 // where queries share at least coopMatSharing per token on average; scalar
 // where most tokens are read by one query or a few (a single sequence,
 // flashdecoding's per-query items), which the few-row scalar tiles serve.
+// Flashdecoding always gets scalar by itself: its items are one query's,
+// so no K/V is shared beyond a query group whatever the tree.
 const coopMatSharing = 7
 
 // chooseVariant resolves cfg.KernelVariant (see Config); sharing is the
@@ -294,7 +296,7 @@ func chooseVariant(cfg Config, sharing float64) (string, error) {
 	}
 	switch want {
 	case "":
-		shares := sharing >= coopMatSharing
+		shares := sharing >= coopMatSharing && cfg.Method != MethodFlashDecoding
 		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && shares && usable() == nil {
 			return VariantCoopMat, nil
 		}
