@@ -298,6 +298,13 @@ func TestGemmPrefill(t *testing.T) {
 			m, err := Load(d, f, Options{KV: treeattn.KVF32, GemmInputs: inputs})
 			require.NoError(t, err)
 			require.Greater(t, m.Options().ChunkTokens, len(prompt))
+			// The batch runs Q/K/V and gate/up as one gemm per stack,
+			// each matrix to its own buffer (gemmSegs).
+			for _, l := range m.layers {
+				require.Len(t, l.qkv, 1)
+				require.Len(t, l.qkv[0].segs, 3)
+				require.NotNil(t, l.gateUp)
+			}
 			got := runAlone(t, m, nil, prompt) // one 300-token batch
 			m.Close()
 			worst := 0.0
