@@ -17,6 +17,11 @@ type GemmPush struct {
 	KSteps   uint32 // TK steps of the input per split (grid z)
 	Splits   uint32 // 1: write y; more: write each split's sums to Pbuf for GemmReduce
 	PStride  uint32 // floats per split in Pbuf
+	PRow     uint32 // floats per activation row in Pbuf (all outputs, stacked)
+	Split1   uint32 // first output column written to Y1buf (columns before: Ybuf)
+	Split2   uint32 // first output column written to Y2buf
+	Stride1  uint32 // floats per output row of Y1buf
+	Stride2  uint32 // floats per output row of Y2buf
 }
 
 // GemmMaxKTiles is the shaders' MAX_K_TILES: steps of TK input elements a
@@ -30,13 +35,15 @@ const GemmMaxSplits = 64
 // Gemm multiplies a batch of activation rows by the transpose of a weight
 // matrix in its GGUF encoding, tiled for prefill and large trees: grid x
 // walks tiles of TM activation rows, grid y tiles of TN weight rows, grid z
-// splits of the input (split-K, summed by GemmReduce) (see
-// shaders/gemm.comp and shaders/gemm_coopmat.comp).
+// splits of the input (split-K, summed by GemmReduce); the output columns
+// of stacked weights (Q, K and V; gate and up) may go to up to three
+// buffers (see shaders/gemm.comp and shaders/gemm_coopmat.comp).
 var Gemm = register(&Contract{
-	Name:     "gemm",
-	Doc:      "y (+)= x W^T for batches: TM x TN output tiles, GGUF weights dequantized while tiles load",
-	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Pbuf", vk.Write}},
-	Push:     GemmPush{},
+	Name: "gemm",
+	Doc:  "y (+)= x W^T for batches: TM x TN output tiles, GGUF weights dequantized while tiles load",
+	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Pbuf", vk.Write},
+		{"Y1buf", vk.Write}, {"Y2buf", vk.Write}},
+	Push: GemmPush{},
 	Spec: []Spec{
 		{0, "local_size_x"}, {1, "WTYPE"}, {2, "ADD"},
 		{3, "TM"}, {4, "TN"}, {5, "TK"}, // workgroup tile: rows x weight rows x input step
@@ -55,9 +62,15 @@ var Gemm = register(&Contract{
 
 // GemmReducePush is gemm_reduce.comp's push block.
 type GemmReducePush struct {
-	Count   uint32 // elements of y
+	Count   uint32 // elements of each split in Pbuf: rows x PRow
 	Splits  uint32 // partial sums per element
 	PStride uint32 // floats per split in Pbuf
+	PRow    uint32 // floats per activation row in Pbuf
+	YStride uint32 // floats per output row of Ybuf
+	Split1  uint32 // as GemmPush's
+	Split2  uint32
+	Stride1 uint32
+	Stride2 uint32
 }
 
 // GemmReduce sums gemm's split-K partial sums into y in split order (see
@@ -65,7 +78,7 @@ type GemmReducePush struct {
 var GemmReduce = register(&Contract{
 	Name:     "gemm_reduce",
 	Doc:      "y (+)= the sum of gemm's split-K partial sums, in split order",
-	Bindings: []Binding{{"Pbuf", vk.Read}, {"Ybuf", vk.Write}},
+	Bindings: []Binding{{"Pbuf", vk.Read}, {"Ybuf", vk.Write}, {"Y1buf", vk.Write}, {"Y2buf", vk.Write}},
 	Push:     GemmReducePush{},
 	Spec:     []Spec{{0, "local_size_x"}, {1, "ADD"}},
 	Variants: []Variant{{Name: "scalar", Module: "gemm_reduce"}},

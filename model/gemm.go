@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/deft-vk/deft/kernels"
@@ -235,6 +236,50 @@ func (o *ops) gemmFor(n int) (variant string, batch bool, err error) {
 
 // gemm records y[i][:] (+)= x[i][:] · Wᵀ with gemm's variant and tile t.
 func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *vk.Buffer, n int, y *vk.Buffer, add bool) error {
+	return o.gemmSegs(rec, variant, t, w, x, n, []*vk.Buffer{y}, add)
+}
+
+// linearSegs records ys[s][i][:] = x[i][:] · W_sᵀ for the stacked
+// segments W_s of w (w.segs: Q, K and V, or gate and up) with one gemm
+// over the whole stack: a batch's full-width tiles in one dispatch rather
+// than a narrow one per matrix. Batches only (decoding steps use
+// matmulFused, which fuses more).
+func (o *ops) linearSegs(rec *vk.Recorder, w *weight, in gemmIn, n int, ys []*vk.Buffer) error {
+	variant, batch, err := o.gemmFor(n)
+	if err != nil {
+		return fmt.Errorf("linear %s: %w", w.name, err)
+	}
+	if !batch {
+		return fmt.Errorf("linear %s: %d rows are no batch for gemm", w.name, n)
+	}
+	t := defaultGemmTiles(variant, n, w.wtype)
+	t.A16 = in.f16
+	return o.gemmSegs(rec, variant, t, w, in.x, n, ys, false)
+}
+
+// gemmSegs is gemm with one output buffer per stacked segment of w (ys[s]
+// gets segment s, rows of w.segs[s] floats), or a single one for all of
+// w's rows.
+func (o *ops) gemmSegs(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool) error {
+	if len(ys) == 0 {
+		return fmt.Errorf("gemm %s: no output", w.name)
+	}
+	// Output columns from split1 on go to ys[1], from split2 on to ys[2].
+	split1, split2 := uint32(math.MaxUint32), uint32(math.MaxUint32)
+	yStride, stride1, stride2 := uint32(w.rows), uint32(0), uint32(0)
+	yb := []*vk.Buffer{ys[0], ys[0], ys[0]}
+	switch {
+	case len(ys) == 1:
+	case len(ys) == len(w.segs) && len(ys) <= 3 && !add:
+		yStride, split1, stride1 = uint32(w.segs[0]), uint32(w.segs[0]), uint32(w.segs[1])
+		yb[1] = ys[1]
+		if len(ys) == 3 {
+			split2, stride2 = split1+stride1, uint32(w.segs[2])
+			yb[2] = ys[2]
+		}
+	default:
+		return fmt.Errorf("gemm %s: %d outputs for %d segments (add %v)", w.name, len(ys), len(w.segs), add)
+	}
 	p, err := o.gemmPipeline(variant, t, w.wtype, add)
 	if err != nil {
 		return fmt.Errorf("gemm %s: %w", w.name, err)
@@ -250,7 +295,7 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 	pStride := n * w.rows
 	splits := o.gemmSplits(t, groups, steps, pStride)
 	kSteps := ceilDiv(steps, splits)
-	partial := y
+	partial := ys[0]
 	if splits > 1 {
 		if partial, err = o.gemmScratch(splits * pStride); err != nil {
 			return fmt.Errorf("gemm %s: %w", w.name, err)
@@ -263,8 +308,9 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 			return fmt.Errorf("gemm %s: %v workgroups exceed the device's limits %v", w.name, grid, lim)
 		}
 		push := kernels.GemmPush{N: uint32(n), InDim: uint32(w.cols), OutDim: uint32(part.rows), RowBytes: uint32(w.rowBytes),
-			YStride: uint32(w.rows), YOff: uint32(part.row0), KSteps: uint32(kSteps), Splits: uint32(splits), PStride: uint32(pStride)}
-		if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), x.All(), y.All(), partial.All()); err != nil {
+			YStride: yStride, YOff: uint32(part.row0), KSteps: uint32(kSteps), Splits: uint32(splits), PStride: uint32(pStride),
+			PRow: uint32(w.rows), Split1: split1, Split2: split2, Stride1: stride1, Stride2: stride2}
+		if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), x.All(), yb[0].All(), partial.All(), yb[1].All(), yb[2].All()); err != nil {
 			return fmt.Errorf("gemm %s: %w", w.name, err)
 		}
 	}
@@ -283,8 +329,9 @@ func (o *ops) gemm(rec *vk.Recorder, variant string, t gemmTiles, w *weight, x *
 	if err != nil {
 		return fmt.Errorf("gemm %s: %w", w.name, err)
 	}
-	push := kernels.GemmReducePush{Count: uint32(pStride), Splits: uint32(splits), PStride: uint32(pStride)}
-	if err := red.Dispatch(rec, grid, push, partial.All(), y.All()); err != nil {
+	push := kernels.GemmReducePush{Count: uint32(pStride), Splits: uint32(splits), PStride: uint32(pStride), PRow: uint32(w.rows),
+		YStride: yStride, Split1: split1, Split2: split2, Stride1: stride1, Stride2: stride2}
+	if err := red.Dispatch(rec, grid, push, partial.All(), yb[0].All(), yb[1].All(), yb[2].All()); err != nil {
 		return fmt.Errorf("gemm %s: %w", w.name, err)
 	}
 	return nil

@@ -298,6 +298,13 @@ func TestGemmPrefill(t *testing.T) {
 			m, err := Load(d, f, Options{KV: treeattn.KVF32, GemmInputs: inputs})
 			require.NoError(t, err)
 			require.Greater(t, m.Options().ChunkTokens, len(prompt))
+			// The batch runs Q/K/V and gate/up as one gemm per stack,
+			// each matrix to its own buffer (gemmSegs).
+			for _, l := range m.layers {
+				require.Len(t, l.qkv, 1)
+				require.Len(t, l.qkv[0].segs, 3)
+				require.NotNil(t, l.gateUp)
+			}
 			got := runAlone(t, m, nil, prompt) // one 300-token batch
 			m.Close()
 			worst := 0.0
@@ -408,4 +415,139 @@ func TestGemmSplits(t *testing.T) {
 			require.Less(t, (got-1)*k, c.steps, "split %d is empty", got-1)
 		}
 	}
+}
+
+// A gemm over stacked matrices (Q, K and V; gate and up) writes each
+// segment to its own buffer (the batch path of Model): every variant the
+// device runs, in every tile of gemmTileSets, every weight type, two and
+// three segments whose bounds cut through tiles, with and without
+// split-K (gemm_reduce stores the segments), weights in one part and in
+// several, f32 and f16 activations. Each segment is bit-identical to its
+// columns of the unsegmented gemm over the whole stack and within gemmTol
+// of the float64 reference; outputs are NaN-poisoned, reruns
+// bit-identical, and buffers past a segment's rows stay untouched.
+func TestGemmSegments(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	type scase struct {
+		n      int
+		segs   []int
+		kSplit int
+		split  uint64 // rows per weight part (0: one part)
+		a16    bool
+	}
+	cases := []scase{
+		{n: 37, segs: []int{40, 24, 30}, kSplit: 1},
+		{n: 37, segs: []int{40, 24, 30}, kSplit: 3, a16: true},
+		{n: 70, segs: []int{66, 66}, kSplit: 2},
+		{n: 33, segs: []int{50, 20, 20}, kSplit: 1, split: 30},
+	}
+	o := newOps(d)
+	defer o.close()
+	for _, variant := range gemmVariants(t, d) {
+		worst, runs := 0.0, 0
+		for _, tiles := range gemmTileSets[variant] {
+			for _, typ := range weightTypes {
+				cols := 96
+				if superBlock(typ) {
+					cols = 512
+				}
+				for _, c := range cases {
+					if c.a16 && !slices.Contains(gemmA16Types, typ) {
+						continue
+					}
+					tiles := tiles
+					tiles.Split, tiles.A16 = c.kSplit, c.a16
+					name := fmt.Sprintf("%s/%s/%s/n=%d/segs=%v/parts=%d", variant, tiles, typ, c.n, c.segs, c.split)
+					t.Run(name, func(t *testing.T) {
+						rows := 0
+						for _, s := range c.segs {
+							rows += s
+						}
+						wt := randTensor(r, typ, cols, rows)
+						w, err := uploadWeightParts(d, wt, c.split)
+						require.NoError(t, err)
+						defer w.close()
+						w.segs = c.segs
+						x := randFloats(r, c.n*cols, 1)
+						var xb *vk.Buffer
+						if c.a16 {
+							h := half.FromFloat32Slice(x)
+							x = half.ToFloat32Slice(h)
+							xb = newF16(t, d, h)
+						} else {
+							xb = newF32(t, d, x)
+						}
+						// Each segment's buffer has a row more than it needs,
+						// which must keep its NaNs.
+						ys := make([]*vk.Buffer, len(c.segs))
+						for i, s := range c.segs {
+							ys[i] = newF32(t, d, make([]float32, (c.n+1)*s))
+						}
+						whole := newF32(t, d, make([]float32, c.n*rows))
+						all := runTwice(t, d, whole, c.n*rows, nil, func(rec *vk.Recorder) error {
+							return o.gemm(rec, variant, tiles, w, xb, c.n, whole, false)
+						})
+						var first [][]float32
+						for run := range 2 {
+							for _, y := range ys {
+								require.NoError(t, y.FillF32(0, y.Size()/4, float32(math.NaN())))
+							}
+							rec, err := d.NewRecorder()
+							require.NoError(t, err)
+							sc, err := o.gemmScratch(1 << 16)
+							require.NoError(t, err)
+							require.NoError(t, rec.Fill(sc, math.Float32bits(float32(math.NaN()))))
+							require.NoError(t, o.gemmSegs(rec, variant, tiles, w, xb, c.n, ys, false))
+							require.NoError(t, rec.Submit())
+							rec.Close()
+							var got [][]float32
+							for i, s := range c.segs {
+								g := readF32(t, ys[i], (c.n+1)*s)
+								for j, v := range g[c.n*s:] {
+									require.True(t, math.IsNaN(float64(v)), "segment %d: element %d past the rows written", i, j)
+								}
+								got = append(got, g[:c.n*s])
+							}
+							if run == 1 {
+								require.Equal(t, first, got, "rerun")
+							}
+							first = got
+						}
+						want := gemmRef(x, decodeTensor(t, wt), nil, c.n, cols)
+						col0 := 0
+						for i, s := range c.segs {
+							seg := make([]float32, 0, c.n*s)
+							segWant := make([]float64, 0, c.n*s)
+							for row := range c.n {
+								seg = append(seg, all[row*rows+col0:row*rows+col0+s]...)
+								segWant = append(segWant, want[row*rows+col0:row*rows+col0+s]...)
+							}
+							require.Equal(t, seg, first[i], "segment %d against the unsegmented gemm", i)
+							e := relL2(first[i], segWant)
+							worst = max(worst, e)
+							require.Less(t, e, gemmTol[variant], "segment %d", i)
+							col0 += s
+						}
+						runs++
+					})
+				}
+			}
+		}
+		t.Logf("gemm variant %s on %s: %d segmented cases, worst rel L2 %.2e (tol %.0e)", variant, d.Info.Name, runs, worst, gemmTol[variant])
+	}
+	// Outputs must match the segments, and segments add nothing.
+	wt := randTensor(r, gguf.F16, 64, 48)
+	w, err := uploadWeight(d, wt)
+	require.NoError(t, err)
+	defer w.close()
+	w.segs = []int{32, 16}
+	xb := newF32(t, d, randFloats(r, 40*64, 1))
+	y := newF32(t, d, make([]float32, 40*48))
+	variant, err := o.gemmVariant()
+	require.NoError(t, err)
+	tiles := defaultGemmTiles(variant, 40, w.wtype)
+	require.Error(t, o.gemmSegs(nil, variant, tiles, w, xb, 40, []*vk.Buffer{y, y, y}, false))
+	require.Error(t, o.gemmSegs(nil, variant, tiles, w, xb, 40, []*vk.Buffer{y, y}, true))
+	require.Error(t, o.gemmSegs(nil, variant, tiles, w, xb, 40, nil, false))
 }

@@ -120,8 +120,9 @@ type layer struct {
 	// qkv are Q, K and V stacked where consecutive ones share a type (one
 	// matmul each, the attention norm fused, each segment written to its
 	// own buffer), and gateUp gate and up stacked (one matmul with the FFN
-	// norm and SwiGLU fused); q, k, v, gate and up are then views of them,
-	// which gemm uses for batches. Decoding steps use the stacks.
+	// norm and SwiGLU fused); q, k, v, gate and up are then views of them.
+	// Decoding steps and batches use the stacks (batches: one gemm each,
+	// gate and up to their own buffers, then SwiGLU).
 	qkv    []*weight
 	gateUp *weight
 }
@@ -420,7 +421,8 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	// Decoding steps (few rows, matmul) fuse the norms into the matmuls
 	// that read them, compute Q/K/V and gate/up with one matmul each and
 	// SwiGLU in gate/up's epilogue; batches (gemm) run the norms and
-	// SwiGLU on their own.
+	// SwiGLU on their own, and Q/K/V and gate/up with one gemm per stack
+	// that writes each matrix's output to its own buffer.
 	_, batch, err := o.gemmFor(n)
 	if err != nil {
 		return err
@@ -451,6 +453,18 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 				x, err := in(s.xn, c.Embd)
 				if err != nil {
 					return err
+				}
+				if l.qkv != nil {
+					// One gemm per stack (Q, K and V of one type: one).
+					outs := []*vk.Buffer{s.q, s.k, s.v}
+					for _, w := range l.qkv {
+						k := len(w.segs)
+						if err := o.linearSegs(rec, w, x, n, outs[:k]); err != nil {
+							return err
+						}
+						outs = outs[k:]
+					}
+					return nil
 				}
 				if err := o.linearIn(rec, l.q, x, n, s.q, false); err != nil {
 					return err
@@ -484,11 +498,18 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 				if err != nil {
 					return err
 				}
-				if err := o.linearIn(rec, l.gate, x, n, s.gate, false); err != nil {
-					return err
-				}
-				if err := o.linearIn(rec, l.up, x, n, s.up, false); err != nil {
-					return err
+				if l.gateUp != nil {
+					// Gate and up in one gemm over the stack.
+					if err := o.linearSegs(rec, l.gateUp, x, n, []*vk.Buffer{s.gate, s.up}); err != nil {
+						return err
+					}
+				} else {
+					if err := o.linearIn(rec, l.gate, x, n, s.gate, false); err != nil {
+						return err
+					}
+					if err := o.linearIn(rec, l.up, x, n, s.up, false); err != nil {
+						return err
+					}
 				}
 				return o.swiglu(rec, s.gate, s.up, n*c.FFN)
 			},

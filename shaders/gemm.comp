@@ -18,6 +18,9 @@
 // STAGES belong to the coopmat variant and are unused here.
 //
 // ADD = 1 adds the product to y (the residual stream) instead of storing it.
+// Stacked weights: output columns (yOff + weight row) from split1 on go to
+// y1 (rows of stride1 floats), from split2 on to y2, so that one dispatch
+// computes Q, K and V (or gate and up) into their own buffers.
 // Split-K: grid z cuts the input dimension into splits of kSteps steps;
 // with more than one, each split's sums go to part (no ADD) and
 // gemm_reduce adds them up in split order (deterministic), so that a few
@@ -44,6 +47,8 @@ layout(set = 0, binding = 1) readonly buffer Xbuf { vec4 x4[]; };
 layout(set = 0, binding = 1) readonly buffer Xbuf16 { uvec2 xh4[]; };  // AF16: quads of halves
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
+layout(set = 0, binding = 4) writeonly buffer Y1buf { float y1[]; };  // columns from split1 on
+layout(set = 0, binding = 5) writeonly buffer Y2buf { float y2[]; };  // columns from split2 on
 
 layout(push_constant) uniform Push {
     uint n;        // activation rows
@@ -53,11 +58,32 @@ layout(push_constant) uniform Push {
     uint yStride;  // floats per y row
     uint yOff;     // column of y that weight row 0 writes
     uint kSteps;   // TK steps per split of the input (grid z)
-    uint splits;   // 1: write y; more: write split z's sums to part[z * pStride + (y index)]
+    uint splits;   // 1: write y; more: write split z's sums to part[z * pStride + row * pRow + column]
     uint pStride;  // floats per split in part
+    uint pRow;     // floats per activation row in part
+    uint split1;   // first output column (yOff + weight row) written to y1
+    uint split2;   // first output column written to y2
+    uint stride1;  // floats per y1 row
+    uint stride2;  // floats per y2 row
 } pc;
 
 #include "include/weights.glsl"
+
+// Output (row r, column c = yOff + weight row) of value v: to split z's
+// partial sums, or by column to y (ADD), y1 or y2 (stacked weights: Q, K
+// and V, or gate and up, each to its own buffer).
+void storeOut(uint r, uint c, float v) {
+    if (pc.splits > 1u) {
+        part[gl_WorkGroupID.z * pc.pStride + r * pc.pRow + c] = v;
+    } else if (c < pc.split1) {
+        uint at = r * pc.yStride + c;
+        y[at] = ADD != 0u ? y[at] + v : v;
+    } else if (c < pc.split2) {
+        y1[r * pc.stride1 + c - pc.split1] = v;
+    } else {
+        y2[r * pc.stride2 + c - pc.split2] = v;
+    }
+}
 
 const uint WG = gl_WorkGroupSize.x;
 const uint TK4 = TK / 4u;
@@ -150,12 +176,7 @@ void main() {
         [[unroll]] for (uint c = 0u; c < SN; c++) {
             uint o = col0 + tx + c * NTX;
             if (row < pc.n && o < pc.outDim) {
-                uint at = row * pc.yStride + pc.yOff + o;
-                if (pc.splits > 1u) {
-                    part[gl_WorkGroupID.z * pc.pStride + at] = acc[r][c];
-                } else {
-                    y[at] = ADD != 0u ? y[at] + acc[r][c] : acc[r][c];
-                }
+                storeOut(row, pc.yOff + o, acc[r][c]);
             }
         }
     }

@@ -36,6 +36,9 @@
 // edges and ADD need no special tiles.
 //
 // ADD = 1 adds the product to y (the residual stream) instead of storing it.
+// Stacked weights: output columns (yOff + weight row) from split1 on go to
+// y1 (rows of stride1 floats), from split2 on to y2, so that one dispatch
+// computes Q, K and V (or gate and up) into their own buffers.
 // Split-K: grid z cuts the input dimension into splits of kSteps steps;
 // with more than one, each split's sums go to part (no ADD) and
 // gemm_reduce adds them up in split order (deterministic), so that a few
@@ -79,6 +82,8 @@ layout(set = 0, binding = 1) readonly buffer Xbuf8 { uvec4 xh8[]; };  // AF16 oc
 layout(set = 0, binding = 1) readonly buffer Xbuf16 { uvec2 xh4[]; }; // AF16 quads: 8-byte loads
 layout(set = 0, binding = 2) buffer Ybuf { float y[]; };
 layout(set = 0, binding = 3) writeonly buffer Pbuf { float part[]; };  // split-K partial sums
+layout(set = 0, binding = 4) writeonly buffer Y1buf { float y1[]; };  // columns from split1 on
+layout(set = 0, binding = 5) writeonly buffer Y2buf { float y2[]; };  // columns from split2 on
 
 layout(push_constant) uniform Push {
     uint n;        // activation rows
@@ -88,11 +93,32 @@ layout(push_constant) uniform Push {
     uint yStride;  // floats per y row
     uint yOff;     // column of y that weight row 0 writes
     uint kSteps;   // TK steps per split of the input (grid z)
-    uint splits;   // 1: write y; more: write split z's sums to part[z * pStride + (y index)]
+    uint splits;   // 1: write y; more: write split z's sums to part[z * pStride + row * pRow + column]
     uint pStride;  // floats per split in part
+    uint pRow;     // floats per activation row in part
+    uint split1;   // first output column (yOff + weight row) written to y1
+    uint split2;   // first output column written to y2
+    uint stride1;  // floats per y1 row
+    uint stride2;  // floats per y2 row
 } pc;
 
 #include "include/weights.glsl"
+
+// Output (row r, column c = yOff + weight row) of value v: to split z's
+// partial sums, or by column to y (ADD), y1 or y2 (stacked weights: Q, K
+// and V, or gate and up, each to its own buffer).
+void storeOut(uint r, uint c, float v) {
+    if (pc.splits > 1u) {
+        part[gl_WorkGroupID.z * pc.pStride + r * pc.pRow + c] = v;
+    } else if (c < pc.split1) {
+        uint at = r * pc.yStride + c;
+        y[at] = ADD != 0u ? y[at] + v : v;
+    } else if (c < pc.split2) {
+        y1[r * pc.stride1 + c - pc.split1] = v;
+    } else {
+        y2[r * pc.stride2 + c - pc.split2] = v;
+    }
+}
 
 const uint WG = gl_WorkGroupSize.x;
 const uint TK8 = TK / 8u;          // octets (8 halves, 16 bytes) per tile row; TK is a multiple of 8
@@ -299,13 +325,7 @@ void writeOut(uint st, uint sm, uint sn, uint i, uint j, uint row0, uint col0, u
         uint r = row0 + sm * SM + i * CM_M + e / CM_N;
         uint o = col0 + sn * SN + j * CM_N + e % CM_N;
         if (r < pc.n && o < pc.outDim) {
-            uint at = r * pc.yStride + pc.yOff + o;
-            float v = sC[st * CS + e];
-            if (pc.splits > 1u) {
-                part[gl_WorkGroupID.z * pc.pStride + at] = v;
-            } else {
-                y[at] = ADD != 0u ? y[at] + v : v;
-            }
+            storeOut(r, pc.yOff + o, sC[st * CS + e]);
         }
     }
     subgroupSync();
