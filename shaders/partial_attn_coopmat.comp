@@ -279,7 +279,10 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
     // rotated by lpr for rows 8..15 of the block, so that the rows on the
     // same banks (stride SS = 4 mod 32 words) read different ones at once
     // (max does not depend on the order; the sum pass keeps token order).
-    // The seen bits of the max pass serve the sum pass (B <= 32).
+    // The seen bits of the max pass serve the sum pass (B <= 32). Loops
+    // count B / lpr steps (lpr, a power of two, divides B and CM_N): a
+    // constant trip count where the compiler knows the subgroup size, so
+    // the loads of a pass can be issued together.
     const bool SEEN_BITS = B <= 32u;
     uint seenBits = 0u;
     uint wq = (qi >> 5u) - word0;   // the row's mask word and bit
@@ -287,8 +290,8 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
     float mNew = rowM;
     if (rowValid) {
         uint rot = (myRow & 8u) != 0u ? lpr : 0u;
-        for (uint k = part; k < B; k += lpr) {
-            uint t = (k + rot) % B;
+        [[unroll]] for (uint i = 0u; i < B / lpr; i++) {
+            uint t = (part + i * lpr + rot) % B;
             bool seen = t < count;
             if (seen && maskWords != 0u) {
                 seen = wq < MW && ((sMask[t * MW + wq] >> bq) & 1u) != 0u;
@@ -304,7 +307,8 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
     }
     float sum = 0.0;
     if (rowLane) {
-        for (uint t = part; t < B; t += lpr) {
+        [[unroll]] for (uint i = 0u; i < B / lpr; i++) {
+            uint t = part + i * lpr;
             float p = 0.0;
             if (rowValid && mNew != NEG_INF) {
                 bool seen;
@@ -340,8 +344,9 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
     // only columns it read itself (t = part mod lpr), so no sync before.
     const uint AC = SS - CM_N;
     if (rescale && rowLane) {
-        for (uint c = (part + lpr - AC % lpr) % lpr; c < CM_N; c += lpr) {
-            sS[sBase + myRow * SS + AC + c] = alpha;
+        uint c0 = (part + lpr - AC % lpr) % lpr;
+        [[unroll]] for (uint i = 0u; i < CM_N / lpr; i++) {
+            sS[sBase + myRow * SS + AC + c0 + i * lpr] = alpha;
         }
     }
     subgroupSync();   // P (and alpha) are in shared memory
