@@ -94,6 +94,8 @@ func requiresCoopMatF16(info *vk.DeviceInfo) error {
 		return fmt.Errorf("device lacks the Vulkan memory model")
 	case !slices.Contains(info.SubgroupOps, "shuffle"):
 		return fmt.Errorf("device lacks subgroup shuffles")
+	case !slices.Contains(info.SubgroupOps, "vote"):
+		return fmt.Errorf("device lacks subgroup votes")
 	}
 	_, err := AttnCoopMatShape(info)
 	return err

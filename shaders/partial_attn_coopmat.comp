@@ -6,6 +6,7 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_vote : require
 // Partial tree attention on cooperative matrices (VK_KHR_cooperative_matrix):
 // the "coopmat" variant of partial_attn (same bindings, push block, item
 // records and specialization constants; see partial_attn.comp for what a
@@ -28,10 +29,14 @@
 //   2. each subgroup computes its S = Q K^T block (CM_M x B, f16 operands,
 //      f32 accumulation) with Q held in A matrices, and stores it;
 //   3. online softmax in f32 (log2 domain), lanes of the subgroup split
-//      each row, reduced with shuffles; P goes to shared memory as f16 and
-//      the rows' rescale factors as an M x N matrix;
-//   4. O = O * alpha (component-wise) + P V on accumulator matrices.
-// Two workgroup barriers per tile; the rest is subgroup-local. The
+//      each row, reduced with shuffles; P goes to shared memory as f16;
+//      only where a row of the block raised its running max (alpha != 1)
+//      do the rows' rescale factors go out as an M x N matrix, written
+//      over the score columns each lane read itself (no sync before);
+//   4. O = O * alpha (component-wise, skipped when every alpha of the
+//      block is 1: multiplying by 1 is exact) + P V on accumulators.
+// Two workgroup barriers and two subgroup syncs per tile; the next tile's
+// first barrier orders this tile's reads of S/P before their rewrite. The
 // normalised output and log-sum-exp of each row go to the partial results.
 
 layout(local_size_x_id = 0) in;
@@ -125,7 +130,7 @@ layout(push_constant) uniform Push {
 
 shared f16vec4 sK[B * KS];
 shared f16vec4 sV[B * KS];
-shared float sS[RB * SREG];       // per row block: scores, then alpha, then output staging
+shared float sS[RB * SREG];       // per row block: scores (alpha in the last CM_N columns), then output staging
 shared f16vec4 sP[RB * PREG];     // per row block: Q staging, then probabilities
 shared uint sMask[B * MW];
 shared uint sSlot[2u * B];        // slots of the next two tiles (ring of two tiles; ~0u past the item)
@@ -269,16 +274,30 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
     }
     subgroupSync();
 
-    // 3. Online softmax of the lane's row (log2 domain).
+    // 3. Online softmax of the lane's row (log2 domain). A lane reads the
+    // tokens t = part (mod lpr) of its row; the max pass visits them
+    // rotated by lpr for rows 8..15 of the block, so that the rows on the
+    // same banks (stride SS = 4 mod 32 words) read different ones at once
+    // (max does not depend on the order; the sum pass keeps token order).
+    // The seen bits of the max pass serve the sum pass (B <= 32). Loops
+    // count B / lpr steps (lpr, a power of two, divides B and CM_N): a
+    // constant trip count where the compiler knows the subgroup size, so
+    // the loads of a pass can be issued together.
+    const bool SEEN_BITS = B <= 32u;
+    uint seenBits = 0u;
+    uint wq = (qi >> 5u) - word0;   // the row's mask word and bit
+    uint bq = qi & 31u;
     float mNew = rowM;
     if (rowValid) {
-        for (uint t = part; t < B; t += lpr) {
+        uint rot = (myRow & 8u) != 0u ? lpr : 0u;
+        [[unroll]] for (uint i = 0u; i < B / lpr; i++) {
+            uint t = (part + i * lpr + rot) % B;
             bool seen = t < count;
             if (seen && maskWords != 0u) {
-                uint w = (qi >> 5u) - word0;
-                seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                seen = wq < MW && ((sMask[t * MW + wq] >> bq) & 1u) != 0u;
             }
             if (seen) {
+                seenBits |= 1u << (t & 31u);
                 mNew = max(mNew, sS[sBase + myRow * SS + t] * qScale);
             }
         }
@@ -288,13 +307,18 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
     }
     float sum = 0.0;
     if (rowLane) {
-        for (uint t = part; t < B; t += lpr) {
+        [[unroll]] for (uint i = 0u; i < B / lpr; i++) {
+            uint t = part + i * lpr;
             float p = 0.0;
             if (rowValid && mNew != NEG_INF) {
-                bool seen = t < count;
-                if (seen && maskWords != 0u) {
-                    uint w = (qi >> 5u) - word0;
-                    seen = w < MW && ((sMask[t * MW + w] >> (qi & 31u)) & 1u) != 0u;
+                bool seen;
+                if (SEEN_BITS) {
+                    seen = ((seenBits >> (t & 31u)) & 1u) != 0u;
+                } else {
+                    seen = t < count;
+                    if (seen && maskWords != 0u) {
+                        seen = wq < MW && ((sMask[t * MW + wq] >> bq) & 1u) != 0u;
+                    }
                 }
                 if (seen) {
                     p = exp2((sS[sBase + myRow * SS + t] * qScale - mNew) * pc.unit);
@@ -309,23 +333,31 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
         sum += subgroupShuffleXor(sum, o);
     }
     float alpha = (rowM == NEG_INF) ? 0.0 : exp2((rowM - mNew) * pc.unit);
+    // A row still at -inf has added only zero P (its O rows are zeros, or
+    // NaN from non-finite V): scaling them by its alpha 0 changes nothing.
+    bool rescale = subgroupAny(rowValid && rowM != NEG_INF && alpha != 1.0);
     if (rowValid) {
         rowL = rowL * alpha + sum;
         rowM = mNew;
     }
-    subgroupSync();   // scores are read: the scratch takes alpha
-    if (rowLane) {
-        for (uint c = part; c < CM_N; c += lpr) {
-            sS[sBase + myRow * CM_N + c] = alpha;
+    // Alpha over columns SS - CM_N.. of the row's scores: each lane writes
+    // only columns it read itself (t = part mod lpr), so no sync before.
+    const uint AC = SS - CM_N;
+    if (rescale && rowLane) {
+        uint c0 = (part + lpr - AC % lpr) % lpr;
+        [[unroll]] for (uint i = 0u; i < CM_N / lpr; i++) {
+            sS[sBase + myRow * SS + AC + c0 + i * lpr] = alpha;
         }
     }
-    subgroupSync();
+    subgroupSync();   // P (and alpha) are in shared memory
 
     // 4. O = O * alpha + P V.
-    coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
-    coopMatLoad(al, sS, sBase, CM_N, gl_CooperativeMatrixLayoutRowMajor);
-    [[unroll]] for (uint j = 0u; j < DN; j++) {
-        acc[j] = acc[j] * al;
+    if (rescale) {
+        coopmat<float, gl_ScopeSubgroup, CM_M, CM_N, gl_MatrixUseAccumulator> al;
+        coopMatLoad(al, sS, sBase + AC, SS, gl_CooperativeMatrixLayoutRowMajor);
+        [[unroll]] for (uint j = 0u; j < DN; j++) {
+            acc[j] = acc[j] * al;
+        }
     }
     [[unroll]] for (uint k = 0u; k < BK; k++) {
         coopmat<float16_t, gl_ScopeSubgroup, CM_M, CM_K, gl_MatrixUseA> pA;
@@ -336,7 +368,7 @@ void tileStep(uint tile, uint set, uint nTiles, uint tokStart, uint tokCount, ui
             acc[j] = coopMatMulAdd(pA, vB, acc[j]);
         }
     }
-    subgroupSync();   // scratch and P are read before the next tile writes them
+    // No sync here: the next tile (or the output step) starts with one.
 }
 
 void main() {
@@ -473,6 +505,7 @@ void main() {
 
             // Normalised partial output and log-sum-exp per row.
             if (blockOn) {
+                subgroupSync();   // the last tile's reads of alpha and P are done
                 if (rowValid && part == 0u) {
                     sRowL[rr] = rowL;
                     sRowM[rr] = rowM;
