@@ -11,6 +11,7 @@ import (
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/internal/half"
+	"github.com/deft-vk/deft/internal/testmodels"
 	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/treeattn"
 	"github.com/deft-vk/deft/vk"
@@ -197,4 +198,92 @@ func ropeRef32(x []float32, heads, headDim, ropeDims int, pos []int32, inv []flo
 		}
 	}
 	return out
+}
+
+// Decoding steps with RoPE and the K/V write fused into the Q/K/V matmul
+// give logits and pools bit-identical to matmul then WriteRoPE (the model's
+// noRoPEFusion path), for a prompt, one token, and a tree step of two
+// branches, with both pool types.
+func TestForwardRoPEFusion(t *testing.T) {
+	d := gputest.Device(t)
+	r := gputest.Rand(t)
+	for _, kv := range []treeattn.KVType{treeattn.KVF16, treeattn.KVF32} {
+		t.Run(kv.String(), func(t *testing.T) {
+			_, m := openModel(t, d, testmodels.Path(t, "stories260K.gguf"), Options{KV: kv})
+			for _, l := range m.layers {
+				require.True(t, len(l.qkv) == 1 && ropeFusable(l.qkv[0]), "the test model's Q/K/V stack is not fusable")
+			}
+			rnd := func(k int) []int32 {
+				out := make([]int32, k)
+				for i := range out {
+					out[i] = int32(3 + r.IntN(m.Config().Vocab-3))
+				}
+				return out
+			}
+			prompt := append([]int32{1}, rnd(6)...)
+			next, a, b := rnd(1), rnd(2), rnd(3)
+			type result struct {
+				logits [][]float32
+				k, v   [][]uint32
+			}
+			run := func(noFusion bool) result {
+				m.noRoPEFusion = noFusion
+				defer func() { m.noRoPEFusion = false }()
+				pool, err := NewPool(m, 64)
+				require.NoError(t, err)
+				defer pool.Close()
+				for l := range m.Config().Blocks {
+					for _, buf := range []*vk.Buffer{pool.K(l), pool.V(l)} {
+						require.NoError(t, buf.FillF32(0, buf.Size()/4, math.Float32frombits(0x7e007e00)))
+					}
+				}
+				var res result
+				seq := pool.NewSequence()
+				out, err := m.Eval(pool, seq, prompt)
+				require.NoError(t, err)
+				res.logits = append(res.logits, out)
+				out, err = m.Eval(pool, seq, next)
+				require.NoError(t, err)
+				res.logits = append(res.logits, out)
+				A, err := pool.Fork(seq)
+				require.NoError(t, err)
+				B, err := pool.Fork(seq)
+				require.NoError(t, err)
+				_, err = pool.Append(A, len(a))
+				require.NoError(t, err)
+				_, err = pool.Append(B, len(b))
+				require.NoError(t, err)
+				qs := []kvpool.Query{{Node: B, Offset: 0}, {Node: A, Offset: 0}, {Node: B, Offset: 1}, {Node: A, Offset: 1}, {Node: B, Offset: 2}}
+				step, err := pool.Tree(qs)
+				require.NoError(t, err)
+				outs, err := m.Forward(pool, Batch{Tokens: []int32{b[0], a[0], b[1], a[1], b[2]}, Step: step, LogitRows: []int{0, 1, 2, 3, 4}})
+				require.NoError(t, err)
+				res.logits = append(res.logits, outs...)
+				for l := range m.Config().Blocks {
+					for _, dst := range []*[][]uint32{&res.k, &res.v} {
+						buf := pool.K(l)
+						if dst == &res.v {
+							buf = pool.V(l)
+						}
+						words := make([]uint32, buf.Size()/4)
+						require.NoError(t, buf.ReadU32(0, words))
+						*dst = append(*dst, words)
+					}
+				}
+				return res
+			}
+			want, got := run(true), run(false)
+			require.Len(t, got.logits, len(want.logits))
+			for i := range want.logits {
+				for j := range want.logits[i] {
+					require.False(t, math.IsNaN(float64(got.logits[i][j])), "logits %d: %d is NaN", i, j)
+					require.Equal(t, math.Float32bits(want.logits[i][j]), math.Float32bits(got.logits[i][j]), "logits %d: %d", i, j)
+				}
+			}
+			for l := range want.k {
+				require.True(t, slices.Equal(want.k[l], got.k[l]), "layer %d: pool K differs", l)
+				require.True(t, slices.Equal(want.v[l], got.v[l]), "layer %d: pool V differs", l)
+			}
+		})
+	}
 }
