@@ -81,6 +81,42 @@ var Matmul = register(&Contract{
 	Variants: []Variant{{Name: "scalar", Module: "matmul"}},
 })
 
+// MatmulRoPEPush is matmul_rope.comp's push block: MatmulPush's fields,
+// then the RoPE shape.
+type MatmulRoPEPush struct {
+	N        uint32
+	InDim    uint32
+	OutDim   uint32
+	RowBytes uint32
+	YStride  uint32
+	YOff     uint32
+	GridX    uint32
+	Passes   uint32
+	Eps      float32
+	Split1   uint32 // first K row (rows before: Q, rotated into Ybuf)
+	Split2   uint32 // first V row
+	Stride1  uint32 // K rows: elements per pool slot (KV heads x head dim)
+	Stride2  uint32 // V rows: the same
+	HeadDim  uint32 // even
+	RopeDims uint32 // rotated dims per head: even, at most HeadDim
+}
+
+// MatmulRoPE is Matmul on a decoding step's stacked Q/K/V weight with
+// RoPE and the K/V pool write in its epilogue: Q rotated into Ybuf, K
+// rotated and V into the token's slot of the KV pool (fp16 when KV_F16),
+// bit-identical to Matmul then RopeKV (see shaders/matmul_rope.comp).
+// Y1buf and Y2buf are not written.
+var MatmulRoPE = register(&Contract{
+	Name: "matmul_rope",
+	Doc:  "Q/K/V = x W^T as matmul, with RoPE of Q and K and the K/V write into the KV pool's slots in the epilogue",
+	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Y1buf", vk.Write}, {"Y2buf", vk.Write},
+		{"Gbuf", vk.Read}, {"Pos", vk.Read}, {"Freq", vk.Read}, {"Slots", vk.Read}, {"PoolK", vk.Write}, {"PoolV", vk.Write}},
+	Push: MatmulRoPEPush{},
+	Spec: []Spec{{0, "local_size_x"}, {1, "WTYPE"}, {2, "ROWS"}, {3, "NC"}, {4, "ADD"}, {5, "NORM"}, {6, "GLU"},
+		{7, "UNROLL"}, {8, "QCONV"}, {9, "KV_F16"}},
+	Variants: []Variant{{Name: "scalar", Module: "matmul_rope"}},
+})
+
 // GridStrideSteps is the loop bound of the grid-stride kernels below
 // (embed_gather, swiglu, rope, to_f16): the host sizes their grids so that no
 // invocation needs more steps.

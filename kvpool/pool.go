@@ -483,6 +483,37 @@ func (p *Pool) WriteRoPE(rec *vk.Recorder, layer int, rows *SlotList, q, k, v *v
 	return nil
 }
 
+// FusedWrite is what a kernel that stores a step's K and V rows itself
+// binds in place of Write (model's Q/K/V matmul with RoPE in its epilogue,
+// shaders/matmul_rope.comp): row i goes to slot Slots[i] of K and V, rows
+// of Config().KVHeads x HeadDim elements, fp16 when F16 (else float32).
+type FusedWrite struct {
+	K, V     *vk.Buffer // the layer's pool buffers
+	Slots    *vk.Buffer // uint32 [Rows]: the slot list's device copy
+	Rows     int
+	RowElems int // elements per slot: KV heads x head dim
+	F16      bool
+}
+
+// FusedWrite checks what Write checks (the layer, the slot list, its slots
+// still allocated) and returns the buffers a fused writer binds for layer.
+func (p *Pool) FusedWrite(layer int, rows *SlotList) (FusedWrite, error) {
+	op := fmt.Sprintf("kvpool: fused write of layer %d", layer)
+	switch {
+	case p.k == nil:
+		return FusedWrite{}, fmt.Errorf("%s: pool has no device memory (closed)", op)
+	case layer < 0 || layer >= p.cfg.Layers:
+		return FusedWrite{}, fmt.Errorf("%s: layer outside [0, %d)", op, p.cfg.Layers)
+	case rows == nil || rows.p != p || rows.buf == nil:
+		return FusedWrite{}, fmt.Errorf("%s: slot list is nil, belongs to another pool or is closed", op)
+	}
+	if err := p.checkSlots(rows.slots); err != nil {
+		return FusedWrite{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return FusedWrite{K: p.k[layer], V: p.v[layer], Slots: rows.buf, Rows: len(rows.slots),
+		RowElems: p.cfg.KVHeads * p.cfg.HeadDim, F16: p.cfg.KV == treeattn.KVF16}, nil
+}
+
 // groups is a grid-stride launch over n invocations.
 func (p *Pool) groups(n uint64) [3]uint32 {
 	g := (n + kernelWorkgroup - 1) / kernelWorkgroup

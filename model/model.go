@@ -109,6 +109,9 @@ type Model struct {
 	ws         *treeattn.Workspace
 	slots      *kvpool.SlotList
 	slotPool   *kvpool.Pool
+	// noRoPEFusion keeps decoding steps on matmul then WriteRoPE (tests
+	// compare the fused epilogue against it).
+	noRoPEFusion bool
 	// Benchmark timestamps (timing.go).
 	timing Timing
 	times  StepTimes
@@ -442,8 +445,20 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 	}
 	eps := c.RMSEps
 	for li, l := range m.layers {
+		// Decoding steps on one stacked Q/K/V weight apply RoPE and write
+		// K and V into the pool in the matmul's epilogue (bit-identical to
+		// WriteRoPE after it; one dispatch and barrier fewer per layer).
+		fused := !batch && len(l.qkv) == 1 && ropeFusable(l.qkv[0]) && !m.noRoPEFusion
 		steps := []func() error{
 			func() error {
+				if fused {
+					kv, err := pool.FusedWrite(li, list)
+					if err != nil {
+						return err
+					}
+					return o.matmulRoPE(rec, l.qkv[0], s.h, n, s.q, l.attnNorm, eps,
+						ropeWrite{kv: kv, pos: s.pos, freq: m.invFreq, headDim: c.HeadDim, ropeDims: c.RopeDims})
+				}
 				if !batch && l.qkv != nil {
 					return m.attnInput(rec, l, n)
 				}
@@ -476,7 +491,12 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 			},
 			// RoPE of Q and K fused with the K/V write into the pool
 			// (bit-identical to o.rope then pool.Write; one dispatch).
-			func() error { return pool.WriteRoPE(rec, li, list, s.q, s.k, s.v, rope) },
+			func() error {
+				if fused {
+					return nil
+				}
+				return pool.WriteRoPE(rec, li, list, s.q, s.k, s.v, rope)
+			},
 			func() error { return m.stamp(TimingAttention, stampAttn) },
 			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
 			func() error { return m.stamp(TimingAttention, stampAttnEnd) },

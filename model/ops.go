@@ -6,6 +6,7 @@ import (
 
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/kernels"
+	"github.com/deft-vk/deft/kvpool"
 	"github.com/deft-vk/deft/vk"
 )
 
@@ -415,7 +416,63 @@ func (o *ops) matmul(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, y *vk.Buf
 // ys[0], [n][w.rows/2]; another weight of stacked segments writes segment i
 // to ys[i], [n][segs[i]].
 func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool, norm *vk.Buffer, eps float64) error {
+	return o.matmulEpilogue(rec, w, x, n, ys, add, norm, eps, nil)
+}
+
+// ropeWrite is matmul_rope's epilogue (matmulRoPE): RoPE by the positions
+// pos (int32 per row) and inverse frequencies freq (float32 per rotated
+// pair), and the K/V write into a pool layer.
+type ropeWrite struct {
+	kv                kvpool.FusedWrite
+	pos, freq         *vk.Buffer
+	headDim, ropeDims int
+}
+
+// ropeFusable reports whether matmulRoPE takes w: Q, K and V stacked in one
+// part, K and V alike.
+func ropeFusable(w *weight) bool {
+	return w != nil && !w.glu && len(w.segs) == 3 && len(w.parts) == 1 && w.segs[1] == w.segs[2]
+}
+
+// matmulRoPE is matmulFused on a stacked Q/K/V weight (ropeFusable) with
+// RoPE and the pool write fused: q (float32 [n][segs[0]]) gets Q rotated,
+// and K rotated and V go into the pool's slots, bit-identical to
+// matmulFused then kvpool.Pool.WriteRoPE (shaders/matmul_rope.comp).
+func (o *ops) matmulRoPE(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, q *vk.Buffer, norm *vk.Buffer, eps float64, rw ropeWrite) error {
+	switch {
+	case !ropeFusable(w):
+		return fmt.Errorf("matmul %s with RoPE: needs Q, K and V stacked in one part, K and V alike", w.name)
+	case rw.headDim < 2 || rw.headDim%2 != 0 || rw.ropeDims < 0 || rw.ropeDims%2 != 0 || rw.ropeDims > rw.headDim:
+		return fmt.Errorf("matmul %s with RoPE: head dim %d and rotated dims %d must be even, rotated at most head", w.name, rw.headDim, rw.ropeDims)
+	case w.segs[0]%rw.headDim != 0 || w.segs[1]%rw.headDim != 0:
+		return fmt.Errorf("matmul %s with RoPE: segments %v are not whole heads of %d", w.name, w.segs, rw.headDim)
+	case rw.kv.K == nil || rw.kv.V == nil || rw.kv.Slots == nil || rw.pos == nil || rw.freq == nil:
+		return fmt.Errorf("matmul %s with RoPE: nil buffer", w.name)
+	case rw.kv.RowElems != w.segs[1]:
+		return fmt.Errorf("matmul %s with RoPE: pool slots of %d elements for K rows of %d", w.name, rw.kv.RowElems, w.segs[1])
+	case rw.kv.Rows != n:
+		return fmt.Errorf("matmul %s with RoPE: %d slots for %d rows", w.name, rw.kv.Rows, n)
+	}
+	elem := uint64(4)
+	if rw.kv.F16 {
+		elem = 2
+	}
+	if slots := rw.kv.K.Size() / (uint64(w.segs[1]) * elem); rw.kv.V.Size() < rw.kv.K.Size() || slots == 0 {
+		return fmt.Errorf("matmul %s with RoPE: pool buffers of %d and %d bytes", w.name, rw.kv.K.Size(), rw.kv.V.Size())
+	}
+	if rw.pos.Size() < uint64(n)*4 || rw.freq.Size() < uint64(max(rw.ropeDims/2, 1))*4 {
+		return fmt.Errorf("matmul %s with RoPE: %d positions and %d frequencies in %d and %d bytes", w.name, n, rw.ropeDims/2, rw.pos.Size(), rw.freq.Size())
+	}
+	return o.matmulEpilogue(rec, w, x, n, []*vk.Buffer{q}, false, norm, eps, &rw)
+}
+
+// matmulEpilogue is matmulFused, with rw (not nil) matmulRoPE's epilogue:
+// ys is then Q alone.
+func (o *ops) matmulEpilogue(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys []*vk.Buffer, add bool, norm *vk.Buffer, eps float64, rw *ropeWrite) error {
 	nseg := max(1, len(w.segs))
+	if rw != nil {
+		nseg = 1 // Q; K and V go to the pool
+	}
 	if w.glu {
 		nseg = 1
 		if len(w.segs) != 2 || w.segs[0] != w.segs[1] || len(w.parts) != 1 {
@@ -441,8 +498,8 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		shape = matmulShapeFor(o.d.Info.Type, o.d.Info.MaxWorkgroupInvocs, w.wtype, w.rows, steps, min(matmulMaxCols, nextPow2(n)))
 		shape.byteConv = conv
 	}
-	if w.glu && shape.rows%2 != 0 {
-		shape.rows++
+	if (w.glu || rw != nil) && shape.rows%2 != 0 {
+		shape.rows++ // GLU: gate/up halves; RoPE: both rows of a pair in one workgroup
 	}
 	group := min(shape.group, nextPow2(steps))
 	nc := min(matmulMaxCols, nextPow2(n))
@@ -463,9 +520,15 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		}
 		return 0
 	}
-	p, err := o.pipeline(kernels.Matmul, kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
+	spec := kernels.SpecValues{"local_size_x": uint32(group), "WTYPE": w.wtype,
 		"ROWS": uint32(shape.rows), "NC": uint32(nc), "ADD": b2u(add), "NORM": b2u(norm != nil), "GLU": b2u(w.glu),
-		"UNROLL": uint32(min(max(shape.unroll, 1), 8)), "QCONV": b2u(!shape.byteConv)})
+		"UNROLL": uint32(min(max(shape.unroll, 1), 8)), "QCONV": b2u(!shape.byteConv)}
+	contract := kernels.Matmul
+	if rw != nil {
+		contract = kernels.MatmulRoPE
+		spec["KV_F16"] = b2u(rw.kv.F16)
+	}
+	p, err := o.pipeline(contract, spec)
 	if err != nil {
 		return fmt.Errorf("matmul %s: %w", w.name, err)
 	}
@@ -480,15 +543,24 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 		if len(w.segs) > 1 {
 			push.Stride1 = uint32(w.segs[1])
 			push.Split2 = uint32(w.segs[0] + w.segs[1])
-			bufs[3] = ys[1].All()
+			if rw == nil {
+				bufs[3] = ys[1].All()
+			}
 		}
 		if len(w.segs) > 2 {
 			push.Stride2 = uint32(w.segs[2])
-			bufs[4] = ys[2].All()
+			if rw == nil {
+				bufs[4] = ys[2].All()
+			}
 		}
 	}
 	if norm != nil {
 		bufs[5] = norm.All()
+	}
+	if rw != nil {
+		// Y1buf and Y2buf are not written (Q's buffer stands in): K and V
+		// go to the pool, rows of Stride1 and Stride2 elements per slot.
+		bufs = append(bufs, rw.pos.All(), rw.freq.All(), rw.kv.Slots.All(), rw.kv.K.All(), rw.kv.V.All())
 	}
 	for _, part := range w.parts {
 		groups := ceilDiv(part.rows, shape.rows)
@@ -500,8 +572,15 @@ func (o *ops) matmulFused(rec *vk.Recorder, w *weight, x *vk.Buffer, n int, ys [
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
 		push.OutDim, push.YOff, push.GridX = uint32(part.rows), uint32(part.row0), grid[0]
+		var pushAny any = push
+		if rw != nil {
+			pushAny = kernels.MatmulRoPEPush{N: push.N, InDim: push.InDim, OutDim: push.OutDim, RowBytes: push.RowBytes,
+				YStride: push.YStride, YOff: push.YOff, GridX: push.GridX, Passes: push.Passes, Eps: push.Eps,
+				Split1: push.Split1, Split2: push.Split2, Stride1: push.Stride1, Stride2: push.Stride2,
+				HeadDim: uint32(rw.headDim), RopeDims: uint32(rw.ropeDims)}
+		}
 		bufs[0] = part.rng(w.rowBytes)
-		if err := p.Dispatch(rec, grid, push, bufs...); err != nil {
+		if err := p.Dispatch(rec, grid, pushAny, bufs...); err != nil {
 			return fmt.Errorf("matmul %s: %w", w.name, err)
 		}
 	}
