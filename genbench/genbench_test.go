@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deft-vk/deft/bench"
 	"github.com/deft-vk/deft/gguf"
 	"github.com/deft-vk/deft/internal/gputest"
 	"github.com/deft-vk/deft/internal/testmodels"
@@ -232,7 +233,7 @@ func TestSizesAndOptions(t *testing.T) {
 	require.NoError(t, o.defaults())
 	assert.Equal(t, 10, o.Runs)
 	assert.Equal(t, 5, o.AttnRuns)
-	assert.Equal(t, 300*time.Millisecond, o.WarmUp)
+	assert.Equal(t, bench.DefaultWarmUp, o.WarmUp)
 	assert.Equal(t, DefaultSizes, o.Sizes)
 	assert.Equal(t, time.Duration(0), Floor(100, 0))
 	assert.Equal(t, 2*time.Second, Floor(2e9, 1e9))
