@@ -407,11 +407,14 @@ type Config struct {
 	// check, a third of planning a large tree. Slot values are still
 	// checked, and the kernels never read outside the pool.
 	SlotsUnique bool
-	// KernelVariant selects partial_attn's variant: "" chooses (coopmat
-	// where Limits.CoopMat allows it, the KV is fp16 and the head dim fits,
-	// unless $DEFT_KERNEL_VARIANT or --variant force one), VariantScalar
-	// or VariantCoopMat force one (coopmat falls back to scalar for fp32
-	// KV, which it does not support).
+	// KernelVariant selects partial_attn's variant: "" chooses (decode
+	// when every item has one query and Limits.Decode allows it; else
+	// coopmat where Limits.CoopMat allows it, the KV is fp16, the head dim
+	// fits and queries share tokens; unless $DEFT_KERNEL_VARIANT or
+	// --variant force one), VariantScalar, VariantDecode or VariantCoopMat
+	// force one (coopmat falls back to scalar for fp32 KV, which it does
+	// not support; decode for plans with items of several queries or
+	// shapes it does not fit).
 	KernelVariant string
 	// Reduce selects where each query's partial results are merged:
 	// ReduceAuto (""), ReduceFused or ReduceSeparate (see DevicePlan.Fused).
