@@ -80,6 +80,48 @@ func TestDecodeVariantOnDevice(t *testing.T) {
 	}
 }
 
+// TestDecodeVariantSmallWorkgroups: the decode variant with workgroups
+// smaller than a subgroup and tiles far from the defaults (items of
+// many passes, a query of many partials merged by the fused reduction).
+func TestDecodeVariantSmallWorkgroups(t *testing.T) {
+	d := gputest.Device(t)
+	lim := treeattn.LimitsOf(d.Info)
+	if !lim.Decode {
+		t.Skipf("%s cannot run the decode variant", d.Info.Name)
+	}
+	rng := gputest.Rand(t)
+	tree := &treeattn.Tree{Nodes: []treeattn.Node{{Parent: -1, Tokens: 200 + rng.IntN(200)}}}
+	tree.Queries = []treeattn.Query{{Node: 0, Offset: tree.Nodes[0].Tokens - 1}}
+	tree.AssignContiguousSlots()
+	for _, tc := range []struct {
+		shape treeattn.Shape
+		tiles treeattn.Tiles
+	}{
+		{treeattn.Shape{QHeads: 4, KVHeads: 1, HeadDim: 16}, treeattn.Tiles{Workgroup: 4, Tokens: 4, Rows: 4}},
+		{treeattn.Shape{QHeads: 8, KVHeads: 2, HeadDim: 64}, treeattn.Tiles{Workgroup: 16, Tokens: 16, Rows: 4}},
+		{treeattn.Shape{QHeads: 6, KVHeads: 2, HeadDim: 8}, treeattn.Tiles{Workgroup: 32, Tokens: 8, Rows: 4}},
+	} {
+		for _, m := range []treeattn.Method{treeattn.MethodFlatten, treeattn.MethodNode} {
+			for _, kv := range []treeattn.KVType{treeattn.KVF32, treeattn.KVF16} {
+				name := fmt.Sprintf("%+v %+v %s %s", tc.shape, tc.tiles, m, kv)
+				plan, err := treeattn.NewPlan(tree, treeattn.Config{Method: m, Shape: tc.shape, KV: kv, Limits: lim, Tiles: tc.tiles, BlockTokens: 40})
+				require.NoError(t, err, name)
+				require.Equal(t, treeattn.VariantDecode, plan.Variant, name)
+				in := conformance.NewInputs(rng, tree, tc.shape, kv)
+				want, err := treeattn.Reference(tree, tc.shape, in.Q, in.K, in.V, plan.Scale)
+				require.NoError(t, err, name)
+				dp, err := plan.Upload(d)
+				require.NoError(t, err, name)
+				first, second := runTwice(t, dp, in)
+				fused := dp.Fused()
+				dp.Close()
+				require.LessOrEqual(t, treeattn.RelativeL2(first, want), kv.Tolerance(), "%s (fused %v)", name, fused)
+				require.True(t, bitsEqual(first, second), "%s: reruns differ", name)
+			}
+		}
+	}
+}
+
 // TestDecodeVariantChoice: the planner picks the decode variant only for
 // plans of one-query items on devices that run it, keeps it when forced on
 // such plans, and falls back to the scalar variant otherwise.
