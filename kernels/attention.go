@@ -67,9 +67,21 @@ var PartialAttn = register(&Contract{
 		// The first cooperative-matrix kernel, kept selectable until the
 		// item classes of "coopmat" are proven on GPUs.
 		{Name: "coopmat_v1", Module: "partial_attn_coopmat_v1", Requires: requiresCoopMatF16},
+		// Items of one query (decoding steps): the planner picks it for
+		// plans whose items all have one query, scalar otherwise.
+		{Name: "decode", Module: "partial_attn_decode", Requires: requiresSubgroupArithmetic},
 		{Name: "scalar", Module: "partial_attn"},
 	},
 })
+
+// requiresSubgroupArithmetic is what partial_attn_decode needs: subgroup
+// maxima (any subgroup size).
+func requiresSubgroupArithmetic(info *vk.DeviceInfo) error {
+	if !slices.Contains(info.SubgroupOps, "basic") || !slices.Contains(info.SubgroupOps, "arithmetic") {
+		return fmt.Errorf("device lacks subgroup arithmetic")
+	}
+	return nil
+}
 
 // AttnCoopMatShape is the cooperative-matrix shape partial_attn's coopmat
 // variant uses on a device: a subgroup-scope f16 x f16 + f32 -> f32 shape

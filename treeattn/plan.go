@@ -51,6 +51,9 @@ type Limits struct {
 	// variant would use (kernels.AttnCoopMatShape); zero when the device
 	// cannot run that variant.
 	CoopMat CoopMat
+	// Decode says the device can run partial_attn's decode variant
+	// (subgroup arithmetic).
+	Decode bool
 	// MaxStorageRange is the most bytes one storage-buffer binding may
 	// cover (maxStorageBufferRange) and StorageAlignment the alignment of
 	// a binding's offset; 0 means no limit (planning without a device).
@@ -114,7 +117,37 @@ const (
 	// VariantCoopMatV1 is the first cooperative-matrix kernel: every item
 	// in one workgroup of the largest row tile (no item classes).
 	VariantCoopMatV1 = "coopmat_v1"
+	// VariantDecode is the kernel for items of one query (a decoding
+	// step: one sequence, flashdecoding's per-query items), on the
+	// scalar variant's tiles; plans with items of several queries run
+	// the scalar variant instead.
+	VariantDecode = "decode"
 )
+
+// decodeSharedBytes is partial_attn_decode.comp's shared memory: Q, the
+// per-subgroup maxima (room for subgroups of one), probabilities, the
+// token groups' sums and the merge's list.
+func (t Tiles) decodeSharedBytes(s Shape) int {
+	g, d4 := s.GroupSize(), s.HeadDim/4
+	tg := t.Workgroup / max(d4, 1)
+	return 4*(g*s.HeadDim+2*g*t.Workgroup+tg*g*s.HeadDim+tg*g) + 2*4*t.Tokens
+}
+
+// decodeCheck reports whether the decode variant can run shape s with
+// tiles t: the workgroup a multiple of D/4 (its P V step puts invocations
+// along the head dim) and shared memory.
+func (t Tiles) decodeCheck(s Shape, lim Limits) error {
+	d4 := s.HeadDim / 4
+	switch {
+	case !lim.Decode:
+		return fmt.Errorf("the device cannot run the decode variant")
+	case t.Workgroup < d4 || t.Workgroup%d4 != 0:
+		return fmt.Errorf("decode variant: workgroup %d is not a multiple of head dim / 4 = %d", t.Workgroup, d4)
+	case t.decodeSharedBytes(s) > lim.SharedMemory:
+		return fmt.Errorf("decode variant, tiles %+v: %d bytes of shared memory, the device has %d", t, t.decodeSharedBytes(s), lim.SharedMemory)
+	}
+	return nil
+}
 
 // IsCoopMat reports whether variant is one of the cooperative-matrix
 // variants (fp16 KV only, tiles from ChooseCoopTiles).
@@ -374,11 +407,14 @@ type Config struct {
 	// check, a third of planning a large tree. Slot values are still
 	// checked, and the kernels never read outside the pool.
 	SlotsUnique bool
-	// KernelVariant selects partial_attn's variant: "" chooses (coopmat
-	// where Limits.CoopMat allows it, the KV is fp16 and the head dim fits,
-	// unless $DEFT_KERNEL_VARIANT or --variant force one), VariantScalar
-	// or VariantCoopMat force one (coopmat falls back to scalar for fp32
-	// KV, which it does not support).
+	// KernelVariant selects partial_attn's variant: "" chooses (decode
+	// when every item has one query and Limits.Decode allows it; else
+	// coopmat where Limits.CoopMat allows it, the KV is fp16, the head dim
+	// fits and queries share tokens; unless $DEFT_KERNEL_VARIANT or
+	// --variant force one), VariantScalar, VariantDecode or VariantCoopMat
+	// force one (coopmat falls back to scalar for fp32 KV, which it does
+	// not support; decode for plans with items of several queries or
+	// shapes it does not fit).
 	KernelVariant string
 	// Reduce selects where each query's partial results are merged:
 	// ReduceAuto (""), ReduceFused or ReduceSeparate (see DevicePlan.Fused).

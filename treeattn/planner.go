@@ -121,7 +121,10 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		pathTokens += int(pl.anc[q.Node]) + q.Offset + 1
 	}
 	total := t.TotalTokens()
-	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)))
+	// Every item has one query: one query in the tree, or flashdecoding's
+	// per-query items.
+	oneQuery := len(t.Queries) <= 1 || cfg.Method == MethodFlashDecoding
+	variant, err := chooseVariant(cfg, float64(pathTokens)/float64(max(total, 1)), oneQuery)
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -147,6 +150,9 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		}
 		tiles = cfg.Tiles
 	}
+	if variant == VariantDecode && tiles.decodeCheck(cfg.Shape, cfg.Limits) != nil {
+		variant = VariantScalar // a shape the decode kernel does not fit
+	}
 	if cfg.BlockTokens < 0 {
 		return nil, fmt.Errorf("plan: block size %d is negative", cfg.BlockTokens)
 	}
@@ -169,7 +175,7 @@ func (pl *Planner) planStep(t *Tree, cfg Config, appended bool) (*Plan, error) {
 		p.Classes = coopClasses(cfg.Shape, cfg.Limits, tiles, classes)
 	} else {
 		p.Classes = append(classes, tiles)
-		if r := cfg.Limits.scalarClassRows; r > 0 && r < tiles.Rows {
+		if r := cfg.Limits.scalarClassRows; r > 0 && r < tiles.Rows && variant == VariantScalar {
 			for wg := tiles.Workgroup; wg >= 4; wg /= 2 {
 				if small := (Tiles{Workgroup: wg, Tokens: tiles.Tokens, Rows: r}); small.fits(cfg.Shape, cfg.Limits) {
 					p.Classes = append(p.Classes[:0], small, tiles)
@@ -279,8 +285,11 @@ func scalarTiles(cfg Config, queries int) (Tiles, error) {
 const coopMatSharing = 7
 
 // chooseVariant resolves cfg.KernelVariant (see Config); sharing is the
-// tree's path tokens over its tokens (queries per token on average).
-func chooseVariant(cfg Config, sharing float64) (string, error) {
+// tree's path tokens over its tokens (queries per token on average) and
+// oneQuery says every item will have one query. The decode variant is
+// chosen (or, forced, kept) only for plans of one-query items on devices
+// that run it; the scalar variant runs the others.
+func chooseVariant(cfg Config, sharing float64, oneQuery bool) (string, error) {
 	want := cfg.KernelVariant
 	if want == "" {
 		if forced, ok := kernels.Forced(kernels.PartialAttn.Name); ok {
@@ -296,12 +305,20 @@ func chooseVariant(cfg Config, sharing float64) (string, error) {
 	}
 	switch want {
 	case "":
+		if oneQuery && cfg.Limits.Decode {
+			return VariantDecode, nil
+		}
 		shares := sharing >= coopMatSharing && cfg.Method != MethodFlashDecoding
 		if cfg.Limits.CoopMat.M > 0 && cfg.KV == KVF16 && shares && usable() == nil {
 			return VariantCoopMat, nil
 		}
 		return VariantScalar, nil
 	case VariantScalar:
+		return VariantScalar, nil
+	case VariantDecode:
+		if oneQuery && cfg.Limits.Decode {
+			return VariantDecode, nil
+		}
 		return VariantScalar, nil
 	case VariantCoopMat, VariantCoopMatV1:
 		if cfg.KV != KVF16 {

@@ -28,6 +28,9 @@ func limitsOf(info *vk.DeviceInfo) Limits {
 				lim.CoopMat = CoopMat{M: int(cm.M), N: int(cm.N), K: int(cm.K), Subgroup: int(info.SubgroupSize)}
 			}
 		}
+		if v.Name == VariantDecode && v.Requires(info) == nil {
+			lim.Decode = true
+		}
 	}
 	return lim
 }
@@ -146,7 +149,7 @@ func (p *Plan) upload(d *vk.Device, opts uploadOptions) (*DevicePlan, error) {
 // number of partial results including intermediate ones.
 func (dp *DevicePlan) prepare(d *vk.Device, p *Plan, opts uploadOptions, withKernels bool) ([]uint32, int, error) {
 	if lim := limitsOf(&d.Info); lim.SharedMemory < p.Limits.SharedMemory || lim.MaxInvocations < p.Tiles.Workgroup ||
-		(IsCoopMat(p.Variant) && lim.CoopMat != p.Limits.CoopMat) {
+		(IsCoopMat(p.Variant) && lim.CoopMat != p.Limits.CoopMat) || (p.Variant == VariantDecode && !lim.Decode) {
 		return nil, 0, fmt.Errorf("planned for %+v, device %s has %+v", p.Limits, d.Info.Name, lim)
 	}
 	if err := p.checkPasses(); err != nil {
