@@ -44,19 +44,18 @@ func TestSharedMemoryMatchesDriver(t *testing.T) {
 }
 
 // The coopmat variant's item classes on a device with cooperative matrices
-// and compiler statistics (the H200): the planner's shared-memory figure
-// of each class is what the driver reports, within coopSharedSlack below
-// it, and each class's registers and spills are logged (go test -v shows
-// them).
-//
-// coopSharedSlack: the H200's driver (580.159.04) reports 34944 bytes for
-// the 64-row class at d=128, 1536 more than its declared arrays (33408,
-// which the planner counts; the 16- and 128-row classes match exactly).
-// The planner's figure only rejects tiles above the device limit, and
-// that class is far below every limit, so the test allows this much
-// until the cause is known.
+// and compiler statistics (the H200): the driver's shared memory of each
+// class stays within the device limit, the planner's figure (the shader's
+// declared arrays) is at most the driver's, and the difference, registers
+// and spills are logged (go test -v shows them). The driver may add
+// shared memory of its own: on the H200 (580.159.04) 1536 bytes for the
+// 64-row class at d=128 before session 5's softmax changes and none
+// after, and 6912 bytes for the 32-row class at d=256 (48896 of 49152),
+// seemingly private arrays of the 64-invocation workgroup placed there.
+// So the planner cannot predict it exactly; what matters is that every
+// class it plans is accepted by the driver (pipeline creation here) and
+// fits the limit.
 func TestCoopMatClassesOnDriver(t *testing.T) {
-	const coopSharedSlack = 2048
 	d := gputest.Device(t)
 	lim := treeattn.LimitsOf(d.Info)
 	if lim.CoopMat.M == 0 || !d.KernelStats() {
@@ -79,8 +78,10 @@ func TestCoopMatClassesOnDriver(t *testing.T) {
 			for _, s := range stats {
 				parts = append(parts, fmt.Sprintf("%s %v", s.Name, s.Value))
 				if strings.Contains(strings.ToLower(s.Name), "shared memory") {
-					require.GreaterOrEqual(t, float64(tiles.CoopSharedBytes(dim, lim.CoopMat)+coopSharedSlack), s.Value,
-						"head dim %d, tiles %+v: planner vs driver (%s)", dim, tiles, s.Name)
+					planned := float64(tiles.CoopSharedBytes(dim, lim.CoopMat))
+					require.LessOrEqual(t, s.Value, float64(lim.SharedMemory), "head dim %d, tiles %+v: driver's %s over the limit", dim, tiles, s.Name)
+					require.LessOrEqual(t, planned, s.Value, "head dim %d, tiles %+v: planner vs driver (%s)", dim, tiles, s.Name)
+					parts = append(parts, fmt.Sprintf("driver adds %v bytes", s.Value-planned))
 				}
 			}
 			t.Logf("head dim %d, class %+v: %s", dim, tiles, strings.Join(parts, ", "))
