@@ -1,5 +1,6 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
 // Partial tree attention for one work item and one KV head.
 //
 // A work item is a run of KV tokens (slots listed in the metadata) and the
@@ -237,72 +238,13 @@ void setScratch(uint i, float x) {
     sKV[i / 4u][i % 4u] = x;
 }
 
-// Merges the partials of query for the G query heads of KV head head into
-// Out, in the inverse index's order: the same arithmetic whichever
-// workgroup runs it, so reruns are bit-identical. Weights are those of
-// reduce_partials: exp((lse - max) * unit); a poisoned partial, or a list
-// the host should not have fused (longer than the slot-list buffer or the
-// scratch), makes the output NaN. Every step is spread over the
-// workgroup so that its global loads overlap (a query's merge is on the
-// dispatch's critical path). All invocations call it (it has barriers).
-void mergeQuery(uint query, uint head) {
-    uint tid = gl_LocalInvocationIndex;
-    uint begin = meta[pc.offsetsOff + query];
-    uint end = meta[pc.offsetsOff + query + 1u];
-    bool over = end < begin || end - begin > 2u * B || end - begin > (SCRATCH - G) / G;
-    uint n = over ? 0u : end - begin;
-    // 1. The partial indices to sSlot, then every (head, partial)
-    //    log-sum-exp to the scratch.
-    for (uint i = tid; i < n; i += WG) {   // n may exceed WG (2B > WG)
-        sSlot[i] = meta[pc.listOff + begin + i];
-    }
-    barrier();
-    for (uint e = tid; e < G * n; e += WG) {
-        uint g = e / n;
-        setScratch(e, pl[sSlot[e - g * n] * QH + head * G + g]);
-    }
-    barrier();
-    // 2. Per query head: maximum, weights (over the log-sum-exps) and
-    //    their sum (at G*n + g; -1 marks a poisoned head), in list order.
-    for (uint g = tid; g < G; g += WG) {
-        float m = over ? POS_INF : NEG_INF;
-        for (uint i = 0u; i < n; i++) {
-            float lse = scratch(g * n + i);
-            m = max(m, poisoned(lse) ? POS_INF : lse);
-        }
-        float den = 0.0;
-        for (uint i = 0u; i < n; i++) {
-            float lse = scratch(g * n + i);
-            float w = lse == NEG_INF || m == POS_INF ? 0.0 : exp((lse - m) * pc.unit);
-            setScratch(g * n + i, w);
-            den += w;
-        }
-        setScratch(G * n + g, m == POS_INF ? -1.0 : den);
-    }
-    barrier();
-    // 3. Weighted sums, one vec4 of one head's output per invocation; four
-    //    partials' loads in flight at once, summed in list order.
-    for (uint e = tid; e < G * D4; e += WG) {
-        uint g = e / D4;
-        uint col = e % D4;
-        float den = scratch(G * n + g);
-        vec4 num = vec4(0.0);
-        for (uint i0 = 0u; i0 < n; i0 += 4u) {
-            vec4 x[4];
-            [[unroll]] for (uint u = 0u; u < 4u; u++) {
-                uint i = min(i0 + u, n - 1u);
-                x[u] = po4[(sSlot[i] * QH + head * G + g) * D4 + col];
-            }
-            [[unroll]] for (uint u = 0u; u < 4u; u++) {
-                if (i0 + u < n) {
-                    num += scratch(g * n + i0 + u) * x[u];
-                }
-            }
-        }
-        o4[(query * QH + head * G + g) * D4 + col] = den < 0.0 ? vec4(NAN) : (den > 0.0 ? num / den : vec4(0.0));
-    }
-    barrier();   // sSlot and the scratch are reused by the next query
-}
+// The fused reduction's merge (mergeQuery, fusedMerge) over sSlot (the
+// partial list, 2B entries) and sPart (flags, WG entries); every step is
+// spread over the workgroup so that its global loads overlap (a query's
+// merge is on the dispatch's critical path).
+#define MERGE_LIST sSlot
+#define MERGE_FLAGS sPart
+#include "include/fused_merge.glsl"
 
 void main() {
     uint item = gl_WorkGroupID.x + gl_WorkGroupID.z * pc.gridX;
@@ -558,34 +500,5 @@ void main() {
     if (pc.fuse == 0u) {
         return;
     }
-
-    // Fused reduction. Release: every invocation's partial writes reach
-    // the device before the workgroup counts them.
-    memoryBarrierBuffer();
-    barrier();
-    uint nq = min(qCount, MAX_PASSES * R);
-    for (uint q0 = 0u; q0 < nq; q0 += WG) {
-        uint n = min(WG, nq - q0);
-        bool last = false;
-        if (tid < n) {
-            uint query = meta[qStart + q0 + tid];
-            uint need = meta[pc.offsetsOff + query + 1u] - meta[pc.offsetsOff + query];
-            uint c = query * KVH + head;
-            if (atomicAdd(counter[c], 1u) + 1u == need) {
-                counter[c] = 0u;   // all of this dispatch's counts are in: ready for the next
-                last = true;
-            }
-        }
-        // Acquire: the other workgroups' partials of the queries this one
-        // completed are read after their counts.
-        memoryBarrierBuffer();
-        sPart[tid] = last ? 1.0 : 0.0;
-        barrier();
-        for (uint j = 0u; j < n; j++) {
-            if (sPart[j] != 0.0) {
-                mergeQuery(meta[qStart + q0 + j], head);
-            }
-        }
-        barrier();   // sPart is rewritten by the next chunk of queries
-    }
+    fusedMerge(qStart, min(qCount, MAX_PASSES * R), head);
 }

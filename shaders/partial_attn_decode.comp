@@ -1,5 +1,6 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 // Partial tree attention for work items of one query (partial_attn's
@@ -117,60 +118,11 @@ void setScratch(uint i, float x) {
     sO[i / 4u][i % 4u] = x;
 }
 
-// partial_attn.comp's mergeQuery (same order and arithmetic), with the
-// list in sList and the scratch in sO.
-void mergeQuery(uint query, uint head) {
-    uint tid = gl_LocalInvocationIndex;
-    uint begin = meta[pc.offsetsOff + query];
-    uint end = meta[pc.offsetsOff + query + 1u];
-    bool over = end < begin || end - begin > 2u * B || end - begin > (SCRATCH - G) / G;
-    uint n = over ? 0u : end - begin;
-    for (uint i = tid; i < n; i += WG) {
-        sList[i] = meta[pc.listOff + begin + i];
-    }
-    barrier();
-    for (uint e = tid; e < G * n; e += WG) {
-        uint g = e / n;
-        setScratch(e, pl[sList[e - g * n] * QH + head * G + g]);
-    }
-    barrier();
-    for (uint g = tid; g < G; g += WG) {
-        float m = over ? POS_INF : NEG_INF;
-        for (uint i = 0u; i < n; i++) {
-            float lse = scratch(g * n + i);
-            m = max(m, poisoned(lse) ? POS_INF : lse);
-        }
-        float den = 0.0;
-        for (uint i = 0u; i < n; i++) {
-            float lse = scratch(g * n + i);
-            float w = lse == NEG_INF || m == POS_INF ? 0.0 : exp((lse - m) * pc.unit);
-            setScratch(g * n + i, w);
-            den += w;
-        }
-        setScratch(G * n + g, m == POS_INF ? -1.0 : den);
-    }
-    barrier();
-    for (uint e = tid; e < G * D4; e += WG) {
-        uint g = e / D4;
-        uint col = e % D4;
-        float den = scratch(G * n + g);
-        vec4 num = vec4(0.0);
-        for (uint i0 = 0u; i0 < n; i0 += 4u) {
-            vec4 x[4];
-            [[unroll]] for (uint u = 0u; u < 4u; u++) {
-                uint i = min(i0 + u, n - 1u);
-                x[u] = po4[(sList[i] * QH + head * G + g) * D4 + col];
-            }
-            [[unroll]] for (uint u = 0u; u < 4u; u++) {
-                if (i0 + u < n) {
-                    num += scratch(g * n + i0 + u) * x[u];
-                }
-            }
-        }
-        o4[(query * QH + head * G + g) * D4 + col] = den < 0.0 ? vec4(NAN) : (den > 0.0 ? num / den : vec4(0.0));
-    }
-    barrier();
-}
+// partial_attn's fused reduction (same order and arithmetic), with the
+// list in sList and the flags in sRed.
+#define MERGE_LIST sList
+#define MERGE_FLAGS sRed
+#include "include/fused_merge.glsl"
 
 vec4 unpack16(uvec2 w) {
     return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
@@ -373,28 +325,5 @@ void main() {
 
     // Fused reduction: partial_attn's protocol (release, count, acquire,
     // merge by the workgroup that completes a query).
-    memoryBarrierBuffer();
-    barrier();
-    for (uint q0 = 0u; q0 < nq; q0 += WG) {
-        uint n = min(WG, nq - q0);
-        bool last = false;
-        if (tid < n) {
-            uint qq = meta[it.queriesOff + q0 + tid];
-            uint needQ = meta[pc.offsetsOff + qq + 1u] - meta[pc.offsetsOff + qq];
-            uint c = qq * KVH + head;
-            if (atomicAdd(counter[c], 1u) + 1u == needQ) {
-                counter[c] = 0u;
-                last = true;
-            }
-        }
-        memoryBarrierBuffer();
-        sRed[tid] = last ? 1.0 : 0.0;
-        barrier();
-        for (uint j = 0u; j < n; j++) {
-            if (sRed[j] != 0.0) {
-                mergeQuery(meta[it.queriesOff + q0 + j], head);
-            }
-        }
-        barrier();
-    }
+    fusedMerge(it.queriesOff, nq, head);
 }
