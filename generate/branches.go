@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/deft-vk/deft/kvpool"
@@ -69,8 +70,8 @@ type branch struct {
 // next token does not fit the pool ends with StopPoolFull while the others
 // go on. Branch i samples with its own stream, BranchSeed(Sample.Seed, i).
 //
-// The prompt's text is written to out, then each branch's continuation on
-// one line, "[branch i] text", as the branch ends (nil: not written).
+// The prompt's text is written to out, then each branch's continuation as
+// it ends, every line of it labelled "[branch i] " (nil: not written).
 func Branches(m *model.Model, tok *tokenizer.Tokenizer, pool *kvpool.Pool, prompt []int32, opts BranchOptions, out io.Writer) (*BranchesResult, error) {
 	if err := checkRun(prompt, opts.MaxTokens); err != nil {
 		return nil, err
@@ -225,14 +226,21 @@ func writePrompt(tok *tokenizer.Tokenizer, prompt []int32, out io.Writer) error 
 	return nil
 }
 
-// writeLabelled writes "[label i] text" and a newline to out (nil:
+// writeLabelled writes text as "[label i] line" lines to out (nil:
 // nothing), where text is the tokens' texts and what stream still holds.
+// Every line of a text that holds newlines gets the label, as GNU
+// parallel's --tag does, so interleaved branches stay attributable and
+// grep-able line by line.
 func writeLabelled(out io.Writer, label string, i int, tokens []Token, stream *Stream) error {
 	rest, _ := stream.Flush() // no writer: cannot fail
 	if out == nil {
 		return nil
 	}
-	if _, err := fmt.Fprintf(out, "[%s %d] %s%s\n", label, i, Text(tokens), rest); err != nil {
+	var b strings.Builder
+	for _, line := range strings.Split(Text(tokens)+rest, "\n") {
+		fmt.Fprintf(&b, "[%s %d] %s\n", label, i, line)
+	}
+	if _, err := io.WriteString(out, b.String()); err != nil {
 		return fmt.Errorf("generate: write output: %w", err)
 	}
 	return nil

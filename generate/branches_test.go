@@ -39,7 +39,7 @@ func checkBranchesAlone(t *testing.T, l loaded, prompt []int32, res *BranchesRes
 }
 
 // Branches of a tree give each branch's plain run with the derived seed
-// (greedy and sampled, two prompts), print one labelled line per branch,
+// (greedy and sampled, two prompts), print each branch's lines labelled,
 // and free every page.
 func TestBranchesEqualPlain(t *testing.T) {
 	l := stories(t)
@@ -77,11 +77,27 @@ func TestBranchesEqualPlain(t *testing.T) {
 			}
 			require.Len(t, res.Steps, passes)
 			require.Equal(t, tc.opts.Branches, res.Steps[0].Queries)
+			// The prompt's line, then every line of each branch's text
+			// with the branch's label (a story may hold newlines).
 			lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-			require.Len(t, lines, 1+tc.opts.Branches, out.String())
-			require.Equal(t, " "+tc.prompt, lines[0])
+			want := 1
 			for _, b := range res.Branches {
-				require.Contains(t, lines[1:], fmt.Sprintf("[branch %d] %s", b.Index, Text(b.Tokens)))
+				want += strings.Count(Text(b.Tokens), "\n") + 1
+			}
+			require.Len(t, lines, want, out.String())
+			require.Equal(t, " "+tc.prompt, lines[0])
+			texts := map[int][]string{}
+			for _, line := range lines[1:] {
+				var i int
+				_, err := fmt.Sscanf(line, "[branch %d] ", &i)
+				require.NoError(t, err, "unlabelled line %q", line)
+				label := fmt.Sprintf("[branch %d] ", i)
+				require.True(t, strings.HasPrefix(line, label), line)
+				texts[i] = append(texts[i], strings.TrimPrefix(line, label))
+			}
+			require.Len(t, texts, tc.opts.Branches)
+			for _, b := range res.Branches {
+				require.Equal(t, Text(b.Tokens), strings.Join(texts[b.Index], "\n"), "branch %d", b.Index)
 			}
 		})
 	}

@@ -66,7 +66,7 @@ func generateCommand() *cli.Command {
 			"a tree over the one prompt, sharing its KV pages, with one forward pass per step:\n" +
 			"  --branches B  B sampled continuations; branch i samples with seed --seed+i, so\n" +
 			"                'deft generate --seed S+i' alone gives branch i's tokens. Prints the prompt,\n" +
-			"                then one line '[branch i] text' per branch as it ends.\n" +
+			"                then each branch as it ends, every line of it labelled '[branch i] '.\n" +
 			"  --beams K     beam search: each beam's score is its summed log-probability (the EOS that ends\n" +
 			"                it included) / its length^alpha with alpha = 1; the K best extensions survive\n" +
 			"                each step, a beam that picks EOS is finished and the width shrinks by one, so\n" +
