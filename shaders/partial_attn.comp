@@ -147,16 +147,7 @@ shared float sAlpha[R];
 shared uint sRowQuery[R];      // item-local query index of each row, ~0u when unused
 shared uint sBad[R];           // the row saw a non-finite score
 
-#define NEG_INF uintBitsToFloat(0xff800000u)
-#define NAN uintBitsToFloat(0x7fc00000u)
-#define POS_INF uintBitsToFloat(0x7f800000u)
-
-// Inf or NaN, by bits so that no fast-math assumption can drop the test.
-bool nonFinite(float x) {
-    return (floatBitsToUint(x) & 0x7f800000u) == 0x7f800000u;
-}
-const float LOG2E = 1.4426950408889634;
-const float LN2 = 0.6931471805599453;
+#include "include/float_bits.glsl"
 
 // K and V of the next tile in registers (raw words: fp16 keeps two per
 // vec4). K is fetched right after the current K is stored and V right after
@@ -220,13 +211,6 @@ void loadMask(out uint words[MWL], uint first, uint tokCount, uint maskOff, uint
 
 float score(uint t, uint r) {
     return sP[t * PS + r / 4u][r % 4u];
-}
-
-// NaN or +Inf: a log-sum-exp that cannot be weighed (-Inf is an empty
-// partial), as in reduce_partials.
-bool poisoned(float lse) {
-    uint b = floatBitsToUint(lse);
-    return b == 0x7f800000u || (b & 0x7fffffffu) > 0x7f800000u;
 }
 
 // Scratch floats of the fused reduction, in the K/V tile (free by then).

@@ -94,19 +94,7 @@ shared vec4 sO[TG * G * D4];     // [token group][head][dim] sums; the merge's s
 shared float sL[TG * G];         // [token group][head] row sums
 shared uint sList[2u * B];       // the merge's partial indices
 
-#define NEG_INF uintBitsToFloat(0xff800000u)
-#define NAN uintBitsToFloat(0x7fc00000u)
-#define POS_INF uintBitsToFloat(0x7f800000u)
-
-bool nonFinite(float x) {
-    return (floatBitsToUint(x) & 0x7f800000u) == 0x7f800000u;
-}
-bool poisoned(float lse) {
-    uint b = floatBitsToUint(lse);
-    return b == 0x7f800000u || (b & 0x7fffffffu) > 0x7f800000u;
-}
-const float LOG2E = 1.4426950408889634;
-const float LN2 = 0.6931471805599453;
+#include "include/float_bits.glsl"
 
 // partial_attn's merge scratch: B x (D/4+1) vec4s of floats (the host's
 // fusedReduce sizes lists by it); sO holds the floats it uses.

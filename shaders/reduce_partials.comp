@@ -1,4 +1,5 @@
 #version 450
+#extension GL_GOOGLE_include_directive : require
 // Merges lists of partial attention results (normalised output and
 // log-sum-exp per query head). The host builds an inverse index, group ->
 // partials. In the final pass a group is one query and its merge is the
@@ -39,16 +40,7 @@ layout(push_constant) uniform Push {
     float unit;       // score unit of the log-sum-exps
 } pc;
 
-#define NEG_INF uintBitsToFloat(0xff800000u)
-#define POS_INF uintBitsToFloat(0x7f800000u)
-#define NAN uintBitsToFloat(0x7fc00000u)
-
-// NaN or +Inf: a log-sum-exp that cannot be weighed (-Inf is an empty
-// partial). Bit tests, so that no fast-math assumption can drop them.
-bool poisoned(float lse) {
-    uint b = floatBitsToUint(lse);
-    return b == 0x7f800000u || (b & 0x7fffffffu) > 0x7f800000u;
-}
+#include "include/float_bits.glsl"
 
 shared uint sPart[WG];    // partial indices of the current chunk
 shared float sW[WG];      // their weights exp((lse - max) * unit); first the threads' maxima

@@ -6,8 +6,7 @@
 // The including kernel defines, before this file: MERGE_LIST, a shared
 // uint array of at least 2 x B entries (the list of a query's partials);
 // MERGE_FLAGS, a shared float array of at least WG entries; SCRATCH with
-// scratch()/setScratch() over its floats; poisoned(), POS_INF, NEG_INF and
-// NAN; the constants B, G, QH, D4, WG and KVH; the buffers meta, pl, po4,
+// scratch()/setScratch() over its floats; include/float_bits.glsl; the constants B, G, QH, D4, WG and KVH; the buffers meta, pl, po4,
 // o4 and counter; and pc.offsetsOff, pc.listOff and pc.unit.
 
 // Merges the partials of query for the G query heads of KV head head into
