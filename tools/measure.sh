@@ -11,8 +11,8 @@
 #
 # Steps: devices probe conformance attention single generate quant matmuls
 # gemm. $MEASURE_TIMEOUT (seconds, default 600) limits each command; extra
-# deft flags for every command go in $MEASURE_FLAGS (e.g. "--variant
-# matmul=idot").
+# flags for the conformance and bench commands go in $MEASURE_FLAGS (e.g.
+# "--variant partial_attn=scalar").
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 all_steps=(devices probe conformance attention single generate quant matmuls gemm)
@@ -57,7 +57,9 @@ if [[ -z ${DEFT_WORKLOADS:-} && -d $here/workloads ]]; then
 fi
 limit=${MEASURE_TIMEOUT:-600}
 read -r -a flags <<<"${MEASURE_FLAGS:-}"
-deft() { timeout "$limit" "$bin/deft" "$@" "${flags[@]}"; }
+deft() { timeout "$limit" "$bin/deft" "$@"; }
+# conformance and bench commands, with $MEASURE_FLAGS
+deftx() { timeout "$limit" "$bin/deft" "$@" "${flags[@]}"; }
 model_test() { (cd "$out" && timeout "$limit" "$bin/model.test" -test.run '^$' -test.benchtime 1x "$@"); }
 
 # One query over 4001 tokens: a decoding step's attention for one sequence.
@@ -68,13 +70,13 @@ run_step() {
   case $1 in
   devices) deft devices ;;
   probe) deft probe ;;
-  conformance) deft conformance ;;
-  attention) deft bench --quiet --tree all --variant all --method flatten --runs 10 --json "$out/attention.json" --plot "$out/attention.png" ;;
-  single) deft bench --quiet --tree "$single_tree" --variant all --runs 20 --json "$out/single.json" ;;
-  generate) deft bench generate --quiet --type f16 --runs 5 --attn-runs 2 --profile 2 --json "$out/generate-f16.json" --plot "$out/generate-f16.png" ;;
+  conformance) deftx conformance ;;
+  attention) deftx bench --quiet --tree all --variant all --method flatten --runs 10 --json "$out/attention.json" --plot "$out/attention.png" ;;
+  single) deftx bench --quiet --tree "$single_tree" --variant all --runs 20 --json "$out/single.json" ;;
+  generate) deftx bench generate --quiet --type f16 --runs 5 --attn-runs 2 --profile 2 --json "$out/generate-f16.json" --plot "$out/generate-f16.png" ;;
   quant)
     for t in q8_0 q4_k_m; do
-      deft bench generate --quiet --type $t --scenario single,fewshot --method flatten --runs 5 --attn-runs 2 --profile 2 --warm-up 4s --json "$out/generate-$t.json"
+      deftx bench generate --quiet --type $t --scenario single,fewshot --method flatten --runs 5 --attn-runs 2 --profile 2 --warm-up 4s --json "$out/generate-$t.json"
     done
     ;;
   matmuls) model_test -test.bench 'DecodeMatmuls' ;;
