@@ -47,14 +47,17 @@ type Report struct {
 	BandwidthSource string        `json:"bandwidth_source"`
 	Probe           *probe.Result `json:"probe,omitempty"`
 	// Floor is StepWeightBytes / Bandwidth.
-	Floor     time.Duration     `json:"weight_read_floor_ns"`
-	Runs      int               `json:"runs"`
-	AttnRuns  int               `json:"attention_runs"`
-	WarmUp    time.Duration     `json:"warm_up_ns"`
-	Sizes     Sizes             `json:"sizes"`
-	Scale     float64           `json:"scale"`
-	Seed      uint64            `json:"seed"`
-	Timing    string            `json:"timing"`
+	Floor    time.Duration `json:"weight_read_floor_ns"`
+	Runs     int           `json:"runs"`
+	AttnRuns int           `json:"attention_runs"`
+	WarmUp   time.Duration `json:"warm_up_ns"`
+	Sizes    Sizes         `json:"sizes"`
+	Scale    float64       `json:"scale"`
+	Seed     uint64        `json:"seed"`
+	Timing   string        `json:"timing"`
+	// Flags are the tuning flags the run was given (name -> value):
+	// kernel variants, chunk, gemm inputs, prefetch.
+	Flags     map[string]string `json:"flags,omitempty"`
 	Check     []CheckResult     `json:"check"`
 	Scenarios []*ScenarioResult `json:"scenarios"`
 	// Targets are EvalTargets, filled in by SaveJSON.

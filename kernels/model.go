@@ -117,8 +117,27 @@ var MatmulRoPE = register(&Contract{
 	Variants: []Variant{{Name: "scalar", Module: "matmul_rope"}},
 })
 
-// GridStrideSteps is the loop bound of the grid-stride kernels below
-// (embed_gather, swiglu, rope, to_f16): the host sizes their grids so that no
+// L2PrefetchPush is l2_prefetch.comp's push block.
+type L2PrefetchPush struct {
+	First uint32 // first 16-byte word of the range
+	N     uint32 // 16-byte words
+	Check uint32 // tests: XOR every invocation's sum into Sink
+	Magic uint32 // otherwise only a sum of four equal words Magic is
+}
+
+// L2Prefetch reads a range of a buffer into the GPU's L2 cache beside a
+// latency-bound dispatch, for a later one (see shaders/l2_prefetch.comp).
+var L2Prefetch = register(&Contract{
+	Name:     "l2_prefetch",
+	Doc:      "read a buffer range (16-byte words) so that a later dispatch finds it in L2",
+	Bindings: []Binding{{"Src", vk.Read}, {"Sink", vk.Write}},
+	Push:     L2PrefetchPush{},
+	Spec:     []Spec{{0, "local_size_x"}},
+	Variants: []Variant{{Name: "scalar", Module: "l2_prefetch"}},
+})
+
+// GridStrideSteps is the loop bound of the grid-stride kernels (embed_gather,
+// swiglu, rope, to_f16, l2_prefetch): the host sizes their grids so that no
 // invocation needs more steps.
 const GridStrideSteps = 1024
 

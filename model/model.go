@@ -82,6 +82,15 @@ type Options struct {
 	// MemoryLimit is the device memory the model may assume (0: the
 	// device's largest device-local heap).
 	MemoryLimit uint64
+	// PrefetchBytes, when positive, makes decoding steps read up to this
+	// many bytes of the weights that follow attention (the output
+	// projection, then gate/up) beside each layer's attention dispatch, so
+	// that they are in the L2 cache when their matmuls run: attention over
+	// a few queries is latency-bound and leaves the memory bandwidth
+	// mostly idle (shaders/l2_prefetch.comp). Results are unchanged; it
+	// pays only where L2 holds the bytes besides attention's K/V. An
+	// experiment, off by default: `deft bench generate --prefetch-mib`.
+	PrefetchBytes uint64
 }
 
 // Model is a Llama model on a device. It is not safe for concurrent use.
@@ -498,7 +507,15 @@ func (m *Model) runChunk(pool *kvpool.Pool, b *Batch, slots, pos []int32, c0, c1
 				return pool.WriteRoPE(rec, li, list, s.q, s.k, s.v, rope)
 			},
 			func() error { return m.stamp(TimingAttention, stampAttn) },
-			func() error { return dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att) },
+			func() error {
+				if err := dp.Run(rec, s.q, pool.K(li), pool.V(li), s.att); err != nil {
+					return err
+				}
+				if batch || m.opts.PrefetchBytes == 0 {
+					return nil
+				}
+				return o.prefetchWeights(rec, m.opts.PrefetchBytes, s.sinks[:], l.o, l.gateUp)
+			},
 			func() error { return m.stamp(TimingAttention, stampAttnEnd) },
 			func() error {
 				x, err := in(s.att, c.Heads*c.HeadDim)
@@ -651,16 +668,17 @@ func (m *Model) slotList(pool *kvpool.Pool, slots []int32) (*kvpool.SlotList, er
 // scratch holds the activations of one chunk and the logit rows, grown as
 // batches need and reused across steps.
 type scratch struct {
-	tokens, pos                   *vk.Buffer // [chunk] uint32
-	h, xn, q, k, v, att, gate, up *vk.Buffer // [chunk][...] float32
-	xh                            *vk.Buffer // [chunk][the widest gemm input] f16: gemm's f16 inputs
-	hsel, xsel, logits            *vk.Buffer // [logit rows][...] float32
-	xselh                         *vk.Buffer // [logit rows][embd] f16
+	tokens, pos                   *vk.Buffer                // [chunk] uint32
+	h, xn, q, k, v, att, gate, up *vk.Buffer                // [chunk][...] float32
+	xh                            *vk.Buffer                // [chunk][the widest gemm input] f16: gemm's f16 inputs
+	hsel, xsel, logits            *vk.Buffer                // [logit rows][...] float32
+	xselh                         *vk.Buffer                // [logit rows][embd] f16
+	sinks                         [prefetchSinks]*vk.Buffer // [4] uint32 each: what l2_prefetch may write
 	chunkCap, rowsCap             int
 }
 
 func (s *scratch) close() {
-	for _, b := range []*vk.Buffer{s.tokens, s.pos, s.h, s.xn, s.q, s.k, s.v, s.att, s.gate, s.up, s.xh, s.hsel, s.xsel, s.xselh, s.logits} {
+	for _, b := range []*vk.Buffer{s.tokens, s.pos, s.h, s.xn, s.q, s.k, s.v, s.att, s.gate, s.up, s.xh, s.hsel, s.xsel, s.xselh, s.logits, s.sinks[0], s.sinks[1], s.sinks[2], s.sinks[3]} {
 		b.Close()
 	}
 	*s = scratch{}
@@ -696,6 +714,13 @@ func (s *scratch) ensure(m *Model, chunk, rows int) error {
 			}
 		}
 		s.chunkCap = nc
+	}
+	for i := range s.sinks {
+		if s.sinks[i] == nil {
+			if err := alloc(&s.sinks[i], 4); err != nil {
+				return err
+			}
+		}
 	}
 	if rows > s.rowsCap {
 		nr := nextPow2(rows)

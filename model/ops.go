@@ -670,3 +670,46 @@ func (o *ops) swiglu(rec *vk.Recorder, g, u *vk.Buffer, n int) error {
 	}
 	return nil
 }
+
+// prefetchGroup is l2_prefetch's workgroup: one 16-byte load per invocation
+// and step.
+const prefetchGroup = 256
+
+// prefetchSinks is how many l2_prefetch dispatches one attention step can
+// overlap: each writes its own sink buffer, so that the recorder's hazard
+// tracking (per buffer) puts no barrier between them.
+const prefetchSinks = 4
+
+// prefetchWeights records l2_prefetch over the weights ws in order (nil
+// ones skipped), up to budget bytes in all: the rows a matmul's first
+// workgroups read first. The dispatches write only their sinks, so no
+// barrier separates them from the dispatch before (the one they overlap).
+func (o *ops) prefetchWeights(rec *vk.Recorder, budget uint64, sinks []*vk.Buffer, ws ...*weight) error {
+	p, err := o.pipeline(kernels.L2Prefetch, kernels.SpecValues{"local_size_x": prefetchGroup})
+	if err != nil {
+		return fmt.Errorf("prefetch weights: %w", err)
+	}
+	k := 0
+	for _, w := range ws {
+		if w == nil {
+			continue
+		}
+		for _, part := range w.parts {
+			if budget < 16 || k == len(sinks) {
+				return nil
+			}
+			n := min(uint64(part.rows)*uint64(w.rowBytes), budget) / 16
+			grid, err := strideGrid(o.d, int(n), prefetchGroup)
+			if err != nil {
+				return fmt.Errorf("prefetch weights: %w", err)
+			}
+			push := kernels.L2PrefetchPush{N: uint32(n), Magic: 0x9e3779b9}
+			if err := p.Dispatch(rec, grid, push, part.rng(w.rowBytes), sinks[k].All()); err != nil {
+				return fmt.Errorf("prefetch weights: %w", err)
+			}
+			budget -= 16 * n
+			k++
+		}
+	}
+	return nil
+}

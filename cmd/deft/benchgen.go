@@ -53,6 +53,7 @@ func benchGenerateCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Usage: "no progress bar (on a terminal) or progress lines (otherwise)"},
 			&cli.IntFlag{Name: "chunk", Usage: "most tokens per submission (prefill runs in chunks of this many)", DefaultText: fmt.Sprintf("%d, less on devices of little memory", model.DefaultChunkTokens)},
 			&cli.StringFlag{Name: "gemm-inputs", Usage: "activations that batch gemms read: f16 (converted once per step) or f32 (converted in every gemm tile)", DefaultText: "f16 with the cooperative-matrix gemm, else f32"},
+			&cli.IntFlag{Name: "prefetch-mib", Usage: "decoding steps read up to this many MiB of the weights after attention (output projection, then gate/up) beside each layer's attention, into the L2 cache (an experiment; 0: off)"},
 		},
 		Action: benchGenerateAction,
 	}
@@ -119,6 +120,9 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	if gi := c.String("gemm-inputs"); gi != model.GemmInputsAuto && gi != model.GemmInputsF16 && gi != model.GemmInputsF32 {
 		return fmt.Errorf("--gemm-inputs %q: want f16 or f32", gi)
 	}
+	if p := c.Int("prefetch-mib"); p < 0 || p > 4096 {
+		return fmt.Errorf("--prefetch-mib %d: want 0..4096", p)
+	}
 	seed := c.Uint64("seed")
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -142,6 +146,14 @@ func benchGenerateAction(c *cli.Context) (err error) {
 	defer closeDevice(&err)
 	report := genbench.NewReport(d.Info)
 	report.Model, report.Config, report.KV, report.Seed, report.Scale = t.name, t.cfg, kv.String(), seed, scale
+	for _, name := range []string{"variant", "chunk", "gemm-inputs", "prefetch-mib"} {
+		if c.IsSet(name) {
+			if report.Flags == nil {
+				report.Flags = map[string]string{}
+			}
+			report.Flags[name] = fmt.Sprint(c.Value(name))
+		}
+	}
 	// The bandwidth first, on an idle device with free memory, as `deft
 	// probe` measures it.
 	if err := setBandwidth(c, d, report); err != nil {
@@ -162,7 +174,8 @@ func benchGenerateAction(c *cli.Context) (err error) {
 		return err
 	}
 
-	mopts := model.Options{KV: kv, Method: methods[0], ChunkTokens: c.Int("chunk"), GemmInputs: c.String("gemm-inputs")}
+	mopts := model.Options{KV: kv, Method: methods[0], ChunkTokens: c.Int("chunk"), GemmInputs: c.String("gemm-inputs"),
+		PrefetchBytes: uint64(c.Int("prefetch-mib")) << 20}
 	var m *model.Model
 	if t.file != nil {
 		m, err = model.Load(d, t.file, mopts)
