@@ -1,7 +1,7 @@
 // Package gguf reads and writes GGUF model files: metadata, tensor
 // descriptions and tensor bytes (memory-mapped, never copied), with CPU
 // reference conversions between float32 and the tensor types the engine runs
-// (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K).
+// (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K).
 //
 // Headers are parsed by github.com/gpustack/gguf-parser-go. That parser
 // trims white space from every string it reads, which would corrupt

@@ -2,16 +2,49 @@ package gguf
 
 import "math"
 
-// The K-quant reference quantizers (ggml's quantize_row_q4_K_ref and
-// quantize_row_q6_K_ref): a search for the sub-block scales that minimise a
-// weighted squared error, then 6- or 8-bit quantization of those scales
-// against one f16 super-block scale, then a final rounding of every element
-// against its quantized scale.
+// The K-quant reference quantizers (ggml's quantize_row_q4_K_ref,
+// quantize_row_q5_K_ref and quantize_row_q6_K_ref): a search for the
+// sub-block scales that minimise a weighted squared error, then 6- or
+// 8-bit quantization of those scales against one f16 super-block scale,
+// then a final rounding of every element against its quantized scale.
 
 // quantQ4_K encodes one super-block of 256 elements.
 func quantQ4_K(b []byte, x []float32) {
+	var L [qkK]uint8
+	quantScaleMinK(b[:16], x, &L, 15, -1, 20)
+	qs := b[16:]
+	for g := range 4 {
+		for l := range 32 {
+			qs[32*g+l] = L[64*g+l] | L[64*g+l+32]<<4
+		}
+	}
+}
+
+// quantQ5_K encodes one super-block of 256 elements (ggml's
+// quantize_row_q5_K_ref): Q4_K's search with 32 levels, the fifth bit of
+// element 64g+l in bit 2g of qh[l] and of element 64g+32+l in bit 2g+1.
+func quantQ5_K(b []byte, x []float32) {
+	var L [qkK]uint8
+	quantScaleMinK(b[:16], x, &L, 31, -0.5, 15)
+	qh, qs := b[16:48], b[48:176]
+	clear(qh)
+	for g := range 4 {
+		for l := range 32 {
+			lo, hi := L[64*g+l], L[64*g+l+32]
+			qs[32*g+l] = lo&0x0f | (hi&0x0f)<<4
+			qh[l] |= (lo>>4)<<(2*g) | (hi>>4)<<(2*g+1)
+		}
+	}
+}
+
+// quantScaleMinK fills the 16-byte header of a Q4_K or Q5_K super-block
+// (f16 d and dmin, 12 bytes of packed 6-bit scales and mins) for x and
+// returns the levels 0..nmax of its elements in L: per sub-block of 32 a
+// scale and min search (fitScaleMin with rmin, 0.1 and nstep), the
+// scales and mins quantized to 6 bits against d and dmin, then every
+// element rounded against its quantized scale and min.
+func quantScaleMinK(hdr []byte, x []float32, L *[qkK]uint8, nmax int, rmin float32, nstep int) {
 	var (
-		L              [qkK]uint8
 		scales, mins   [8]float32
 		weights        [32]float32
 		maxScale, maxM float32
@@ -26,7 +59,7 @@ func quantQ4_K(b []byte, x []float32) {
 		for l, v := range xs {
 			weights[l] = avX + abs32(v)
 		}
-		scales[j], mins[j] = fitScaleMin(xs, weights[:], L[32*j:32*j+32], 15, -1, 0.1, 20)
+		scales[j], mins[j] = fitScaleMin(xs, weights[:], L[32*j:32*j+32], nmax, rmin, 0.1, nstep)
 		maxScale = max(maxScale, scales[j])
 		maxM = max(maxM, mins[j])
 	}
@@ -37,7 +70,7 @@ func quantQ4_K(b []byte, x []float32) {
 	if maxM > 0 {
 		invMin = 63 / maxM
 	}
-	sc := b[4:16]
+	sc := hdr[4:16]
 	clear(sc)
 	for j := range 8 {
 		ls := uint8(min(63, max(0, nearest(invScale*scales[j]))))
@@ -50,9 +83,9 @@ func quantQ4_K(b []byte, x []float32) {
 			sc[j] |= (lm >> 4) << 6
 		}
 	}
-	putF16(b[0:], maxScale/63)
-	putF16(b[2:], maxM/63)
-	d, dmin := f16(b[0:]), f16(b[2:])
+	putF16(hdr[0:], maxScale/63)
+	putF16(hdr[2:], maxM/63)
+	d, dmin := f16(hdr[0:]), f16(hdr[2:])
 	for j := range 8 {
 		s, m := scaleMinK4(j, sc)
 		dj := d * float32(s)
@@ -61,13 +94,7 @@ func quantQ4_K(b []byte, x []float32) {
 		}
 		dm := dmin * float32(m)
 		for i := range 32 {
-			L[32*j+i] = uint8(min(15, max(0, nearest((x[32*j+i]+dm)/dj))))
-		}
-	}
-	qs := b[16:]
-	for g := range 4 {
-		for l := range 32 {
-			qs[32*g+l] = L[64*g+l] | L[64*g+l+32]<<4
+			L[32*j+i] = uint8(min(nmax, max(0, nearest((x[32*j+i]+dm)/dj))))
 		}
 	}
 }

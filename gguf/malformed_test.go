@@ -91,14 +91,14 @@ func TestMalformed(t *testing.T) {
 // with an error naming the type.
 func TestUnsupportedTypeTensor(t *testing.T) {
 	data := twoTensors(t, func(w *Writer) {
-		require.NoError(t, w.AddTensor("q5", TensorType(13), []uint64{256}, make([]byte, 176)))
+		require.NoError(t, w.AddTensor("q3", TensorType(11), []uint64{256}, make([]byte, 110)))
 	})
-	f, err := FromBytes("q5", data)
+	f, err := FromBytes("q3", data)
 	require.NoError(t, err)
-	tn, err := f.Tensor("q5")
+	tn, err := f.Tensor("q3")
 	require.NoError(t, err)
-	assert.Equal(t, "Q5_K", tn.Type.String())
-	assert.Len(t, tn.Data, 176)
+	assert.Equal(t, "Q3_K", tn.Type.String())
+	assert.Len(t, tn.Data, 110)
 	_, err = Dequantize(tn)
-	assert.ErrorContains(t, err, "dequantize q5: unsupported tensor type Q5_K (13)")
+	assert.ErrorContains(t, err, "dequantize q3: unsupported tensor type Q3_K (11)")
 }

@@ -69,7 +69,7 @@ func DequantizeInto(dst []float32, typ TensorType, src []byte) error {
 	default:
 		block, size := typ.BlockSize(), typ.BlockBytes()
 		decode := map[TensorType]func([]float32, []byte){
-			Q8_0: dequantQ8_0, Q4_0: dequantQ4_0, Q4_K: dequantQ4_K, Q6_K: dequantQ6_K,
+			Q8_0: dequantQ8_0, Q4_0: dequantQ4_0, Q4_K: dequantQ4_K, Q5_K: dequantQ5_K, Q6_K: dequantQ6_K,
 		}[typ]
 		for b := 0; b < len(dst)/block; b++ {
 			decode(dst[b*block:(b+1)*block], src[b*size:(b+1)*size])
@@ -129,6 +129,30 @@ func dequantQ4_K(y []float32, b []byte) {
 			// own (no fused multiply-add), as in ggml's scalar code.
 			out[l] = float32(d1*float32(q[l]&0x0f)) - min1
 			out[l+32] = float32(d2*float32(q[l]>>4)) - min2
+		}
+	}
+}
+
+// Q5_K: super-block of 256 = 8 sub-blocks of 32, as Q4_K with a fifth bit
+// per element. f16 d, f16 dmin, the 12 scale bytes of Q4_K, 32 bytes qh,
+// 128 bytes qs. Element 64g+l (sub-block 2g) takes the low nibble of
+// qs[32g+l] and bit 2g of qh[l]; element 64g+32+l (sub-block 2g+1) the high
+// nibble and bit 2g+1: q = nibble + 16*bit in 0..31. x = d*sc*q - dmin*m.
+func dequantQ5_K(y []float32, b []byte) {
+	d, dmin := f16(b[0:]), f16(b[2:])
+	scales, qh, qs := b[4:16], b[16:48], b[48:176]
+	for g := range 4 {
+		sc1, m1 := scaleMinK4(2*g, scales)
+		sc2, m2 := scaleMinK4(2*g+1, scales)
+		d1, min1 := d*float32(sc1), dmin*float32(m1)
+		d2, min2 := d*float32(sc2), dmin*float32(m2)
+		q := qs[32*g : 32*g+32]
+		out := y[64*g:]
+		for l := range 32 {
+			lo := q[l]&0x0f | (qh[l]>>(2*g)&1)<<4
+			hi := q[l]>>4 | (qh[l]>>(2*g+1)&1)<<4
+			out[l] = float32(d1*float32(lo)) - min1
+			out[l+32] = float32(d2*float32(hi)) - min2
 		}
 	}
 }
@@ -194,7 +218,7 @@ func Quantize(typ TensorType, x []float32) ([]byte, error) {
 	}
 	block, size := typ.BlockSize(), typ.BlockBytes()
 	encode := map[TensorType]func([]byte, []float32){
-		Q8_0: quantQ8_0, Q4_0: quantQ4_0, Q4_K: quantQ4_K, Q6_K: quantQ6_K,
+		Q8_0: quantQ8_0, Q4_0: quantQ4_0, Q4_K: quantQ4_K, Q5_K: quantQ5_K, Q6_K: quantQ6_K,
 	}[typ]
 	for b := 0; b < len(x)/block; b++ {
 		encode(out[b*size:(b+1)*size], x[b*block:(b+1)*block])

@@ -19,6 +19,7 @@ const (
 	Q4_0 TensorType = 2
 	Q8_0 TensorType = 8
 	Q4_K TensorType = 12
+	Q5_K TensorType = 13
 	Q6_K TensorType = 14
 	BF16 TensorType = 30
 )
@@ -30,6 +31,7 @@ const (
 	q8_0Size = 2 + qk
 	q4_0Size = 2 + qk/2
 	q4_KSize = 2 + 2 + 12 + qkK/2
+	q5_KSize = 2 + 2 + 12 + qkK/8 + qkK/2
 	q6_KSize = qkK/2 + qkK/4 + qkK/16 + 2
 )
 
@@ -43,11 +45,12 @@ var supported = map[TensorType]struct {
 	Q8_0: {"Q8_0", qk, q8_0Size},
 	Q4_0: {"Q4_0", qk, q4_0Size},
 	Q4_K: {"Q4_K", qkK, q4_KSize},
+	Q5_K: {"Q5_K", qkK, q5_KSize},
 	Q6_K: {"Q6_K", qkK, q6_KSize},
 }
 
 // SupportedTypes lists the types that Dequantize and Quantize handle.
-var SupportedTypes = []TensorType{F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K}
+var SupportedTypes = []TensorType{F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K}
 
 // String returns ggml's name of the type ("Q4_K"), also for types this
 // package does not convert, or "type(N)" for a number ggml does not define.
@@ -72,7 +75,7 @@ func (t TensorType) Check() error {
 	if t.Supported() {
 		return nil
 	}
-	return fmt.Errorf("unsupported tensor type %s (%d); supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K", t, uint32(t))
+	return fmt.Errorf("unsupported tensor type %s (%d); supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K", t, uint32(t))
 }
 
 // layout returns elements and bytes per block for any type ggml defines with

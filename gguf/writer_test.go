@@ -81,10 +81,11 @@ func writeTestFile(t *testing.T, align uint32) (string, []KV, []Tensor) {
 	add("e.q4_0", Q4_0, 64)
 	add("f.q4_k", Q4_K, 256)
 	add("g.q6_k", Q6_K, 256, 2)
+	add("g.q5_k", Q5_K, 512)
 	add("h.f32", F32, 2, 3, 4, 1)
-	q5 := bytes.Repeat([]byte{7}, 176) // a type that is only carried
-	require.NoError(t, w.AddTensor("i.q5_k", TensorType(13), []uint64{256}, q5))
-	tensors = append(tensors, Tensor{Name: "i.q5_k", Type: TensorType(13), Dims: []uint64{256}, Data: q5})
+	q3 := bytes.Repeat([]byte{7}, 110) // a type that is only carried
+	require.NoError(t, w.AddTensor("i.q3_k", TensorType(11), []uint64{256}, q3))
+	tensors = append(tensors, Tensor{Name: "i.q3_k", Type: TensorType(11), Dims: []uint64{256}, Data: q3})
 
 	path := filepath.Join(t.TempDir(), "all.gguf")
 	require.NoError(t, w.WriteFile(path))

@@ -18,12 +18,15 @@ const (
 	WeightQ8_0G = 7
 	WeightQ4_0G = 8
 	WeightQ6_KG = 9
+	// Q5_K in its GGUF layout: its 176-byte blocks are 16-byte aligned
+	// already, so it is not regrouped.
+	WeightQ5_K = 10
 )
 
 // MatmulChunkElems is the number of elements of one aligned 16-byte chunk
 // of matmul.comp's fast path for a weight type, 0 for types without one
-// (GGUF Q8_0, Q4_0, Q6_K blocks, which take the quad-by-quad path). The
-// fast path also needs rows of a multiple of 16 bytes.
+// (GGUF Q8_0, Q4_0, Q6_K and Q5_K blocks, which take the quad-by-quad
+// path). The fast path also needs rows of a multiple of 16 bytes.
 func MatmulChunkElems(wtype uint32) int {
 	switch wtype {
 	case WeightF32:
@@ -72,7 +75,7 @@ type MatmulPush struct {
 // (ADD), and rows split over three outputs (Q, K, V).
 var Matmul = register(&Contract{
 	Name: "matmul",
-	Doc:  "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, grouped Q8_0/Q4_0/Q6_K) dequantized in the kernel",
+	Doc:  "y (+)= x W^T for GGUF weight rows (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, grouped Q8_0/Q4_0/Q6_K) dequantized in the kernel",
 	Bindings: []Binding{{"Wbuf", vk.Read}, {"Xbuf", vk.Read}, {"Ybuf", vk.Write}, {"Y1buf", vk.Write}, {"Y2buf", vk.Write},
 		{"Gbuf", vk.Read}},
 	Push: MatmulPush{},

@@ -17,7 +17,7 @@ type WeightFillPush struct {
 // words per invocation.
 var WeightFill = register(&Contract{
 	Name:     "weight_fill",
-	Doc:      "a random tensor's GGUF bytes (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K), as modelgen generates them",
+	Doc:      "a random tensor's GGUF bytes (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), as modelgen generates them",
 	Bindings: []Binding{{"Out", vk.Write}},
 	Push:     WeightFillPush{},
 	Spec:     []Spec{{0, "local_size_x"}, {1, "TYPE"}},

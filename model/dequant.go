@@ -24,6 +24,8 @@ func weightType(t gguf.TensorType) (uint32, bool) {
 		return 5, true
 	case gguf.Q6_K:
 		return 6, true
+	case gguf.Q5_K:
+		return 10, true
 	}
 	return 0, false
 }

@@ -59,7 +59,7 @@ var gemmTileSets = map[string][]gemmTiles{
 func TestGemmDefaultsTested(t *testing.T) {
 	for variant, sets := range gemmTileSets {
 		for n := 1; n <= 1024; n++ {
-			for wt := uint32(kernels.WeightF32); wt <= kernels.WeightQ6_KG; wt++ {
+			for wt := uint32(kernels.WeightF32); wt <= kernels.WeightQ5_K; wt++ {
 				d := defaultGemmTiles(variant, n, wt)
 				require.Contains(t, sets, d, "%s n=%d wtype %d: default tile %s is not tested", variant, n, wt, d)
 				require.Contains(t, gemmBenchTiles[variant], d, "%s n=%d wtype %d: default tile %s is not benchmarked", variant, n, wt, d)
@@ -125,7 +125,7 @@ func gemmRef(x []float32, W [][]float64, y0 []float32, n, cols int) []float64 {
 
 // gemmA16Types are the weight types TestGemm also checks with f16
 // activations (A16): F16's 16-byte octets and two dequantizing paths.
-var gemmA16Types = []gguf.TensorType{gguf.F16, gguf.Q8_0, gguf.Q4_K}
+var gemmA16Types = []gguf.TensorType{gguf.F16, gguf.Q8_0, gguf.Q4_K, gguf.Q5_K}
 
 // newF16 is a device buffer of f16 values (bits).
 func newF16(t *testing.T, d *vk.Device, v []uint16) *vk.Buffer {

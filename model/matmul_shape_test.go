@@ -19,7 +19,7 @@ import (
 // device's invocations and the rows' steps.
 func TestMatmulShapeFor(t *testing.T) {
 	types := []uint32{kernels.WeightF32, kernels.WeightF16, kernels.WeightBF16, kernels.WeightQ8_0G, kernels.WeightQ4_0G,
-		kernels.WeightQ4_K, kernels.WeightQ6_KG}
+		kernels.WeightQ4_K, kernels.WeightQ6_KG, kernels.WeightQ5_K}
 	const embd, kv, ffn, vocab = 4096, 1024, 14336, 128256
 	rowsOf := []int{embd, kv, ffn, vocab, embd + 2*kv, 2 * ffn, 64, 1, 300}
 	checked := 0

@@ -1,6 +1,6 @@
 // Package model runs the forward pass of GGUF Llama models on a Vulkan
 // device. Weights stay in their file encoding (F32, F16, BF16, Q8_0, Q4_0,
-// Q4_K, Q6_K; Q8_0, Q4_0 and Q6_K blocks regrouped so that their quants are
+// Q4_K, Q5_K, Q6_K; Q8_0, Q4_0 and Q6_K blocks regrouped so that their quants are
 // 16-byte aligned) and are dequantized inside the kernels; activations are float32; the KV
 // cache is a kvpool.Pool, and attention is treeattn's tree attention, so
 // one forward pass evaluates any set of tokens of a decoding tree:

@@ -137,7 +137,7 @@ func newWeight(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, ma
 func newWeightLayout(d *vk.Device, name string, typ gguf.TensorType, dims []uint64, maxRows uint64, grouped bool) (*weight, error) {
 	wt, ok := weightType(typ)
 	if !ok {
-		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", name, typ)
+		return nil, fmt.Errorf("%s: tensor type %s is not supported by the kernels (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", name, typ)
 	}
 	parts, rb, err := planParts(d, name, typ, dims, maxRows)
 	if err != nil {

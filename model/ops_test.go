@@ -70,7 +70,7 @@ func randTensor(r *rand.Rand, typ gguf.TensorType, cols, rows int) gguf.Tensor {
 				t.Data = append(t.Data, byte(r.IntN(256)))
 			}
 		}
-	case gguf.Q4_K, gguf.Q6_K:
+	case gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
 		// Random scales, mins and quants under small random f16 super-block
 		// scales (any bytes are a valid super-block).
 		for range n / 256 {
@@ -80,7 +80,7 @@ func randTensor(r *rand.Rand, typ gguf.TensorType, cols, rows int) gguf.Tensor {
 			}
 			d := half.FromFloat32(float32(0.0005 + 0.002*r.Float64()))
 			dmin := half.FromFloat32(float32(0.0005 + 0.002*r.Float64()))
-			if typ == gguf.Q4_K {
+			if typ == gguf.Q4_K || typ == gguf.Q5_K {
 				binary.LittleEndian.PutUint16(block[0:], d)
 				binary.LittleEndian.PutUint16(block[2:], dmin)
 			} else {
@@ -169,7 +169,7 @@ const (
 	ropeTol = 1e-5
 )
 
-var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K}
+var weightTypes = []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K}
 
 // superBlock reports whether typ has 256-element super-blocks (rows of tests
 // are then multiples of 256).
@@ -468,6 +468,8 @@ func TestMatmulFused(t *testing.T) {
 		{typ: gguf.Q4_K, n: 2, norm: true, glu: true},
 		{typ: gguf.F32, n: 4, glu: true},
 		{typ: gguf.Q6_K, n: 5, norm: true, segs: []int{20, 8, 8}},
+		{typ: gguf.Q5_K, n: 2, norm: true, glu: true},
+		{typ: gguf.Q5_K, n: 3, norm: true, segs: []int{20, 8, 8}},
 		{typ: gguf.BF16, n: 1, norm: true, segs: []int{12, 4, 4}, split: 6},
 		{typ: gguf.Q4_K, n: 2, norm: true, glu: true, shape: matmulShape{rows: 16, group: 4, unroll: 2}},
 		{typ: gguf.Q8_0, n: 1, norm: true, segs: []int{20, 8, 8}, shape: matmulShape{rows: 16, group: 64, unroll: 2}},

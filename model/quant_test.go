@@ -158,23 +158,32 @@ func kquantModel(t *testing.T, typeOf func(name string) gguf.TensorType) *gguf.F
 	return f
 }
 
-// Q4_K and Q6_K models (all Q4_K, all Q6_K, and llama.cpp's Q4_K_M mix:
-// Q6_K for output, attn_v and ffn_down): GPU logits against the float64
-// reference of the same file at every position of 10 greedy steps.
+// K-quant models (all Q4_K, all Q5_K, all Q6_K, and llama.cpp's Q4_K_M and
+// Q5_K_M mixes: Q6_K for output, attn_v and ffn_down): GPU logits against
+// the float64 reference of the same file at every position of 10 greedy
+// steps; the Q5_K models first evaluate a prompt of 40 tokens in one
+// batch (gemm), its last logits against the reference too.
 func TestKQuantModel(t *testing.T) {
 	d := gputest.Device(t)
-	mixes := []struct {
-		name string
-		of   func(string) gguf.TensorType
-	}{
-		{"Q4_K", func(string) gguf.TensorType { return gguf.Q4_K }},
-		{"Q6_K", func(string) gguf.TensorType { return gguf.Q6_K }},
-		{"Q4_K_M", func(n string) gguf.TensorType {
+	r := gputest.Rand(t)
+	mix := func(base gguf.TensorType) func(string) gguf.TensorType {
+		return func(n string) gguf.TensorType {
 			if n == "output.weight" || strings.HasSuffix(n, "attn_v.weight") || strings.HasSuffix(n, "ffn_down.weight") {
 				return gguf.Q6_K
 			}
-			return gguf.Q4_K
-		}},
+			return base
+		}
+	}
+	mixes := []struct {
+		name   string
+		of     func(string) gguf.TensorType
+		prompt int // tokens evaluated in one batch before the greedy steps
+	}{
+		{"Q4_K", func(string) gguf.TensorType { return gguf.Q4_K }, 0},
+		{"Q5_K", func(string) gguf.TensorType { return gguf.Q5_K }, 40},
+		{"Q6_K", func(string) gguf.TensorType { return gguf.Q6_K }, 0},
+		{"Q4_K_M", mix(gguf.Q4_K), 0},
+		{"Q5_K_M", mix(gguf.Q5_K), 40},
 	}
 	for _, mix := range mixes {
 		t.Run(mix.name, func(t *testing.T) {
@@ -183,12 +192,28 @@ func TestKQuantModel(t *testing.T) {
 			require.NoError(t, err)
 			defer m.Close()
 			ref := newRef(t, f).newSeq()
-			pool, err := NewPool(m, 16)
+			pool, err := NewPool(m, 16+mix.prompt)
 			require.NoError(t, err)
 			defer pool.Close()
 			seq := pool.NewSequence()
 			tok := int32(1)
 			worst := 0.0
+			if mix.prompt > 0 {
+				prompt := make([]int32, mix.prompt)
+				var want []float64
+				for i := range prompt {
+					prompt[i] = int32(r.IntN(m.Config().Vocab))
+					want = ref.eval(prompt[i])
+				}
+				logits, err := m.Eval(pool, seq, prompt)
+				require.NoError(t, err)
+				tol, err := m.BatchTolerance(len(prompt))
+				require.NoError(t, err)
+				e := relL2(logits, want)
+				t.Logf("prompt of %d tokens in one batch: rel L2 %.2e (tol %.0e)", len(prompt), e, tol)
+				require.Less(t, e, tol)
+				tok = argmax(logits)
+			}
 			for i := range 10 {
 				logits, err := m.Eval(pool, seq, []int32{tok})
 				require.NoError(t, err)

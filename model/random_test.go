@@ -55,7 +55,7 @@ func TestWeightFillMatchesHost(t *testing.T) {
 	require.NoError(t, err)
 	defer rec.Close()
 	rng := gputest.Rand(t)
-	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K} {
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
 		t.Run(typ.String(), func(t *testing.T) {
 			for _, dims := range [][]uint64{{256, 7}, {512, 13}} {
 				cols, rows := dims[0], dims[1]

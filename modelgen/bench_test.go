@@ -10,7 +10,7 @@ import (
 // BenchmarkFill measures the host generator per type (bytes/s of encoded
 // tensor on one core).
 func BenchmarkFill(b *testing.B) {
-	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K} {
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
 		b.Run(typ.String(), func(b *testing.B) {
 			dims := []uint64{4096, 64}
 			p := modelgen.TensorParams(1, "w", typ, dims)

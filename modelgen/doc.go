@@ -11,5 +11,5 @@
 // alike. Values are scaled so activations stay in range: matrices have a
 // standard deviation near 1/sqrt(row length), norms are near 1, block
 // scales are normal f16 numbers and K-quant sub-block scales are valid
-// 6-bit (Q4_K) or positive 8-bit (Q6_K) numbers.
+// 6-bit (Q4_K, Q5_K) or positive 8-bit (Q6_K) numbers.
 package modelgen

@@ -22,6 +22,7 @@ const (
 	wordsQ8_0 = 1 + 8
 	wordsQ4_0 = 1 + 4
 	wordsQ4_K = 2 + 32
+	wordsQ5_K = 2 + 40
 	wordsQ6_K = 2 + 48
 )
 
@@ -48,6 +49,9 @@ func TensorParams(seed uint64, name string, typ gguf.TensorType, dims []uint64) 
 	case gguf.Q4_K:
 		spread = 11.5 * 4.61 * 1.125
 		hi = 13 // dmin is 2d
+	case gguf.Q5_K:
+		spread = 11.5 * 9.23 * 1.125 // levels 0..31
+		hi = 12                      // dmin is 4d
 	case gguf.Q6_K:
 		spread = 5.5 * 18.5 * 1.125
 		hi = 14
@@ -101,7 +105,7 @@ func scaleF16(w uint32, exp int32) uint16 {
 func Fill(dst []byte, typ gguf.TensorType, p Params, off uint64) error {
 	bb := uint64(typ.BlockBytes())
 	switch typ {
-	case gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K:
+	case gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
 	default:
 		return fmt.Errorf("modelgen: fill: tensor type %s is not generated", typ)
 	}
@@ -156,6 +160,8 @@ func wordsOf(typ gguf.TensorType) uint64 {
 		return wordsQ4_0
 	case gguf.Q4_K:
 		return wordsQ4_K
+	case gguf.Q5_K:
+		return wordsQ5_K
 	case gguf.Q6_K:
 		return wordsQ6_K
 	}
@@ -170,6 +176,9 @@ func wordsOf(typ gguf.TensorType) uint64 {
 //	Q4_K: word 34b: d (dmin = 2d); word 34b+1: eight 3-bit sub-scales
 //	      sc = 8+x, mins m = (15 sc + 2) / 4 (so sub-blocks are centred);
 //	      words 34b+2..: the 128 bytes of nibbles.
+//	Q5_K: word 42b: d (dmin = 4d); word 42b+1: eight 3-bit sub-scales
+//	      sc = 8+x, mins m = (31 sc + 4) / 8 (centred: 4m ~ 15.5 sc);
+//	      words 42b+2..: the 160 bytes of qh and nibbles.
 //	Q6_K: word 50b: d; word 50b+1: sixteen 2-bit scales 4+x; words
 //	      50b+2..: the 192 bytes of ql and qh.
 func fillBlock(dst []byte, typ gguf.TensorType, p Params, b uint32) {
@@ -214,6 +223,26 @@ func fillBlock(dst []byte, typ gguf.TensorType, p Params, b uint32) {
 			}
 		}
 		payload(dst[16:144], w+2)
+	case gguf.Q5_K:
+		w := b * wordsQ5_K
+		d := scaleF16(word(k, w), p.Exp)
+		binary.LittleEndian.PutUint16(dst, d)
+		binary.LittleEndian.PutUint16(dst[2:], d+2<<10)
+		s := word(k, w+1)
+		sc := dst[4:16]
+		clear(sc)
+		for j := range 8 {
+			ls := uint8(8 + s>>(3*j)&7)
+			lm := uint8((31*uint32(ls) + 4) / 8)
+			if j < 4 {
+				sc[j], sc[j+4] = ls, lm
+			} else {
+				sc[j+4] = ls&0x0f | (lm&0x0f)<<4
+				sc[j-4] |= (ls >> 4) << 6
+				sc[j] |= (lm >> 4) << 6
+			}
+		}
+		payload(dst[16:176], w+2)
 	case gguf.Q6_K:
 		w := b * wordsQ6_K
 		payload(dst[0:192], w+2)

@@ -23,7 +23,7 @@ import (
 // matrices with a standard deviation within 2x of 1/sqrt(row length) and a
 // mean near 0, norms within 1/8 of 1.
 func TestFillScale(t *testing.T) {
-	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K} {
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
 		for _, cols := range []uint64{256, 4096, 14336} {
 			dims := []uint64{cols, 64}
 			p := modelgen.TensorParams(42, "blk.0.ffn_down.weight", typ, dims)
@@ -114,6 +114,43 @@ func TestQ4KMRecipe(t *testing.T) {
 	require.Error(t, err)
 	_, err = modelgen.ShapeConfig("llama5")
 	require.Error(t, err)
+}
+
+// llama.cpp's Q5_K_M is Q4_K_M's recipe with Q5_K in place of Q4_K: on
+// Llama 3 8B 193 Q5_K, 33 Q6_K, 65 F32 norms, as in published files.
+func TestQ5KMRecipe(t *testing.T) {
+	cfg, err := modelgen.ShapeConfig("llama3-8b")
+	require.NoError(t, err)
+	q4, err := modelgen.TensorTypes("q4_k_m", cfg)
+	require.NoError(t, err)
+	q5, err := modelgen.TensorTypes("q5_k_m", cfg)
+	require.NoError(t, err)
+	count := map[gguf.TensorType]int{}
+	for _, ten := range modelgen.Tensors(cfg) {
+		typ := q5(ten.Name)
+		count[typ]++
+		if want := q4(ten.Name); want == gguf.Q4_K {
+			assert.Equal(t, gguf.Q5_K, typ, ten.Name)
+		} else {
+			assert.Equal(t, want, typ, ten.Name)
+		}
+	}
+	assert.Equal(t, map[gguf.TensorType]int{gguf.Q5_K: 193, gguf.Q6_K: 33, gguf.F32: 65}, count)
+	assert.Equal(t, gguf.Q6_K, q5("output.weight"))
+	assert.Equal(t, gguf.Q6_K, q5("blk.0.attn_v.weight"))
+	assert.Equal(t, gguf.Q5_K, q5("blk.4.attn_v.weight"))
+	assert.Equal(t, gguf.Q5_K, q5("token_embd.weight"))
+	assert.Equal(t, uint32(17), modelgen.FileTypes["q5_k_m"]) // LLAMA_FTYPE_MOSTLY_Q5_K_M
+	// Tied output: the embedding gets Q6_K; rows that are not whole
+	// super-blocks fall back to Q8_0.
+	one, err := modelgen.ShapeConfig("llama3-1b")
+	require.NoError(t, err)
+	one.FFN = 8192 + 32
+	q5, err = modelgen.TensorTypes("q5_k_m", one)
+	require.NoError(t, err)
+	assert.Equal(t, gguf.Q6_K, q5("token_embd.weight"))
+	assert.Equal(t, gguf.Q8_0, q5("blk.0.ffn_down.weight"))
+	assert.Equal(t, gguf.Q5_K, q5("blk.0.ffn_up.weight"))
 }
 
 // writeTiny writes the tiny shape in a type with the synthetic vocabulary.

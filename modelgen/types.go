@@ -9,7 +9,7 @@ import (
 	"github.com/deft-vk/deft/llama"
 )
 
-var typeOrder = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"}
+var typeOrder = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m"}
 
 // TypeNames lists the weight types TensorTypes knows.
 func TypeNames() []string { return append([]string(nil), typeOrder...) }
@@ -21,9 +21,11 @@ func TypeNames() []string { return append([]string(nil), typeOrder...) }
 // logits matrix (output.weight, or token_embd.weight when the output is
 // tied) and for attn_v and ffn_down in the layers where use_more_bits
 // holds (the first and last eighth, and every third layer between).
-// Where a row is not a multiple of 256 elements, Q6_K falls back to Q8_0
-// as in llama.cpp, and Q4_K to Q8_0 (llama.cpp takes Q5_0, which this
-// project does not read). Names the model does not have get the default.
+// "q5_k_m" is llama.cpp's Q5_K_M, the same recipe with Q5_K in place of
+// Q4_K. Where a row is not a multiple of 256 elements, Q6_K falls back to
+// Q8_0 as in llama.cpp, and Q4_K and Q5_K to Q8_0 (llama.cpp takes Q5_0
+// and Q5_1, which this project does not read). Names the model does not
+// have get the default.
 func TensorTypes(typeName string, cfg llama.Config) (func(tensor string) gguf.TensorType, error) {
 	var base gguf.TensorType
 	switch typeName {
@@ -38,7 +40,9 @@ func TensorTypes(typeName string, cfg llama.Config) (func(tensor string) gguf.Te
 	case "q4_0":
 		base = gguf.Q4_0
 	case "q4_k_m":
-		return q4KM(cfg), nil
+		return kMix(cfg, gguf.Q4_K), nil
+	case "q5_k_m":
+		return kMix(cfg, gguf.Q5_K), nil
 	default:
 		return nil, fmt.Errorf("modelgen: unknown weight type %q (have %s)", typeName, strings.Join(typeOrder, ", "))
 	}
@@ -77,13 +81,16 @@ func blockOf(name string) (int, string, bool) {
 	return i, tail, true
 }
 
-func q4KM(cfg llama.Config) func(string) gguf.TensorType {
+// kMix is llama.cpp's Q4_K_M (base Q4_K) or Q5_K_M (base Q5_K) recipe:
+// base by default, Q6_K for the logits matrix and for attn_v and ffn_down
+// where useMoreBits holds.
+func kMix(cfg llama.Config, base gguf.TensorType) func(string) gguf.TensorType {
 	return func(name string) gguf.TensorType {
 		if isNorm(name) {
 			return gguf.F32
 		}
 		cols := rowLength(cfg, name)
-		typ := gguf.Q4_K
+		typ := base
 		switch {
 		case name == llama.Output || (cfg.TiedOutput && name == llama.TokenEmbd):
 			typ = gguf.Q6_K

@@ -25,7 +25,7 @@ type Model struct {
 }
 
 // FileTypes are llama.cpp's general.file_type numbers of TypeNames.
-var FileTypes = map[string]uint32{"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "bf16": 32}
+var FileTypes = map[string]uint32{"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17, "bf16": 32}
 
 // chunkBytes is the size of one generated piece of a tensor.
 const chunkBytes = 4 << 20
@@ -88,7 +88,7 @@ func Write(out io.Writer, m Model, progress func(done, total uint64)) (int64, er
 	for _, t := range Tensors(c) {
 		typ := m.TensorType(t.Name)
 		switch typ {
-		case gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K:
+		case gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
 		default:
 			return 0, fmt.Errorf("modelgen: write: %s: tensor type %s is not generated", t.Name, typ)
 		}

@@ -26,7 +26,7 @@ func modelCommand() *cli.Command {
 			Description: "The weights are drawn directly in their encoding (scaled so activations stay in range) from a hash of\n" +
 				"(--seed, tensor name, position), so 'deft bench generate' and model.LoadRandom make the same bytes on the\n" +
 				"GPU. --type q4_k_m follows llama.cpp's Q4_K_M recipe (Q4_K, with Q6_K for the logits matrix and for attn_v\n" +
-				"and ffn_down in the layers llama.cpp favours). The vocabulary is --vocab's (tokenizer.ggml.* copied), or a\n" +
+				"and ffn_down in the layers llama.cpp favours); q5_k_m its Q5_K_M recipe (the same with Q5_K). The vocabulary is --vocab's (tokenizer.ggml.* copied), or a\n" +
 				"synthetic SentencePiece one of the shape's size. The file is written tensor by tensor on all CPU cores.",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "shape", Required: true, Usage: "model shape: " + strings.Join(modelgen.ShapeNames(), ", ")},

@@ -13,6 +13,7 @@ const uint MG_F16 = 1u;
 const uint MG_Q4_0 = 2u;
 const uint MG_Q8_0 = 8u;
 const uint MG_Q4_K = 12u;
+const uint MG_Q5_K = 13u;
 const uint MG_Q6_K = 14u;
 const uint MG_BF16 = 30u;
 
@@ -55,6 +56,8 @@ uint mg_byte_of(uint v, uint j) { return (v >> (8u * j)) & 0xffu; }
 // Q4_K sub-block scale ls(j) and min lm(j) from the block's scale word.
 uint mg_q4k_ls(uint s, uint j) { return 8u + ((s >> (3u * j)) & 7u); }
 uint mg_q4k_lm(uint s, uint j) { return (15u * mg_q4k_ls(s, j) + 2u) / 4u; }
+// Q5_K: the same scales, mins centred on level 15.5 with dmin = 4d.
+uint mg_q5k_lm(uint s, uint j) { return (31u * mg_q4k_ls(s, j) + 4u) / 8u; }
 
 // The byte at offset off of a tensor of type typ.
 uint mg_byte(uint typ, uint k, bool norm, int e, uint off) {
@@ -88,6 +91,23 @@ uint mg_byte(uint typ, uint k, bool norm, int e, uint off) {
             if (i < 4u) return mg_q4k_ls(s, i) | ((mg_q4k_ls(s, i + 4u) >> 4) << 6);
             if (i < 8u) return mg_q4k_lm(s, i - 4u) | ((mg_q4k_lm(s, i) >> 4) << 6);
             return (mg_q4k_ls(s, i - 4u) & 15u) | ((mg_q4k_lm(s, i - 4u) & 15u) << 4);
+        }
+        j -= 16u;
+        return mg_byte_of(mg_word(k, w + 2u + j / 4u), j & 3u);
+    }
+    if (typ == MG_Q5_K) {
+        uint b = off / 176u, j = off % 176u;
+        uint w = b * 42u;
+        if (j < 4u) {
+            uint d = mg_scale_f16(mg_word(k, w), e);
+            return mg_byte_of(j < 2u ? d : d + 2048u, j & 1u);
+        }
+        if (j < 16u) {
+            uint s = mg_word(k, w + 1u);
+            uint i = j - 4u;
+            if (i < 4u) return mg_q4k_ls(s, i) | ((mg_q4k_ls(s, i + 4u) >> 4) << 6);
+            if (i < 8u) return mg_q5k_lm(s, i - 4u) | ((mg_q5k_lm(s, i) >> 4) << 6);
+            return (mg_q4k_ls(s, i - 4u) & 15u) | ((mg_q5k_lm(s, i - 4u) & 15u) << 4);
         }
         j -= 16u;
         return mg_byte_of(mg_word(k, w + 2u + j / 4u), j & 3u);

@@ -17,9 +17,13 @@
 //   K-quants (super-blocks of 256 elements, ggml's block_q4_K/block_q6_K):
 //     Q4_K = f16 d, f16 dmin, 12 bytes of packed 6-bit scales and mins, 128
 //     bytes of nibbles (144 bytes, 4-byte aligned); value d*sc*q - dmin*m.
+//     Q5_K = Q4_K's 16-byte header, 32 bytes qh (the fifth bit: element
+//     64g+l takes bit 2g of qh[l], element 64g+32+l bit 2g+1), 128 bytes of
+//     nibbles as Q4_K's (176 bytes, 16-byte aligned); value d*sc*q - dmin*m,
+//     q in 0..31.
 //     Q6_K = 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits), 16 int8
 //     scales, f16 d (210 bytes, 2-byte aligned); value d*sc*(q-32).
-//     gguf/quant.go (dequantQ4_K, dequantQ6_K) is the reference.
+//     gguf/quant.go (dequantQ4_K, dequantQ5_K, dequantQ6_K) is the reference.
 //   grouped layouts (model/ops.go repacks Q8_0, Q4_0 and Q6_K rows into
 //     them at upload, so that every quant lies 16-byte aligned): a row is
 //     groups of 8 blocks, each a 16-byte header of the blocks' 8 f16 scales
@@ -38,12 +42,13 @@ const uint W_Q6_K = 6u;
 const uint W_Q8_0G = 7u; // grouped layouts
 const uint W_Q4_0G = 8u;
 const uint W_Q6_KG = 9u;
+const uint W_Q5_K = 10u; // GGUF layout: its blocks are already 16-byte aligned
 
-const bool W_KQUANT = WTYPE == W_Q4_K || WTYPE == W_Q6_K || WTYPE == W_Q6_KG;
-const bool W_GROUPED = WTYPE >= W_Q8_0G;
+const bool W_KQUANT = WTYPE == W_Q4_K || WTYPE == W_Q5_K || WTYPE == W_Q6_K || WTYPE == W_Q6_KG;
+const bool W_GROUPED = WTYPE >= W_Q8_0G && WTYPE <= W_Q6_KG;
 const bool W_BLOCKS = WTYPE == W_Q8_0 || WTYPE == W_Q4_0; // GGUF 32-element blocks with one f16 scale
 const uint W_BLOCK_BYTES = WTYPE == W_Q8_0 ? 34u : 18u;
-const uint W_SUPER_BYTES = WTYPE == W_Q4_K ? 144u : 210u;
+const uint W_SUPER_BYTES = WTYPE == W_Q4_K ? 144u : WTYPE == W_Q5_K ? 176u : 210u;
 
 // Word i (bytes 4i..4i+3) of the weight buffer.
 uint wWord(uint i) {
@@ -157,6 +162,28 @@ vec4 wQ4KQuad(uint rowOff, uint e) {
     return r;
 }
 
+// Elements e..e+3 of a Q5_K row: as wQ4KQuad, with the fifth bit of each
+// element from qh (bit 2g+hi of byte l), the same rounding as the reference.
+vec4 wQ5KQuad(uint rowOff, uint e) {
+    uint base = rowOff + (e >> 8u) * 176u;
+    uint within = e & 255u;
+    uint g = within >> 6u;          // 32-byte group of nibbles
+    uint hi = (within >> 5u) & 1u;  // high nibbles: the group's second sub-block
+    uint l = within & 31u;
+    uint w0 = base >> 2u;
+    vec2 dd = unpackHalf2x16(wWord(w0));
+    uvec2 sm = wScaleMinK4(2u * g + hi, wWord(w0 + 1u), wWord(w0 + 2u), wWord(w0 + 3u));
+    uint v = wWord((base + 48u + 32u * g + l) >> 2u) >> (4u * hi);
+    uint h = wWord((base + 16u + l) >> 2u) >> (2u * g + hi);
+    uvec4 qi = (uvec4(v, v >> 8u, v >> 16u, v >> 24u) & 0xfu) | ((uvec4(h, h >> 8u, h >> 16u, h >> 24u) & 1u) << 4u);
+    vec4 q = vec4(qi);
+    precise float d1 = dd.x * float(sm.x);
+    precise float m1 = dd.y * float(sm.y);
+    precise vec4 p = d1 * q;
+    precise vec4 r = p - m1;
+    return r;
+}
+
 // Elements e..e+3 of a Q6_K super-block at base (ql, qh, scales) with
 // scale d: x = (d*sc)*(q-32), as in the reference.
 vec4 wQ6KQuad(uint base, float d, uint e) {
@@ -178,6 +205,9 @@ vec4 wQ6KQuad(uint base, float d, uint e) {
 vec4 wQuad(uint rowOff, uint e) {
     if (WTYPE == W_Q4_K) {
         return wQ4KQuad(rowOff, e);
+    }
+    if (WTYPE == W_Q5_K) {
+        return wQ5KQuad(rowOff, e);
     }
     if (WTYPE == W_Q6_K) {
         uint base = rowOff + (e >> 8u) * 210u;
