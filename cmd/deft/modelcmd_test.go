@@ -35,10 +35,6 @@ func TestModelRandomGenerate(t *testing.T) {
 			require.Equal(t, modelgen.TinySyntheticVocab, cfg.Vocab)
 
 			stdout, stderr, err = runDeft(t, "generate", "--validation", "--model", out, "--prompt", "hello world", "--temp", "0", "--n", "5", "--json")
-			if typ == "q4_k_m" && err != nil && strings.Contains(err.Error(), "Q4_K is not supported by the kernels") {
-				t.Logf("the kernels do not read Q4_K yet: %v", err)
-				return
-			}
 			require.NoError(t, err, stderr)
 			var res generateJSON
 			require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
