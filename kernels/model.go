@@ -25,8 +25,7 @@ const (
 
 // MatmulChunkElems is the number of elements of one aligned 16-byte chunk
 // of matmul.comp's fast path for a weight type, 0 for types without one
-// (GGUF Q8_0, Q4_0, Q6_K and Q5_K blocks, which take the quad-by-quad
-// path). The fast path also needs rows of a multiple of 16 bytes.
+// (GGUF Q8_0, Q4_0 and Q6_K blocks, which take the quad-by-quad path). The fast path also needs rows of a multiple of 16 bytes.
 func MatmulChunkElems(wtype uint32) int {
 	switch wtype {
 	case WeightF32:
@@ -35,7 +34,7 @@ func MatmulChunkElems(wtype uint32) int {
 		return 8
 	case WeightQ8_0G:
 		return 16
-	case WeightQ4_0G, WeightQ4_K:
+	case WeightQ4_0G, WeightQ4_K, WeightQ5_K:
 		return 32
 	case WeightQ6_KG:
 		return 64

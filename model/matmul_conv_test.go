@@ -12,13 +12,13 @@ import (
 
 // TestMatmulQuantConv checks matmul's two conversions of quants to floats
 // (QCONV: by position, the default, and byte by byte, the former one) on
-// the aligned chunks of Q8_0, Q4_0, Q4_K and Q6_K: both within kernelTol of
+// the aligned chunks of Q8_0, Q4_0, Q4_K, Q5_K and Q6_K: both within kernelTol of
 // the float64 reference, and bit-identical to each other (every product is
 // the same exact value, see matmul.comp).
 func TestMatmulQuantConv(t *testing.T) {
 	d := gputest.Device(t)
 	r := gputest.Rand(t)
-	for _, typ := range []gguf.TensorType{gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q6_K} {
+	for _, typ := range []gguf.TensorType{gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
 		t.Run(typ.String(), func(t *testing.T) {
 			cols, rows, n := 352, 19, 1 // n 1: one column per pass (lavapipe compiles Q6_K slowly)
 			if superBlock(typ) {

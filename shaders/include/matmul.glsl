@@ -113,7 +113,7 @@ const uint MAX_STEPS = 4096u; // bound of the chunk and unit loops (host-checked
 const bool FLOATS = WTYPE <= W_BF16;
 const uint CHUNK = WTYPE == W_F32 ? 4u : (WTYPE == W_F16 || WTYPE == W_BF16) ? 8u
                  : WTYPE == W_Q8_0G ? 16u : WTYPE == W_Q6_KG ? 64u : 32u;
-const bool HAS_CHUNKS = FLOATS || W_GROUPED || WTYPE == W_Q4_K;
+const bool HAS_CHUNKS = FLOATS || W_GROUPED || WTYPE == W_Q4_K || WTYPE == W_Q5_K;
 // Quad path: elements per unit.
 const uint UNIT = (W_BLOCKS || W_KQUANT) ? 32u : 4u;
 
@@ -286,6 +286,70 @@ void chunkStep(uint ch) {
                     } else {
                         dl += dot(bytes4(v & 0x0f0f0f0fu, 0.0), xl[i]);
                         dh += dot(bytes4((v >> 4u) & 0x0f0f0f0fu, 0.0), xh[i]);
+                    }
+                }
+                if (QCONV != 0u) {
+                    acc[r][c] += dd[r].x * (sm[r].x * dl + sm[r].y * dh) - dd[r].y * (sm[r].z * sl + sm[r].w * sh);
+                } else {
+                    vec2 d2 = unpackHalf2x16(hdr[r].x);
+                    uvec2 ml = wScaleMinK4(2u * g, hdr[r].y, hdr[r].z, hdr[r].w);
+                    uvec2 mh = wScaleMinK4(2u * g + 1u, hdr[r].y, hdr[r].z, hdr[r].w);
+                    acc[r][c] += d2.x * (float(ml.x) * dl + float(mh.x) * dh) - d2.y * (float(ml.y) * sl + float(mh.y) * sh);
+                }
+            }
+        }
+    } else if (WTYPE == W_Q5_K) {
+        // Chunk j of super-block sb (176 bytes: the 16-byte header as
+        // Q4_K's, 32 bytes qh, 128 bytes qs): 16 bytes of qs group
+        // g = j/2, low nibbles in sub-block 2g and high nibbles in 2g+1,
+        // and the 16 bytes of qh at the same l = 16*(j&1) + 0..15, whose
+        // bits 2g and 2g+1 are the two sub-blocks' fifth bits.
+        uint sb = ch >> 3u;
+        uint j = ch & 7u;
+        uint g = j >> 1u;
+        uvec4 hdr[ROWS];
+        uvec4 raw[ROWS];
+        uvec4 qh[ROWS];
+        vec2 dd[ROWS];
+        vec4 sm[ROWS]; // QCONV: scales and mins of sub-blocks 2g and 2g+1, once per row
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint b = (rowOff[r] >> 4u) + sb * 11u;
+            hdr[r] = w4[b];
+            qh[r] = w4[b + 1u + (j & 1u)];
+            raw[r] = w4[b + 3u + j];
+            if (QCONV != 0u) {
+                dd[r] = unpackHalf2x16(hdr[r].x);
+                sm[r] = q4kScaleMins(g, hdr[r]);
+            }
+        }
+        uint e = sb * 256u + g * 64u + (j & 1u) * 16u;
+        [[unroll]] for (uint c = 0u; c < NC; c++) {
+            vec4 xl[4], xh[4];
+            [[unroll]] for (uint i = 0u; i < 4u; i++) {
+                xl[i] = xq(c, e + 4u * i);
+                xh[i] = xq(c, e + 32u + 4u * i);
+            }
+            float sl = sumq(xl[0] + xl[1] + xl[2] + xl[3]);
+            float sh = sumq(xh[0] + xh[1] + xh[2] + xh[3]);
+            if (QCONV != 0u) {
+                [[unroll]] for (uint i = 0u; i < 4u; i++) {
+                    xl[i] *= POS_B;
+                    xh[i] *= POS_B;
+                }
+            }
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+                float dl = 0.0, dh = 0.0;
+                [[unroll]] for (uint i = 0u; i < 4u; i++) {
+                    uint v = raw[r][i];
+                    uint h = qh[r][i] >> (2u * g);
+                    uint lo = (v & 0x0f0f0f0fu) | ((h & 0x01010101u) << 4u);
+                    uint hi = ((v >> 4u) & 0x0f0f0f0fu) | ((h & 0x02020202u) << 3u);
+                    if (QCONV != 0u) {
+                        dl += dot(posBytes(lo, 0.0), xl[i]);
+                        dh += dot(posBytes(hi, 0.0), xh[i]);
+                    } else {
+                        dl += dot(bytes4(lo, 0.0), xl[i]);
+                        dh += dot(bytes4(hi, 0.0), xh[i]);
                     }
                 }
                 if (QCONV != 0u) {
