@@ -348,7 +348,8 @@ const matmulTargetGroups = 1024
 // (BenchmarkDecodeMatmuls, session 5) 8 rows were fastest for floats
 // (Llama-3-8B f16 matmuls of a step 4.33 ms against 4.45 at 4) and Q8_0
 // (4.19 against 4.31), 4 for Q4_K (4.03 against 4.67 at 8); Q6_K keeps 4
-// (48 bytes of quants and 16 of scales per row and chunk in registers).
+// (48 bytes of quants and 16 of scales per row and chunk in registers),
+// and so does Q5_K (unmeasured; Q4_K's chunks plus 16 bytes of fifth bits).
 // Halved while rows x nc (the accumulators of an invocation) exceeds 32.
 func matmulStartRows(wtype uint32, nc int) int {
 	rows := 4
@@ -369,8 +370,8 @@ func matmulStartRows(wtype uint32, nc int) int {
 // maxInvocs invocations per workgroup at most:
 //   - CPU devices: defaultMatmulShape (the tests' shapes; there is no
 //     memory latency to hide);
-//   - rows per workgroup start at matmulStartRows: 8 for Q8_0, Q4_0 and
-//     Q4_K, 4 for floats and Q6_K;
+//   - rows per workgroup start at matmulStartRows: 8 for floats, Q8_0
+//     and Q4_0, 4 for the K-quants;
 //   - the rows are halved (down to 2) while that leaves fewer than
 //     matmulTargetGroups workgroups, so narrow matrices (K and V: 1024
 //     rows) still spread over every multiprocessor;
